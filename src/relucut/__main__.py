@@ -1,0 +1,3 @@
+from relucut.cli.app import main
+
+main()

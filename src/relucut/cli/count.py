@@ -1,0 +1,93 @@
+"""``relucut count`` and ``relucut models``: what a network costs, and what the zoo holds."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relucut.cli.app import app
+from relucut.cli.options import (
+    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, JsonOpt, ModelArg, NumClassesOpt,
+    RhoOpt, ThinOpt, WidthsOpt, model_spec, parse_names,
+)
+from relucut.cost import CostReport, count as count_cost
+from relucut.models.registry import list_models, model_doc
+from relucut.plan import ReLUPlan
+from relucut.sites import find_sites
+
+console = Console()
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def print_report(report: CostReport, title: str) -> None:
+    head = (
+        f"[bold]{title}[/]  input {'x'.join(map(str, report.input_size))}  "
+        f"ReLUs [bold]{report.relus:,}[/]  MACs {_human(report.macs)}  params {_human(report.params)}  "
+        f"conv depth {report.conv_depth}"
+    )
+    console.print(head)
+    table = Table(show_lines=False)
+    for col, justify in (("stage", "left"), ("sites", "right"), ("ReLUs", "right"),
+                         ("of full", "right"), ("% ReLUs", "right"), ("MACs", "right")):
+        table.add_column(col, justify=justify)
+    by_stage, macs = report.relus_by_stage, report.macs_by_stage
+    total = max(report.relus, 1)
+    for stage in report.stage_names:
+        members = [s for s in report.sites if s.site.stage == stage]
+        full = sum(s.total for s in members)
+        table.add_row(stage, str(len(members)), f"{by_stage.get(stage, 0):,}", f"{full:,}",
+                      f"{100 * by_stage.get(stage, 0) / total:.1f}", _human(macs.get(stage, 0)))
+    table.add_row("total", str(len(report.sites)), f"{report.relus:,}", f"{report.relus_full:,}", "100.0",
+                  _human(report.macs), style="bold")
+    console.print(table)
+
+
+@app.command()
+def count(
+    model: ModelArg,
+    dataset: DatasetOpt = "cifar10",
+    num_classes: NumClassesOpt = None,
+    base_width: BaseWidthOpt = None,
+    widths: WidthsOpt = None,
+    blocks: BlocksOpt = None,
+    alpha: AlphaOpt = None,
+    rho: RhoOpt = None,
+    cull: CullOpt = None,
+    thin: ThinOpt = None,
+    plan: Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON to count under.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Count ReLUs (per site, block, stage), MACs and parameters of MODEL for one input."""
+    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    net = spec.build()
+    relu_plan = ReLUPlan.load(plan) if plan else ReLUPlan()
+    if cull or thin:
+        sites = find_sites(net, spec.input_size)
+        edits = ReLUPlan.deepreduce(sites, cull=parse_names(cull), thin=parse_names(thin))
+        relu_plan.decisions.update(edits.decisions)
+        relu_plan.meta.update(edits.meta)
+    report = count_cost(net, spec.input_size, plan=relu_plan)
+    report.meta.update({"model": spec.name, "dataset": dataset, "spec": spec.to_dict()})
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        print_report(report, f"{spec.name} / {dataset}")
+
+
+@app.command()
+def models() -> None:
+    """List the model zoo."""
+    table = Table("model", "description")
+    for name in list_models():
+        table.add_row(name, model_doc(name))
+    console.print(table)
