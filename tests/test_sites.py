@@ -56,3 +56,15 @@ def test_apply_plan_in_place_on_zoo_model():
     assert isinstance(model.s1[0].relu1, ReLUSite) and model.s1[0].relu1.mode == "identity"
     assert count(model, (3, 32, 32)).relus == plan.count(sites)
     assert "s1_0_relu1" in {n.name for n in trace(model).graph.nodes}
+
+
+def test_partial_relu_matches_mask_and_counts_its_positions():
+    from relucut import PartialReLU
+
+    mask = torch.rand(4, 3, 3) > 0.5
+    masked, partial = ReLUSite("mask", mask), PartialReLU.from_mask(mask, (4, 3, 3))
+    x = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(partial(x), masked(x))
+    assert partial.active_relus((4, 3, 3)) == masked.active_relus((4, 3, 3)) == int(mask.sum())
+    channel = PartialReLU.from_mask(torch.tensor([True, False]).view(2, 1, 1), (2, 3, 3))
+    assert channel.active_relus((2, 3, 3)) == 9

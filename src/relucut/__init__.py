@@ -4,7 +4,7 @@ from relucut.cost import CostReport, count
 from relucut.errors import RelucutError
 from relucut.models import ModelSpec, create_model, list_models, register_model
 from relucut.plan import ReLUPlan, SiteDecision, apply_plan, apply_plan_
-from relucut.site_module import ReLUSite
+from relucut.site_module import PartialReLU, ReLUSite
 from relucut.sites import Site, SiteMap, find_sites, sitify, trace
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ __all__ = [
     "CostReport",
     "ModelSpec",
     "ReLUPlan",
+    "PartialReLU",
     "ReLUSite",
     "RelucutError",
     "Site",

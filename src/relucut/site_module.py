@@ -53,3 +53,35 @@ class ReLUSite(nn.Module):
 
 def is_site_module(module: nn.Module) -> bool:
     return isinstance(module, nn.ReLU) or getattr(module, "relucut_site", False)
+
+
+class PartialReLU(nn.Module):
+    """Exported form of a masked site: gather the mask's positions, ReLU them, scatter back.
+
+    Only ``index.numel()`` values pass through a ReLU, so a 2PC engine evaluates exactly that many
+    ReLUs (the gather/scatter use public indices and are local). ``index`` holds flat positions
+    into the per-sample (C,H,W) activation.
+    """
+
+    relucut_site = True
+
+    def __init__(self, index: torch.Tensor, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        self.register_buffer("index", index.to(torch.long).flatten())
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor, shape: tuple[int, ...]) -> PartialReLU:
+        full = torch.broadcast_to(mask.to(torch.bool), tuple(shape)).flatten()
+        return cls(full.nonzero().flatten(), shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        active = F.relu(flat.index_select(1, self.index))
+        return flat.index_copy(1, self.index, active).view_as(x)
+
+    def active_relus(self, shape: tuple[int, ...]) -> int:
+        return int(self.index.numel())
+
+    def extra_repr(self) -> str:
+        return f"relus={self.index.numel()}/{math.prod(self.shape)}"
