@@ -86,3 +86,22 @@ def test_thinning_drops_the_relu_between_the_convs():
     sites = find_sites(create_model("resnet18"), (3, 32, 32))
     plan = ReLUPlan.deepreduce(sites, thin=["s2"])
     assert sorted(plan.decisions) == ["s2_0_relu1", "s2_1_relu1"]
+
+
+def test_tinyimagenet_stage_counts_table3():
+    r18 = relus("resnet18", (3, 64, 64), num_classes=200).relus_by_stage
+    assert [r18[s] for s in ("s1", "s2", "s3", "s4")] == [1_048_576, 524_288, 262_144, 131_072]
+    r34 = relus("resnet34", (3, 64, 64), num_classes=200)
+    assert r34.relus == 3_866_624  # Table 3 'FR' 3867K
+    assert [r34.relus_by_stage[s] for s in ("s1", "s2", "s3", "s4")] == [1_572_864, 1_048_576, 786_432, 196_608]
+
+
+def test_mobilenet_v1_first_stage_table11():
+    by = relus("mobilenet_v1", num_classes=100).relus_by_stage
+    assert by["stem"] + by["s1"] == 131_072  # Table 11 S1 (stem included)
+
+
+def test_resnet56_deepreduce_table8_relus():
+    model = create_model("resnet56")
+    sites = find_sites(model, (3, 32, 32))
+    assert ReLUPlan.deepreduce(sites, cull=["stem", "s1"]).count(sites) == 221_184  # Table 8: 221.2K
