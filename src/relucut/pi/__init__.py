@@ -1,0 +1,1 @@
+"""Private-inference cost: a protocol cost model (estimate) and real 2PC measurement (SPU)."""
