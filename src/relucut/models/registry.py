@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,12 +14,21 @@ from torch import nn
 from relucut.errors import RelucutError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+# families of names resolved by pattern (e.g. hrn_5x5x3x): (pattern, builder of a factory from the match)
+_FAMILIES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Callable[..., nn.Module]]]] = []
 
 
 def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Registers ``factory`` under its function name."""
     _REGISTRY[factory.__name__] = factory
     return factory
+
+
+def register_family(
+    pattern: str, builder: Callable[[re.Match[str]], Callable[..., nn.Module]]
+) -> None:
+    """Resolves every name that fully matches ``pattern`` to ``builder(match)``; fixed names win."""
+    _FAMILIES.append((re.compile(pattern), builder))
 
 
 def list_models() -> list[str]:
@@ -48,15 +58,18 @@ def _import_factory(path: str) -> Callable[..., nn.Module]:
 def resolve_factory(name: str) -> Callable[..., nn.Module]:
     if ":" in name:
         return _import_factory(name)
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        close = [m for m in _REGISTRY if name.lower() in m or m in name.lower()]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise RelucutError(
-            f"unknown model '{name}'{hint}; run 'relucut models' to list the zoo, "
-            "or pass 'package.module:factory' for your own"
-        ) from None
+    for pattern, builder in _FAMILIES:
+        match = pattern.fullmatch(name)
+        if match:
+            return builder(match)
+    close = [m for m in _REGISTRY if name.lower() in m or m in name.lower()]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise RelucutError(
+        f"unknown model '{name}'{hint}; run 'relucut models' to list the zoo, "
+        "or pass 'package.module:factory' for your own"
+    )
 
 
 def _accepted(factory: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
