@@ -1,0 +1,136 @@
+"""CIFAR-10/100 from the standard "python version" files: a folder or the .tar.gz archive.
+
+Only ``data`` and the label key are read, so batches without ``filenames`` load too.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relucut.data.splits import Split
+from relucut.errors import RelucutError
+
+LAYOUTS = {
+    # name: (folder, archive, train files, test file, label key, meta file, class-name key)
+    "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz",
+                [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels", "batches.meta",
+                b"label_names"),
+    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", ["train"], "test", b"fine_labels", "meta",
+                 b"fine_label_names"),
+}
+
+
+def _unpickle(raw: bytes, where: str) -> dict:
+    try:
+        data = pickle.loads(raw, encoding="bytes")
+    except Exception as exc:  # truncated or not a pickle at all
+        raise RelucutError(f"corrupt CIFAR file {where} ({exc.__class__.__name__}); re-download the dataset") from None
+    if not isinstance(data, dict):
+        raise RelucutError(f"corrupt CIFAR file {where} (not a dict of arrays); re-download the dataset")
+    return {k.encode() if isinstance(k, str) else k: v for k, v in data.items()}
+
+
+def _to_split(batches: list[tuple[dict, str]], label_key: bytes) -> Split:
+    images, labels = [], []
+    for batch, where in batches:
+        if b"data" not in batch or label_key not in batch:
+            raise RelucutError(
+                f"corrupt CIFAR file {where} (no 'data' or '{label_key.decode()}' key); re-download the dataset"
+            )
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(batch[label_key]):
+            raise RelucutError(f"corrupt CIFAR file {where} (data has shape {data.shape}); re-download the dataset")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+    return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+class _Folder:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+    def where(self, name: str) -> str:
+        return str(self.path / name)
+
+
+class _Archive:
+    def __init__(self, path: Path, folder: str):
+        self.path, self.folder = path, folder
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                self.members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise RelucutError(f"corrupt archive {path} ({exc}); delete it and download again") from None
+
+    def _member(self, name: str) -> str | None:
+        for full in (f"{self.folder}/{name}", f"./{self.folder}/{name}", name):
+            if full in self.members:
+                return full
+        return None
+
+    def has(self, name: str) -> bool:
+        return self._member(name) is not None
+
+    def read(self, name: str) -> bytes:
+        try:
+            with tarfile.open(self.path, "r:*") as tar:
+                f = tar.extractfile(self.members[self._member(name)])
+                return f.read() if f else b""
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+            raise RelucutError(f"corrupt archive {self.path} ({exc}); delete it and download again") from None
+
+    def where(self, name: str) -> str:
+        return f"{self.path}:{name}"
+
+
+def locate(name: str, root: Path) -> _Folder | _Archive | None:
+    """Finds the dataset under ``root``: the folder itself, its named sub-folder, or the archive."""
+    folder, archive, train_files, *_ = LAYOUTS[name]
+    if root.is_file():
+        return _Archive(root, folder)
+    for candidate in (root, root / folder):
+        if (candidate / train_files[0]).is_file():
+            return _Folder(candidate)
+    if (root / archive).is_file():
+        return _Archive(root / archive, folder)
+    return None
+
+
+def load_cifar(name: str, root: Path) -> tuple[Split, Split | None, list[str]]:
+    """Returns (train, test or None when the files hold no test batch, class names)."""
+    folder, archive, train_files, test_file, label_key, meta_file, names_key = LAYOUTS[name]
+    source = locate(name, root)
+    if source is None:
+        raise RelucutError(
+            f"no {name} files under '{root}' (expected '{folder}/' or '{archive}'); "
+            "pass the right --data-dir, or add --download on a machine with internet"
+        )
+    missing = [f for f in train_files if not source.has(f)]
+    if missing:
+        raise RelucutError(f"{name} at '{root}' lacks {', '.join(missing)}; re-download the dataset")
+    train = _to_split([(_unpickle(source.read(f), source.where(f)), source.where(f)) for f in train_files],
+                      label_key)
+    test = None
+    if source.has(test_file):
+        test = _to_split([(_unpickle(source.read(test_file), source.where(test_file)), source.where(test_file))],
+                         label_key)
+    classes: list[str] = []
+    if source.has(meta_file):
+        try:
+            meta = _unpickle(source.read(meta_file), source.where(meta_file))
+            classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
+        except RelucutError:
+            classes = []  # class names are a nicety; the pixels and labels are what matter
+    return train, test, classes

@@ -1,0 +1,48 @@
+"""Models from recipes: spec + plan -> module, and a trained run -> module with its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from relucut.errors import RelucutError
+from relucut.plan import ReLUPlan, apply_plan
+from relucut.train.checkpoint import find_checkpoint, read_checkpoint
+from relucut.train.config import TrainConfig
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The config's model spec built, with its plan (if any) applied. Seed first for a fixed init."""
+    spec = config.spec()
+    model = spec.build()
+    if config.plan:
+        plan = ReLUPlan.from_dict(config.plan)
+        model = apply_plan(model, plan, spec.input_size)
+    return model
+
+
+def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuilds a trained model (spec + plan from the run's config) and loads its weights.
+
+    ``path`` is a run directory (its best.pt, else last.pt) or a checkpoint file. The model is
+    returned in eval mode; ``model.relucut_config`` holds the run's TrainConfig and
+    ``model.relucut_normalize`` the (mean, std) its inputs were normalized with.
+    """
+    file = find_checkpoint(path)
+    ckpt = read_checkpoint(file)
+    config = TrainConfig.from_dict(ckpt["config"])
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RelucutError(
+            f"the weights in '{file}' do not fit the model rebuilt from its config ({first}); "
+            "a model built outside the config (e.g. with learnable masks) must be rebuilt by its own code"
+        ) from None
+    model.relucut_config = config
+    model.relucut_normalize = (tuple(ckpt.get("mean", ())), tuple(ckpt.get("std", ())))
+    return model.to(device).eval()

@@ -1,0 +1,126 @@
+"""TrainConfig: everything a training run needs, round-tripping through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relucut.errors import RelucutError
+from relucut.models.registry import ModelSpec
+
+SCHEDULES = ("step", "cosine", "constant")
+AUGMENTS = ("crop+flip", "crop", "flip", "none")
+# Fields that change how fast a run goes but not what it computes: a run may resume with others.
+RUNTIME_FIELDS = ("device", "compile", "channels_last", "bf16", "tensorboard", "eval_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe. Defaults are DeepReDuce's (SGD 0.1, momentum 0.9, wd 4e-4, batch 128,
+    lr / 10 every 30 epochs, KD with T=4 and weight 0.9 when a teacher is given)."""
+
+    model: dict[str, Any] = field(default_factory=lambda: ModelSpec("resnet18").to_dict())
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    plan: dict[str, Any] | None = None  # a ReLUPlan.to_dict()
+    teacher: str | None = None  # a run dir or a checkpoint file
+    epochs: int = 120
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-4
+    nesterov: bool = False
+    schedule: str = "step"
+    step_size: int = 30
+    gamma: float = 0.1
+    milestones: list[int] | None = None  # explicit epochs for the step schedule
+    kd_temperature: float = 4.0
+    kd_weight: float = 0.9
+    augment: str | None = None  # None: "crop" for digits (digits are not mirror-symmetric), else "crop+flip"
+    crop_padding: int | None = None  # None: image side // 8 (4 at 32x32)
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    channels_last: bool | None = None  # None: on for CUDA
+    bf16: bool | None = None  # None: bf16 autocast on CUDA
+    limit_train: int | None = None  # train on the first N training images only (quick runs)
+    eval_batch_size: int = 512
+    tensorboard: bool = False
+
+    # -- resolution --------------------------------------------------------------------------
+    def resolved(self) -> TrainConfig:
+        """A copy with dataset-dependent defaults filled in and values checked."""
+        cfg = dataclasses.replace(self)
+        cfg.dataset = cfg.dataset.lower()
+        spec = self.spec()
+        cfg.model = spec.to_dict()
+        if cfg.augment is None:
+            cfg.augment = "crop" if cfg.dataset == "digits" else "crop+flip"
+        if cfg.crop_padding is None:
+            cfg.crop_padding = max(1, spec.image_size // 8)
+        if cfg.schedule == "step" and cfg.milestones is None:
+            cfg.milestones = list(range(cfg.step_size, cfg.epochs, cfg.step_size)) if cfg.step_size > 0 else []
+        cfg.check()
+        return cfg
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(dict(self.model))
+
+    def check(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise RelucutError(message)
+
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 2, f"batch_size must be >= 2 (batch norm needs two samples), got {self.batch_size}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; use one of {', '.join(SCHEDULES)}")
+        need(self.augment in AUGMENTS, f"unknown augment '{self.augment}'; use one of {', '.join(AUGMENTS)}")
+        need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
+        need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
+        need(self.limit_train is None or self.limit_train >= 2, "limit_train must be >= 2")
+        need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def digest(self) -> str:
+        """A short hash of what the run computes (runtime fields excluded): names default run dirs."""
+        data = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Fields (runtime ones excluded) whose values differ: why a run dir cannot be resumed."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if k not in RUNTIME_FIELDS and a[k] != b.get(k)]
+
+    # -- JSON ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RelucutError(f"unknown training config field(s) {', '.join(unknown)}; remove them")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise RelucutError(f"corrupt training config JSON: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise RelucutError(f"training config '{path}' does not exist")
+        return cls.from_json(path.read_text())

@@ -1,0 +1,342 @@
+"""The training loop: SGD + schedule, optional KD and extra loss terms, per-epoch resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relucut.data import load_dataset
+from relucut.data.splits import DataSplits
+from relucut.errors import RelucutError
+from relucut.plan import atomic_write_text
+from relucut.train.batches import DeviceBatches, epoch_generator
+from relucut.train.build import build_model, load_checkpoint_model
+from relucut.train.checkpoint import (
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint, rng_state, set_rng_state,
+)
+from relucut.train.config import TrainConfig
+from relucut.train.distributed import Dist, init_distributed, resolve_device
+from relucut.train.evaluate import autocast, evaluate_batches
+from relucut.train.hooks import LossContext
+from relucut.train.kd import kd_loss
+from relucut.train.progress import TensorBoard, TrainProgress
+
+ExtraLoss = Callable[[LossContext], "torch.Tensor | dict[str, torch.Tensor]"]
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+    extra_loss: ExtraLoss | None = None,
+    callbacks: Iterable[Any] = (),
+    progress: bool = True,
+    data: DataSplits | None = None,
+) -> dict:
+    """Trains per ``config`` into ``run_dir`` and returns the final metrics (also in final.json).
+
+    ``model``: a prebuilt student (e.g. with learnable masks) instead of spec + plan.
+    ``teacher``: a module for KD instead of ``config.teacher`` (a run dir or checkpoint).
+    ``extra_loss(ctx)``: a scalar tensor (or a dict of named ones, summed and logged) added to the
+    loss each step; see :class:`LossContext`. To use intermediate activations, register forward
+    hooks on ``model`` before calling ``train``; they fire during the step's forward pass.
+    ``callbacks``: objects with optional ``on_epoch_start(epoch, model)`` and
+    ``on_epoch_end(epoch, model, metrics)``; the latter may add entries to ``metrics`` before
+    they are logged. ``data``: already loaded splits, to skip reloading across many runs.
+
+    Restarted with the same config and run dir, training resumes from last.pt; on CPU the result
+    is bit-identical to an uninterrupted run. On return ``model`` holds the selected weights
+    (best on validation).
+    """
+    cfg = config.resolved()
+    run_dir = Path(run_dir)
+    ranks = init_distributed()
+    device = resolve_device(cfg.device, ranks)
+    on_cuda = device.type == "cuda"
+    bf16 = on_cuda if cfg.bf16 is None else bool(cfg.bf16)
+    channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last)
+
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    check_compatible(cfg, data)
+    train_split = data.train
+    if cfg.limit_train is not None and cfg.limit_train < len(train_split):
+        train_split = train_split.subset(torch.arange(cfg.limit_train))
+
+    resume = prepare_run_dir(run_dir, cfg, ranks)
+
+    seed_everything(cfg.seed)
+    student = model if model is not None else build_model(cfg)
+    student.to(device)
+    if channels_last:
+        student.to(memory_format=torch.channels_last)
+    teacher = prepare_teacher(teacher, cfg, data, device, channels_last)
+
+    optimizer = torch.optim.SGD(
+        [p for p in student.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
+    )
+    scheduler = make_scheduler(optimizer, cfg)
+    state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0}
+    if resume is not None:
+        student.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        set_rng_state(resume["rng"])
+        state.update(resume["state"])
+    if ranks.main:
+        truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+
+    net: nn.Module = student
+    if ranks.world > 1:
+        net = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if on_cuda else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    batches = DeviceBatches(train_split, data.mean, data.std, device, augment=cfg.augment,
+                            padding=cfg.crop_padding, channels_last=channels_last)
+    val_batches = DeviceBatches(data.val, data.mean, data.std, device, channels_last=channels_last)
+    per_rank_batch = max(2, cfg.batch_size // ranks.world)
+    steps_per_epoch = batches.num_batches(per_rank_batch, train=True, world=ranks.world)
+    bar = TrainProgress(progress and ranks.main, cfg.epochs, state["epoch"])
+    board = TensorBoard(cfg.tensorboard and ranks.main, run_dir)
+    callbacks = list(callbacks)
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            for cb in callbacks:
+                _call(cb, "on_epoch_start", epoch, student)
+            bar.start_epoch(epoch, steps_per_epoch)
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            metrics = run_epoch(
+                net, student, teacher, batches, optimizer, cfg, epoch, extra_loss, ranks, bf16,
+                per_rank_batch, steps_per_epoch, bar,
+            )
+            if on_cuda:
+                torch.cuda.synchronize(device)
+            train_seconds = time.perf_counter() - started
+            val = evaluate_batches(student, val_batches, cfg.eval_batch_size, bf16) if len(val_batches) else None
+            scheduler.step()
+            metrics = {
+                "epoch": epoch, "lr": lr, **metrics,
+                "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
+                "seconds": train_seconds, "images_per_s": metrics["images"] / max(train_seconds, 1e-9),
+            }
+            for cb in callbacks:
+                _call(cb, "on_epoch_end", epoch, student, metrics)
+            state["seconds"] += time.perf_counter() - started
+            state["epoch"] = epoch + 1
+            if val is None or state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]:
+                state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
+                if ranks.main:
+                    atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
+            if ranks.main:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                last = checkpoint(cfg, student, data, state)
+                last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state())
+                atomic_torch_save(last, run_dir / "last.pt")
+            board.log(metrics)
+            bar.end_epoch(metrics)
+            ranks.barrier()
+    finally:
+        bar.close()
+        board.close()
+    return finish(run_dir, cfg, student, data, state, device, bf16, ranks)
+
+
+def run_epoch(net, student, teacher, batches, optimizer, cfg, epoch, extra_loss, ranks: Dist, bf16: bool,
+              batch_size: int, steps_per_epoch: int, bar) -> dict:
+    net.train()
+    device = batches.device
+    generator = epoch_generator(cfg.seed, epoch, device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    term_sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    for i, (x, y) in enumerate(batches.batches(batch_size, train=True, generator=generator,
+                                               rank=ranks.rank, world=ranks.world)):
+        with autocast(device, bf16):
+            logits = net(x)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+            if teacher_logits is not None:
+                loss = kd_loss(logits, teacher_logits, y, cfg.kd_temperature, cfg.kd_weight)
+            else:
+                loss = F.cross_entropy(logits.float(), y)
+            if extra_loss is not None:
+                ctx = LossContext(student, x, y, logits, teacher_logits, teacher, epoch,
+                                  epoch * steps_per_epoch + i, cfg)
+                extra = extra_loss(ctx)
+                if isinstance(extra, dict):
+                    for name, term in extra.items():
+                        term_sums[name] = term_sums.get(name, 0) + term.detach().double() * y.shape[0]
+                    extra = sum(extra.values())
+                loss = loss + extra
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = y.shape[0]
+        seen += n
+        loss_sum += loss.detach().double() * n
+        correct += (logits.detach().argmax(1) == y).sum()
+        bar.step(f"loss {float(loss_sum) / seen:.3f}" if bar.enabled and i % 20 == 0 else None)
+    if not math.isfinite(float(loss_sum)):
+        raise RelucutError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower --lr")
+    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    ranks.sum_(totals)
+    images = max(int(totals[2]), 1)
+    out = {"train_loss": float(totals[0]) / images, "train_acc": float(totals[1]) / images, "images": images}
+    for name, total in term_sums.items():
+        out[name] = float(ranks.sum_(total.clone())) / images
+    return out
+
+
+def finish(run_dir: Path, cfg: TrainConfig, student: nn.Module, data: DataSplits, state: dict,
+           device: torch.device, bf16: bool, ranks: Dist) -> dict:
+    """Loads the selected (best-on-validation) weights, measures test accuracy, writes final.json."""
+    best = read_checkpoint(run_dir / "best.pt") if (run_dir / "best.pt").is_file() else None
+    if best is not None:
+        student.load_state_dict(best["model"])
+    test = None
+    if data.test is not None and len(data.test):
+        test_batches = DeviceBatches(data.test, data.mean, data.std, device)
+        test = evaluate_batches(student, test_batches, cfg.eval_batch_size, bf16)
+    final = {
+        "best_val_acc": state["best_val_acc"],
+        "best_epoch": state["best_epoch"],
+        "test_acc": test["acc"] if test else None,
+        "test_loss": test["loss"] if test else None,
+        "epochs": state["epoch"],
+        "seconds": state["seconds"],
+        "train_images": min(len(data.train), cfg.limit_train or len(data.train)),
+        "val_images": len(data.val),
+        "test_images": len(data.test) if data.test is not None else 0,
+        "device": str(device),
+        "bf16": bf16,
+        "world_size": ranks.world,
+    }
+    if ranks.main:
+        atomic_write_text(run_dir / "final.json", json.dumps(final, indent=1))
+    return final
+
+
+def checkpoint(cfg: TrainConfig, student: nn.Module, data: DataSplits, state: dict) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(),
+        "model": student.state_dict(), "mean": list(data.mean), "std": list(data.std), "state": dict(state),
+    }
+
+
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ranks: Dist) -> dict | None:
+    """Checks that ``run_dir`` holds this config (or nothing); returns last.pt's content to resume from."""
+    resume = None
+    saved = None
+    if (run_dir / "last.pt").is_file():
+        resume = read_checkpoint(run_dir / "last.pt")
+        saved = TrainConfig.from_dict(resume["config"])
+    elif (run_dir / "config.json").is_file():
+        saved = TrainConfig.load(run_dir / "config.json")
+    if saved is not None:
+        differs = cfg.differences(saved)
+        if differs:
+            raise RelucutError(
+                f"run directory '{run_dir}' holds a run with different {', '.join(differs)}; "
+                "rerun with the same settings to resume, or pass a new --out"
+            )
+    if ranks.main:
+        atomic_write_text(run_dir / "config.json", cfg.to_json())
+    ranks.barrier()
+    return resume
+
+
+def truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drops metric lines of epochs a killed run logged but never checkpointed."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] < epochs_done:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def check_compatible(cfg: TrainConfig, data: DataSplits) -> None:
+    spec = cfg.spec()
+    chans, side = data.input_size[0], data.input_size[1]
+    if spec.in_chans != chans or spec.image_size != side:
+        raise RelucutError(
+            f"model spec expects {spec.in_chans}x{spec.image_size}x{spec.image_size} inputs but "
+            f"{data.name} images are {'x'.join(map(str, data.input_size))}; build the spec for this dataset"
+        )
+    if spec.num_classes != data.num_classes:
+        raise RelucutError(
+            f"model has {spec.num_classes} classes but {data.name} has {data.num_classes}; "
+            "set num_classes to the dataset's"
+        )
+
+
+def prepare_teacher(teacher: nn.Module | None, cfg: TrainConfig, data: DataSplits, device: torch.device,
+                    channels_last: bool) -> nn.Module | None:
+    if teacher is None and cfg.teacher:
+        teacher = load_checkpoint_model(cfg.teacher)
+        taught_on = teacher.relucut_config.dataset
+        if taught_on != cfg.dataset:
+            raise RelucutError(
+                f"teacher '{cfg.teacher}' was trained on {taught_on}, the student trains on {cfg.dataset}; "
+                "use a teacher trained on the same dataset"
+            )
+    if teacher is None:
+        return None
+    teacher = teacher.to(device).eval()
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            classes = teacher(torch.zeros(2, *data.input_size, device=device)).shape[-1]
+    except Exception as exc:  # the teacher cannot even take this dataset's images
+        raise RelucutError(f"the teacher cannot run on {data.name} images ({exc.__class__.__name__}: {exc})") from None
+    if classes != data.num_classes:
+        raise RelucutError(
+            f"the teacher predicts {classes} classes but {data.name} has {data.num_classes}; "
+            "use a teacher trained on this dataset"
+        )
+    return teacher
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    milestones = cfg.milestones if cfg.schedule == "step" else []
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones or []), gamma=cfg.gamma)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _call(callback: Any, method: str, *args: Any) -> None:
+    fn = getattr(callback, method, None)
+    if fn is not None:
+        fn(*args)
