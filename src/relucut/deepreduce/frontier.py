@@ -1,0 +1,179 @@
+"""The ReLU-accuracy Pareto frontier of trained candidates, and its tables (JSON, CSV, Markdown)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from relucut.errors import RelucutError
+from relucut.plan import atomic_write_text
+
+from relucut.deepreduce.candidates import STEM, Candidate
+
+
+@dataclass
+class CandidateResult:
+    """One trained candidate: its configuration, cost and accuracy (percent)."""
+
+    name: str
+    iteration: int
+    step: str
+    culled: list[str]
+    thinned: list[str]
+    alpha: float
+    rho: float
+    one_block: bool
+    relus: int
+    macs: int
+    params: int
+    val_acc: float
+    test_acc: float | None
+    est_latency_s: float | None = None  # from the PI cost model when it is installed
+    run_dir: str = ""
+    on_frontier: bool = False
+
+    @property
+    def acc_per_krelu(self) -> float:
+        return self.val_acc / (self.relus / 1000.0) if self.relus else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "acc_per_krelu": self.acc_per_krelu}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CandidateResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def of(cls, candidate: Candidate, relus: int, macs: int, params: int, val_acc: float,
+           test_acc: float | None, est_latency_s: float | None = None, run_dir: str = "") -> CandidateResult:
+        return cls(candidate.name, candidate.iteration, candidate.step, list(candidate.culled),
+                   list(candidate.thinned), candidate.alpha, candidate.rho, candidate.blocks is not None,
+                   int(relus), int(macs), int(params), float(val_acc),
+                   None if test_acc is None else float(test_acc), est_latency_s, run_dir)
+
+
+def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points (cost, accuracy) that no other point dominates.
+
+    A point dominates another when it costs no more and is no less accurate, and is strictly
+    better in one of the two. Equal points do not dominate each other, so both stay.
+    """
+    keep = []
+    for i, (cost_i, acc_i) in enumerate(points):
+        dominated = any(
+            cost_j <= cost_i and acc_j >= acc_i and (cost_j < cost_i or acc_j > acc_i)
+            for j, (cost_j, acc_j) in enumerate(points) if j != i
+        )
+        if not dominated:
+            keep.append(i)
+    return keep
+
+
+def mark_frontier(results: list[CandidateResult]) -> list[CandidateResult]:
+    """Sets ``on_frontier`` (chosen on validation accuracy) and returns the frontier, most ReLUs first."""
+    on = set(pareto_indices([(r.relus, r.val_acc) for r in results]))
+    for i, r in enumerate(results):
+        r.on_frontier = i in on
+    return sorted((r for r in results if r.on_frontier), key=lambda r: (-r.relus, -r.val_acc))
+
+
+_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*$")
+
+
+def parse_budget(text: str) -> int:
+    """'50k' -> 50000, '1.5M' -> 1500000, '7168' -> 7168."""
+    match = _BUDGET.match(text or "")
+    if not match:
+        raise RelucutError(f"--budget takes a ReLU count like 50k, 1.5M or 7168, got '{text}'")
+    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[match.group(2).lower()]
+    if value < 1:
+        raise RelucutError(f"--budget must be at least 1 ReLU, got '{text}'")
+    return int(round(value))
+
+
+def best_under_budget(results: Sequence[CandidateResult], budget: int) -> CandidateResult:
+    """The most accurate (validation) candidate with at most ``budget`` ReLUs."""
+    within = [r for r in results if r.relus <= budget]
+    if not within:
+        smallest = min(r.relus for r in results)
+        raise RelucutError(f"no candidate fits a budget of {budget:,} ReLUs; the smallest reachable is "
+                           f"{smallest:,} ReLUs; raise --budget to at least that")
+    return max(within, key=lambda r: (r.val_acc, -r.relus))
+
+
+def _stages(names: Sequence[str], star: bool = False) -> str:
+    shown = [n.upper() + ("*" if star else "") for n in names if n != STEM]
+    return "+".join(shown) if shown else "NA"
+
+
+def _scale(v: float) -> str:
+    return "NA" if v == 1.0 else f"{v:g}x"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def markdown_table(rows: Sequence[CandidateResult], title: str = "") -> str:
+    """Rows in the layout of DeepReDuce's Table 4 (the stem ReLU is always culled)."""
+    lines = [title, ""] if title else []
+    lines += [
+        "| Culled | Thinned | Channel (alpha) | Fmap (rho) | #ReLU | MACs | Val acc (%) | Test acc (%) "
+        "| Est. PI latency (s) | Val acc / kReLU |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lat = "-" if r.est_latency_s is None else f"{r.est_latency_s:.3g}"
+        lines.append(
+            f"| {_stages(r.culled)} | {_stages(r.thinned, r.one_block)} | {_scale(r.alpha)} | {_scale(r.rho)} "
+            f"| {r.relus / 1000:.2f}K | {r.macs / 1e6:.2f}M | {_pct(r.val_acc)} | {_pct(r.test_acc)} | {lat} "
+            f"| {r.acc_per_krelu:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("name", "culled", "thinned", "alpha", "rho", "one_block", "relus", "macs", "params", "val_acc",
+               "test_acc", "acc_per_krelu", "est_latency_s", "on_frontier", "run_dir")
+
+
+def to_csv(rows: Sequence[CandidateResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        d = r.to_dict()
+        d["culled"], d["thinned"] = "+".join(r.culled), "+".join(r.thinned)
+        writer.writerow({k: "" if d[k] is None else d[k] for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def write_frontier(out: Path, results: list[CandidateResult], meta: dict[str, Any]) -> list[CandidateResult]:
+    """Writes frontier.json (all candidates + frontier), frontier.csv, candidates.csv and frontier.md."""
+    front = mark_frontier(results)
+    by_relus = sorted(results, key=lambda r: (-r.relus, -r.val_acc))
+    doc = {"format": "relucut.frontier", "version": 1, **meta,
+           "frontier": [r.to_dict() for r in front], "candidates": [r.to_dict() for r in by_relus]}
+    atomic_write_text(out / "frontier.json", json.dumps(doc, indent=1))
+    atomic_write_text(out / "frontier.csv", to_csv(front))
+    atomic_write_text(out / "candidates.csv", to_csv(by_relus))
+    title = meta.get("title", "DeepReDuce frontier")
+    md = markdown_table(front, f"## {title}: Pareto frontier (chosen on validation accuracy)")
+    md += "\n" + markdown_table(by_relus, "## Every trained candidate")
+    atomic_write_text(out / "frontier.md", md)
+    return front
+
+
+def load_frontier(path: Path) -> tuple[dict[str, Any], list[CandidateResult]]:
+    try:
+        doc = json.loads(Path(path).read_text())
+        return doc, [CandidateResult.from_dict(d) for d in doc["candidates"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RelucutError(f"cannot read frontier {path} ({exc.__class__.__name__}: {exc}); rerun the search") from None

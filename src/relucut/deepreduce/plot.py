@@ -1,0 +1,69 @@
+"""The Pareto plot: ReLU count (log scale) against validation accuracy, frontier highlighted."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from relucut.errors import RelucutError
+
+from relucut.deepreduce.frontier import CandidateResult
+
+STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
+
+
+def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "DeepReDuce",
+                  teacher: tuple[int, float] | None = None) -> Path:
+    """Writes a PNG; ``teacher`` is (ReLUs, validation accuracy) of the full-ReLU network."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RelucutError("the Pareto plot needs matplotlib; pip install 'relucut[plot]'") from None
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    for step, marker in STEP_MARKERS.items():
+        pts = [r for r in results if r.step == step]
+        if pts:
+            ax.scatter([r.relus for r in pts], [r.val_acc for r in pts], marker=marker, s=36,
+                       color="0.6", label=step, zorder=2)
+    front = sorted((r for r in results if r.on_frontier), key=lambda r: r.relus)
+    if front:
+        ax.plot([r.relus for r in front], [r.val_acc for r in front], "-", color="tab:red", lw=1.8,
+                zorder=3, label="Pareto frontier")
+        for r in front:
+            ax.scatter([r.relus], [r.val_acc], marker=STEP_MARKERS.get(r.step, "o"), s=48, color="tab:red",
+                       zorder=4)
+            ax.annotate(_short(r), (r.relus, r.val_acc), textcoords="offset points", xytext=(5, -10),
+                        fontsize=7, color="tab:red")
+    if teacher is not None:
+        ax.scatter([teacher[0]], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
+                   label="full-ReLU teacher")
+    ax.set_xscale("log")
+    ax.set_xlabel("ReLUs per input (log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _short(r: CandidateResult) -> str:
+    culled = "+".join(s.upper() for s in r.culled if s != "stem") or "-"
+    extra = [f"a{r.alpha:g}" if r.alpha != 1 else "", f"r{r.rho:g}" if r.rho != 1 else "",
+             "RT" if r.thinned else "", "*" if r.one_block else ""]
+    return f"-{culled} " + " ".join(e for e in extra if e)
