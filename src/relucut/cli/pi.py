@@ -1,0 +1,218 @@
+"""``relucut pi estimate|measure|calibrate``: what a network costs in private inference."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relucut.cli.app import app
+from relucut.cli.options import (
+    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, JsonOpt, NumClassesOpt, RhoOpt, ThinOpt,
+    WidthsOpt, model_spec, parse_names,
+)
+from relucut.cost import count
+from relucut.errors import RelucutError
+from relucut.plan import atomic_write_text
+
+pi_app = typer.Typer(help="Private-inference cost: estimate, measure under SPU (Cheetah 2PC), calibrate.",
+                     no_args_is_help=True)
+app.add_typer(pi_app, name="pi")
+console = Console()
+
+TargetArg = Annotated[str, typer.Argument(help="An export directory (from `relucut export`) or a zoo model name.")]
+PlanOpt = Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON (zoo models only).")]
+
+_UNITS_BPS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
+_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def parse_quantity(text: str, units: dict[str, float], option: str, example: str) -> float:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]*)\s*", text.lower())
+    if not m or (m.group(2) and m.group(2) not in units):
+        raise RelucutError(f"{option} takes a number with a unit ({', '.join(units)}), e.g. {example}; got '{text}'")
+    return float(m.group(1)) * units.get(m.group(2) or "", 1.0)
+
+
+def _network(target, dataset, num_classes, base_width, widths, blocks, alpha, rho, cull, thin, plan, seed=0):
+    from relucut.pi.networks import load_export_dir, looks_like_path, planned_zoo_model
+
+    if looks_like_path(target):
+        if cull or thin or plan:
+            raise RelucutError("--cull/--thin/--plan apply to zoo models; an export directory already has its plan")
+        model, input_size = load_export_dir(target)
+        return model, input_size, target
+    spec = model_spec(target, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    model, _ = planned_zoo_model(spec, plan, parse_names(cull), parse_names(thin), seed=seed)
+    return model, spec.input_size, f"{spec.name} / {dataset}"
+
+
+def _human_bytes(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+@pi_app.command("estimate")
+def estimate_cmd(
+    target: TargetArg,
+    protocol: Annotated[str, typer.Option("--protocol", help="delphi | delphi-slides | sci | cheetah")] = "delphi",
+    profile_file: Annotated[Optional[str], typer.Option("--profile", help="Profile file (JSON/TOML) overriding constants.")] = None,
+    bandwidth: Annotated[Optional[str], typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit, 100mbit.")] = None,
+    rtt: Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time, e.g. 0.3ms.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads (compute scales linearly).")] = None,
+    requests_per_s: Annotated[Optional[float], typer.Option("--requests-per-s", help="Request rate: model offline on the critical path.")] = None,
+    num_requests: Annotated[int, typer.Option("--num-requests", help="Requests simulated at that rate.")] = 100,
+    dataset: DatasetOpt = "cifar10",
+    num_classes: NumClassesOpt = None,
+    base_width: BaseWidthOpt = None,
+    widths: WidthsOpt = None,
+    blocks: BlocksOpt = None,
+    alpha: AlphaOpt = None,
+    rho: RhoOpt = None,
+    cull: CullOpt = None,
+    thin: ThinOpt = None,
+    plan: PlanOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Estimate online/offline latency, communication and storage of private inference."""
+    from relucut.pi import estimate
+
+    if num_requests < 1:
+        raise RelucutError(f"--num-requests must be >= 1, got {num_requests}")
+    model, input_size, label = _network(target, dataset, num_classes, base_width, widths, blocks, alpha, rho,
+                                        cull, thin, plan)
+    report = count(model, input_size)
+    est = estimate(
+        report, protocol, profile_file=profile_file,
+        bandwidth_bps=parse_quantity(bandwidth, _UNITS_BPS, "--bandwidth", "1gbit") if bandwidth else None,
+        rtt_s=parse_quantity(rtt, _UNITS_S, "--rtt", "0.3ms") if rtt is not None else None,
+        threads=threads, requests_per_s=requests_per_s, num_requests=num_requests,
+    )
+    if as_json:
+        typer.echo(json.dumps({"network": label, **est.to_dict()}))
+        return
+    console.print(f"[bold]{label}[/]  protocol [bold]{est.protocol}[/]  ReLUs {est.relus:,} in {est.relu_layers} "
+                  f"layers  MACs {est.macs / 1e6:.1f}M  link {est.bandwidth_bps / 1e6:g} Mbit/s, "
+                  f"RTT {est.rtt_s * 1e3:g} ms, {est.threads} thread(s)")
+    table = Table("phase", "latency", "communication")
+    table.add_row("offline", f"{est.offline_s:.3f} s", _human_bytes(est.offline_bytes))
+    table.add_row("online", f"{est.online_s:.3f} s", _human_bytes(est.online_bytes))
+    table.add_row("total", f"{est.total_s:.3f} s", _human_bytes(est.total_bytes), style="bold")
+    if est.setup_s or est.setup_bytes:
+        table.add_row("one-time setup", f"{est.setup_s:.3f} s", _human_bytes(est.setup_bytes))
+    console.print(table)
+    console.print(f"storage: client {_human_bytes(est.client_storage_bytes)}, server "
+                  f"{_human_bytes(est.server_storage_bytes)} per preprocessed inference")
+    if est.requests:
+        r = est.requests
+        console.print(f"at {r.rate_per_s:g} requests/s ({r.num_requests} requests): throughput "
+                      f"{r.throughput_per_s:.3g}/s, latency mean {r.mean_latency_s:.3g} s, p95 {r.p95_latency_s:.3g} s; "
+                      f"offline on the critical path for {100 * r.offline_on_critical_path:.0f}% of requests "
+                      f"(offline hides below {r.capacity_per_s:.3g} requests/s)")
+
+
+@pi_app.command("measure")
+def measure_cmd(
+    target: TargetArg,
+    mode: Annotated[str, typer.Option("--mode", help="public-weights (lower bound) | shared-weights (upper bound) | both")] = "public-weights",
+    runs: Annotated[int, typer.Option("--runs", help="Runs per mode: the first includes OT setup.")] = 3,
+    batch: Annotated[int, typer.Option("--batch", help="Inputs per secure run.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random input (and of zoo weights).")] = 0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds allowed for the SPU run.")] = 600.0,
+    out: Annotated[Optional[str], typer.Option("--out", help="Write the results (JSON) here.")] = None,
+    dataset: DatasetOpt = "cifar10",
+    num_classes: NumClassesOpt = None,
+    base_width: BaseWidthOpt = None,
+    widths: WidthsOpt = None,
+    blocks: BlocksOpt = None,
+    alpha: AlphaOpt = None,
+    rho: RhoOpt = None,
+    cull: CullOpt = None,
+    thin: ThinOpt = None,
+    plan: PlanOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the network under SecretFlow SPU (Cheetah 2PC, two processes on loopback) and report its costs."""
+    from relucut.pi import estimate
+    from relucut.pi.measure import MODES, measure, spu_python
+
+    modes = list(MODES) if mode == "both" else [mode]
+    if any(m not in MODES for m in modes):
+        raise RelucutError(f"unknown --mode '{mode}'; use public-weights, shared-weights or both")
+    if batch < 1:
+        raise RelucutError(f"--batch must be >= 1, got {batch}")
+    spu_python()  # fail fast, before building anything
+    model, input_size, label = _network(target, dataset, num_classes, base_width, widths, blocks, alpha, rho,
+                                        cull, thin, plan, seed=seed)
+    results = []
+    with console.status("running under SPU ...") if not as_json else _null():
+        for m in modes:
+            results.append(measure(model, input_size, mode=m, runs=runs, batch=batch, seed=seed, timeout=timeout))
+    est = estimate(count(model, input_size), "cheetah")
+    payload = {"network": label, "input_size": list(input_size),
+               "config": {"runs": runs, "batch": batch, "seed": seed, "modes": modes},
+               "measurements": [r.to_dict() for r in results], "estimate_cheetah": est.to_dict()}
+    if out:
+        atomic_write_text(Path(out), json.dumps(payload, indent=1))
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    console.print(f"[bold]{label}[/]  ReLUs {results[0].relus:,} in {results[0].relu_layers} layers  "
+                  f"MACs {results[0].macs / 1e6:.1f}M  engine {results[0].engine}, batch {batch}")
+    table = Table("mode", "run", "wall", "bytes", "messages", "ReLU bytes", "B/ReLU")
+    for r in results:
+        per = r.warm.relu_bytes / max(1, r.relus * batch)
+        table.add_row(r.mode, "first (incl. OT setup)", f"{r.first.wall_s:.3f} s", _human_bytes(r.first.bytes),
+                      f"{r.first.messages:,}", _human_bytes(r.first.relu_bytes), "")
+        table.add_row("", f"warm (mean of {r.warm_runs})", f"{r.warm.wall_s:.3f} s", _human_bytes(r.warm.bytes),
+                      f"{r.warm.messages:,}", _human_bytes(r.warm.relu_bytes), f"{per:.1f}")
+    table.add_row("estimate", "cheetah profile, online", f"{est.online_s:.3f} s", _human_bytes(est.online_bytes),
+                  "", "", "", style="dim")
+    console.print(table)
+    for r in results:
+        verdict = "[green]matches[/]" if r.matches else "[red]DIFFERS[/]"
+        console.print(f"{r.mode}: {r.note}. Secure output {verdict} PyTorch (max |err| {r.max_abs_error:.2e}, "
+                      f"output scale {r.max_abs_output:.2e}).")
+    if not all(r.matches for r in results):
+        raise typer.Exit(1)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pi_app.command("calibrate")
+def calibrate_cmd(
+    measurements: Annotated[list[str], typer.Argument(help="JSON files: `relucut pi measure --json` output or rows of "
+                                                           "relus, relu_layers, macs, online_s, online_bytes.")],
+    base: Annotated[str, typer.Option("--base", help="Profile whose other constants are kept.")] = "cheetah",
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of the fitted profile.")] = None,
+    out: Annotated[str, typer.Option("--out", help="Profile file to write (JSON).")] = "pi-profile.json",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit per-ReLU / per-MAC / per-layer constants to your measurements and write a profile file."""
+    from relucut.pi.calibrate import calibrate, profile_file_data, read_measurements
+    from relucut.pi.profiles import get_profile
+
+    rows = read_measurements(measurements)
+    profile, fit = calibrate(rows, get_profile(base), name)
+    data = profile_file_data(profile, base, fit)
+    atomic_write_text(Path(out), json.dumps(data, indent=1))
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    console.print(f"fitted {fit['measurements']} measurements: {fit['time_fit']['per_relu_s'] * 1e6:.2f} us/ReLU, "
+                  f"{fit['time_fit']['per_mac_s'] * 1e9:.3f} ns/MAC, {fit['time_fit']['per_layer_s'] * 1e3:.2f} ms/layer "
+                  f"(r2 {fit['time_r2']:.3f}); {fit['bytes_fit']['per_relu']:.1f} B/ReLU, "
+                  f"{fit['bytes_fit']['per_mac']:.4f} B/MAC (r2 {fit['bytes_r2']:.3f}) -> {out}")

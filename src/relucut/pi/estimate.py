@@ -1,0 +1,121 @@
+"""The cost model: seconds and bytes of one private inference from ReLUs, ReLU layers and MACs.
+
+Per phase (offline, online):
+    compute  = (ReLUs * t_relu + MACs * t_mac) * ref_threads / threads  [+ layers * t_layer online]
+    transfer = bytes * 8 / bandwidth,   bytes = ReLUs * b_relu + MACs * b_mac
+    time     = max(compute, transfer)   (garbling/OT pipelines overlap compute and sending)
+             + layers * rounds_per_layer * RTT   (online only: each ReLU layer waits on the network)
+A ReLU layer is a site with at least one active ReLU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from relucut.cost import CostReport
+from relucut.errors import RelucutError
+from relucut.pi.profiles import Profile, resolve_profile
+from relucut.pi.requests import RequestLoad, simulate_requests
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the cost model needs from a network."""
+
+    relus: int
+    relu_layers: int
+    macs: int
+
+    @classmethod
+    def of(cls, report: CostReport) -> Workload:
+        return cls(relus=report.relus, relu_layers=sum(1 for s in report.sites if s.relus > 0), macs=report.macs)
+
+
+@dataclass
+class Estimate:
+    protocol: str
+    relus: int
+    relu_layers: int
+    macs: int
+    online_s: float
+    offline_s: float
+    online_bytes: float
+    offline_bytes: float
+    online_compute_s: float
+    online_transfer_s: float
+    online_rounds_s: float
+    setup_s: float  # one-time per session, not in total_s
+    setup_bytes: float
+    client_storage_bytes: float
+    server_storage_bytes: float
+    bandwidth_bps: float
+    rtt_s: float
+    threads: int
+    requests: RequestLoad | None = None
+
+    @property
+    def total_s(self) -> float:
+        return self.online_s + self.offline_s
+
+    @property
+    def total_bytes(self) -> float:
+        return self.online_bytes + self.offline_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["total_s"], out["total_bytes"] = self.total_s, self.total_bytes
+        return out
+
+
+def _check(name: str, value: float | None, minimum: float = 0.0, strict: bool = True) -> None:
+    if value is not None and (value <= minimum if strict else value < minimum):
+        raise RelucutError(f"{name} must be > {minimum:g}, got {value}")
+
+
+def estimate(
+    report: CostReport | Workload,
+    profile: str | Profile = "delphi",
+    *,
+    bandwidth_bps: float | None = None,
+    rtt_s: float | None = None,
+    threads: int | None = None,
+    requests_per_s: float | None = None,
+    num_requests: int = 100,
+    profile_file: str | None = None,
+) -> Estimate:
+    """Estimated private-inference cost of the network counted in ``report`` under ``profile``."""
+    prof = resolve_profile(profile, profile_file)
+    work = report if isinstance(report, Workload) else Workload.of(report)
+    _check("bandwidth", bandwidth_bps)
+    _check("rtt", rtt_s, strict=False)
+    _check("threads", threads, 0)
+    _check("requests per second", requests_per_s)
+    bandwidth = bandwidth_bps or prof.bandwidth_bps
+    rtt = prof.rtt_s if rtt_s is None else rtt_s
+    threads = threads or prof.ref_threads
+    speedup = threads / prof.ref_threads  # assumption: compute scales linearly with threads
+
+    on_compute = (work.relus * prof.relu_online_s + work.macs * prof.mac_online_s) / speedup \
+        + work.relu_layers * prof.layer_online_s
+    on_bytes = work.relus * prof.relu_online_bytes + work.macs * prof.mac_online_bytes
+    on_transfer = on_bytes * 8 / bandwidth
+    on_rounds = work.relu_layers * prof.rounds_per_layer * rtt
+    online_s = max(on_compute, on_transfer) + on_rounds
+
+    off_compute = (work.relus * prof.relu_offline_s + work.macs * prof.mac_offline_s) / speedup
+    off_bytes = work.relus * prof.relu_offline_bytes + work.macs * prof.mac_offline_bytes
+    offline_s = max(off_compute, off_bytes * 8 / bandwidth)
+
+    result = Estimate(
+        protocol=prof.name, relus=work.relus, relu_layers=work.relu_layers, macs=work.macs,
+        online_s=online_s, offline_s=offline_s, online_bytes=on_bytes, offline_bytes=off_bytes,
+        online_compute_s=on_compute, online_transfer_s=on_transfer, online_rounds_s=on_rounds,
+        setup_s=prof.setup_s, setup_bytes=prof.setup_bytes,
+        client_storage_bytes=work.relus * prof.client_storage_per_relu,
+        server_storage_bytes=work.relus * prof.server_storage_per_relu,
+        bandwidth_bps=bandwidth, rtt_s=rtt, threads=threads,
+    )
+    if requests_per_s is not None:
+        result.requests = simulate_requests(online_s, offline_s, requests_per_s, num_requests)
+    return result

@@ -1,0 +1,176 @@
+"""Protocol profiles: the per-ReLU, per-MAC and per-layer constants of a 2PC protocol.
+
+Every constant carries its source (see docs/pi.md). A profile can be overridden from a JSON or
+TOML file (``{"base": "delphi", "relu_online_s": 2e-5, ...}``); ``relucut pi calibrate`` writes
+such files from the user's own measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from relucut.errors import RelucutError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Costs of one protocol. Times are seconds at ``ref_threads`` threads; bytes are per inference."""
+
+    name: str
+    description: str
+    relu_online_s: float = 0.0
+    relu_offline_s: float = 0.0
+    relu_online_bytes: float = 0.0
+    relu_offline_bytes: float = 0.0
+    mac_online_s: float = 0.0
+    mac_offline_s: float = 0.0
+    mac_online_bytes: float = 0.0
+    mac_offline_bytes: float = 0.0
+    layer_online_s: float = 0.0  # fixed cost per ReLU layer (synchronisation, per-layer setup)
+    rounds_per_layer: float = 2.0  # online round trips per ReLU layer
+    setup_s: float = 0.0  # one-time per client session (e.g. silent-OT set-up), not per inference
+    setup_bytes: float = 0.0
+    client_storage_per_relu: float = 0.0  # bytes kept from offline to online
+    server_storage_per_relu: float = 0.0
+    ref_threads: int = 1  # threads the time constants were measured with
+    bandwidth_bps: float = 1e9  # default link: bits per second
+    rtt_s: float = 0.3e-3  # default round-trip time
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ARTIFACT = "public DELPHI artifact measurement (issue 6)"
+TABLE4 = "fitted to DeepReDuce Table 4 latencies (ResNet18/CIFAR-100, DELPHI), docs/pi.md"
+SLIDES = "DeepReDuce slides' operator table, from the DELPHI paper (USENIX Sec'20)"
+
+PROFILES: dict[str, Profile] = {
+    "delphi": Profile(
+        name="delphi",
+        description="DELPHI (HE offline, GC ReLUs); artifact constants, per-layer/per-MAC terms fit to DeepReDuce Table 4",
+        relu_online_s=18.3e-6, relu_offline_s=154.9e-6,
+        relu_online_bytes=1184, relu_offline_bytes=19088,
+        mac_online_s=0.42e-9, mac_offline_s=0.5e-6, mac_offline_bytes=0.7146,
+        layer_online_s=0.035, rounds_per_layer=2,
+        client_storage_per_relu=19088, server_storage_per_relu=2 * 16 * 41,
+        ref_threads=1,
+        sources={
+            "relu_online_s": f"{ARTIFACT}: 18.3 us client GC evaluation per ReLU",
+            "relu_online_bytes": f"{ARTIFACT}: 1,184 B online per ReLU",
+            "relu_offline_bytes": f"{ARTIFACT}: 19,088 B offline per ReLU",
+            "relu_offline_s": f"{SLIDES}: 154.9 us preprocessing per ReLU",
+            "mac_offline_s": f"{ARTIFACT}: HE offline 0.4-0.7 us per MAC per thread (midpoint)",
+            "mac_offline_bytes": "artifact resnet18/CIFAR offline total 11.03 GB minus 557,056 x 19,088 B of "
+                                 "garbled circuits = 0.397 GB of HE traffic, spread over its 555.5M MACs",
+            "mac_online_s": TABLE4,
+            "layer_online_s": TABLE4,
+            "client_storage_per_relu": "the client keeps each garbled circuit it received offline",
+            "server_storage_per_relu": "assumption: the server keeps 2 wire labels of 16 B per bit of a 41-bit share",
+        },
+    ),
+    "delphi-slides": Profile(
+        name="delphi-slides",
+        description="DELPHI per-operator table from the slides (single-threaded)",
+        relu_online_s=85.3e-6, relu_offline_s=154.9e-6,
+        relu_online_bytes=2048, relu_offline_bytes=17500,
+        mac_online_s=6.77e-9, mac_offline_s=0.524e-6, mac_online_bytes=0.0282, mac_offline_bytes=4.5,
+        rounds_per_layer=2, client_storage_per_relu=17500, ref_threads=1,
+        sources={k: SLIDES for k in ("relu_online_s", "relu_offline_s", "relu_online_bytes", "relu_offline_bytes",
+                                     "mac_online_s", "mac_offline_s", "mac_online_bytes", "mac_offline_bytes")},
+    ),
+    "sci": Profile(
+        name="sci",
+        description="CrypTFlow2/SCI (OT-based ReLU, no ReLU offline phase)",
+        relu_online_s=20e-6, relu_online_bytes=570,
+        mac_online_s=40e-9, mac_online_bytes=0.05,
+        rounds_per_layer=8, ref_threads=4,
+        sources={
+            "relu_online_bytes": "issue 6: CrypTFlow2/SCI about 540-600 B per ReLU (midpoint)",
+            "relu_online_s": "assumption (no public per-ReLU time at hand); calibrate with `relucut pi calibrate`",
+            "mac_online_s": "assumption: HE linear layers as Cheetah's order of magnitude; calibrate",
+            "rounds_per_layer": "assumption: log-depth millionaires' comparison, about 8 rounds",
+        },
+    ),
+    "cheetah": Profile(
+        name="cheetah",
+        description="Cheetah (silent-OT ReLU, HE linear layers); bytes from the paper, times measured with SPU here",
+        relu_online_s=60e-6, relu_online_bytes=55,
+        mac_online_s=40e-9, mac_online_bytes=0.05,
+        layer_online_s=0.02, rounds_per_layer=8,
+        setup_s=1.5, setup_bytes=3.5e6, ref_threads=2,
+        sources={
+            "relu_online_bytes": "issue 6: Cheetah about 52-59 B per ReLU (midpoint)",
+            "setup_bytes": "issue 6: one-time silent-OT set-up about 3.5 MB",
+            "relu_online_s": "SPU 0.9.5 Cheetah on this project's 2-core machine (bench/results/spu_*)",
+            "layer_online_s": "SPU 0.9.5 Cheetah on this project's 2-core machine (bench/results/spu_*)",
+            "setup_s": "SPU 0.9.5 Cheetah first-run minus warm-run time (bench/results/spu_*)",
+            "mac_online_s": "assumption, calibrate with `relucut pi calibrate`",
+        },
+    ),
+}
+
+FIELDS = {f.name for f in fields(Profile)}
+NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads"}
+
+
+def profile_names() -> list[str]:
+    return list(PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise RelucutError(f"unknown protocol '{name}'; use one of: {', '.join(PROFILES)} "
+                           "(or --profile FILE.json|toml)") from None
+
+
+def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
+    unknown = sorted(set(overrides) - FIELDS - {"base", "fit"})
+    if unknown:
+        raise RelucutError(f"unknown profile field(s) {', '.join(unknown)}; valid: {', '.join(sorted(NUMERIC))}")
+    values = {}
+    for key, value in overrides.items():
+        if key in ("base", "fit"):
+            continue
+        if key in NUMERIC:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise RelucutError(f"profile field {key} must be a number, got {value!r}") from None
+            if value < 0:
+                raise RelucutError(f"profile field {key} must be >= 0, got {value}")
+        elif key == "ref_threads":
+            value = int(value)
+        values[key] = value
+    return replace(profile, **values)
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Reads a profile file: a 'base' protocol (default delphi) plus fields to override."""
+    path = Path(path)
+    if not path.exists():
+        raise RelucutError(f"profile file {path} not found; write one with `relucut pi calibrate` or by hand")
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RelucutError(f"profile file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RelucutError(f"profile file {path} must hold one object of profile fields")
+    base = get_profile(str(data.get("base", data.get("name", "delphi"))))
+    data = {**data, "name": data.get("name", base.name)}
+    return with_overrides(base, data)
+
+
+def resolve_profile(protocol: str | Profile | None = "delphi", profile_file: str | Path | None = None) -> Profile:
+    if isinstance(protocol, Profile):
+        return protocol
+    if profile_file is not None:
+        return load_profile(profile_file)
+    return get_profile(protocol or "delphi")
