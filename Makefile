@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean spu-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# SecretFlow SPU for `relucut pi measure`: its own venv (spu pins numpy<2 and jax 0.4.34)
+SPU_VENV := .venv-spu
+SPU_STAMP := $(SPU_VENV)/.installed
+SPU_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
+$(SPU_STAMP):
+	$(SPU_PYTHON) -m venv $(SPU_VENV)
+	$(SPU_VENV)/bin/pip install -q spu==0.9.5 'numpy<2'
+	touch $(SPU_STAMP)
+
+spu-env: $(SPU_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/relucut count resnet18 --dataset cifar100
 	$(BIN)/relucut count resnet18 --dataset cifar100 --cull stem,s1 --thin s2,s3,s4
 
-test: $(STAMP)
+test: $(STAMP) $(SPU_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(SPU_VENV) .pytest_cache

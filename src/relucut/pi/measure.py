@@ -44,7 +44,7 @@ def spu_python() -> Path:
     else:
         root = Path(relucut.__file__).resolve().parents[2]
         path = root / ".venv-spu" / "bin" / "python"
-    if not path.exists():
+    if not path.exists() or (not env and not (path.parents[1] / ".installed").exists()):
         raise RelucutError(
             f"the SPU environment is missing ({path} not found); create it with `make spu-env` "
             "(or point RELUCUT_SPU_PYTHON at a Python with spu==0.9.5)"
