@@ -1,0 +1,85 @@
+"""``relucut reshape`` (ReLU equalization) and ``relucut deepreshape`` (the capacity–criticality pipeline)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relucut.cli.app import app
+from relucut.cli.options import DatasetOpt, JsonOpt, parse_ints
+from relucut.deepreshape.describe import describe
+from relucut.deepreshape.equalize import parse_order, satisfies, solve, stage_units
+from relucut.errors import RelucutError
+from relucut.presets import get_preset
+
+console = Console()
+
+OrderOpt = Annotated[str, typer.Option("--order", help="Stages from most to least critical, e.g. s3,s2,s4,s1.")]
+ReshapeBlocksOpt = Annotated[Optional[str], typer.Option("--blocks", help="Blocks per stage (phi), e.g. 2,2,2,2.")]
+MaxRatioOpt = Annotated[int, typer.Option("--max-ratio", help="Largest width ratio between consecutive stages.")]
+
+
+def _blocks(text: str | None) -> list[int]:
+    blocks = parse_ints(text, "--blocks") or [2, 2, 2, 2]
+    if len(blocks) < 2 or any(b < 1 for b in blocks):
+        raise RelucutError(f"--blocks needs at least two stages, each >= 1 block, got {text}")
+    return blocks
+
+
+def _row(cells: dict, stages: list[str]) -> list[str]:
+    dist = cells["distribution"]
+    return [cells["model"].removeprefix("hrn_"), f"{cells['relus']:,}", f"{cells['macs'] / 1e6:.1f}M",
+            *(f"{dist[s]:.2f}%" for s in stages), "yes" if cells["order_holds_with_stem_in_s1"] else "no"]
+
+
+@app.command()
+def reshape(
+    order: OrderOpt = "s3,s2,s4,s1",
+    blocks: ReshapeBlocksOpt = None,
+    max_ratio: MaxRatioOpt = 8,
+    min_ratio: Annotated[int, typer.Option("--min-ratio", help="Smallest width ratio considered.")] = 1,
+    base_width: Annotated[int, typer.Option("--base-width", help="First-stage width m of the reported designs.")] = 16,
+    stem_in_s1: Annotated[bool, typer.Option("--stem-in-s1", help="Count the stem's ReLUs with s1 in the order.")] = False,
+    dataset: DatasetOpt = "cifar100",
+    as_json: JsonOpt = False,
+) -> None:
+    """ReLU equalization: HybReNet ratios (alpha, beta, gamma) that put the stages' ReLUs in ORDER.
+
+    For each choice of the later ratios, the smallest alpha (fewest MACs) that satisfies every pair.
+    """
+    phi = _blocks(blocks)
+    stage_order = parse_order(order, len(phi))
+    if base_width < 1:
+        raise RelucutError(f"--base-width must be >= 1, got {base_width}")
+    preset = get_preset(dataset)
+    designs = solve(stage_order, phi, max_ratio=max_ratio, min_ratio=min_ratio, stem_in_s1=stem_in_s1)
+    rows = []
+    for design in designs:
+        row = describe(design.ratios, base_width, phi, preset.input_size, preset.num_classes)
+        row["order_holds_with_stem_in_s1"] = satisfies(stage_units(design.ratios, phi, True), stage_order)
+        rows.append(row)
+    stages = [f"s{i + 1}" for i in range(len(phi))]
+    result = {
+        "order": [stages[i] for i in stage_order],
+        "blocks": phi,
+        "min_ratio": min_ratio,
+        "max_ratio": max_ratio,
+        "stem_in_s1": stem_in_s1,
+        "base_width": base_width,
+        "dataset": preset.name,
+        "designs": rows,
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console.print(f"[bold]ReLU equalization[/] {' > '.join(s.upper() for s in result['order'])}  "
+                  f"blocks {','.join(map(str, phi))}  m={base_width}  {preset.name}")
+    table = Table("design", "ReLUs", "MACs", *(f"{s} %" for s in stages), "holds w/ stem")
+    for row in rows:
+        table.add_row(*_row(row, stages))
+    console.print(table)
+    console.print("stage shares count the stem inside s1, as the DeepReShape slides do")
