@@ -1,0 +1,142 @@
+"""Training runs on the embedded digits: accuracy, run-dir contents, hooks, callbacks, plans, errors."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from relucut.data import load_dataset
+from relucut.errors import RelucutError
+from relucut.models import ModelSpec
+from relucut.plan import ReLUPlan
+from relucut.sites import find_sites
+from relucut.train import TrainConfig, build_model, evaluate, load_checkpoint_model, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models: one thread is fastest and keeps shared CI cores free
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def digits_config(model="resnet6", base_width=8, **kw):
+    spec = ModelSpec(model, num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": base_width})
+    settings = {"lr": 0.05, "schedule": "cosine", "batch_size": 64, **kw}
+    return TrainConfig(model=spec.to_dict(), dataset="digits", **settings)
+
+
+def test_short_digits_run_is_far_better_than_chance(tmp_path, digits):
+    cfg = digits_config(epochs=4)
+    final = train(cfg, tmp_path, progress=False, data=digits)
+    assert final["test_acc"] > 0.6 and final["best_val_acc"] > 0.6  # chance is 0.1
+    assert final["epochs"] == 4 and 0 <= final["best_epoch"] < 4
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json"}
+    assert json.loads((tmp_path / "final.json").read_text()) == final
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [0, 1, 2, 3]
+    assert max(m["val_acc"] for m in lines) == final["best_val_acc"]
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    saved = TrainConfig.load(tmp_path / "config.json")
+    assert saved == cfg.resolved() and saved.augment == "crop"  # digits are not mirrored
+
+    # the best checkpoint rebuilds from its config and reproduces the recorded figures
+    model = load_checkpoint_model(tmp_path)
+    assert evaluate(model, digits, split="val")["acc"] == final["best_val_acc"]
+    assert evaluate(model, digits, split="test")["acc"] == final["test_acc"]
+
+
+def test_finished_run_rerun_does_not_retrain_and_other_settings_are_refused(tmp_path, digits):
+    cfg = digits_config(epochs=1, limit_train=128)
+    first = train(cfg, tmp_path, progress=False, data=digits)
+    mtime = (tmp_path / "last.pt").stat().st_mtime_ns
+    again = train(cfg, tmp_path, progress=False, data=digits)
+    assert (tmp_path / "last.pt").stat().st_mtime_ns == mtime
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
+    changed = digits_config(epochs=1, limit_train=128, lr=0.2)
+    with pytest.raises(RelucutError, match="different lr"):
+        train(changed, tmp_path, progress=False, data=digits)
+
+
+def test_extra_loss_sees_the_step_and_hooked_activations_and_callbacks_run(tmp_path, digits):
+    model = build_model(digits_config())
+    captured = {}
+    model.s1[0].relu.register_forward_hook(lambda mod, args, out: captured.__setitem__("act", out))
+    seen = []
+
+    def extra_loss(ctx):
+        assert ctx.model is model and ctx.teacher_logits is None
+        assert ctx.logits.shape == (ctx.inputs.shape[0], 10) and ctx.targets.shape == (ctx.inputs.shape[0],)
+        assert captured["act"].shape[0] == ctx.inputs.shape[0]  # the hook ran on this very batch
+        seen.append((ctx.epoch, ctx.step))
+        return {"act_l1": 1e-3 * captured["act"].abs().mean()}
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def on_epoch_start(self, epoch, model):
+            self.events.append(("start", epoch))
+
+        def on_epoch_end(self, epoch, model, metrics):
+            self.events.append(("end", epoch))
+            metrics["relus"] = 1000 - epoch
+
+    recorder = Recorder()
+    train(digits_config(epochs=2, limit_train=128), tmp_path, model=model, extra_loss=extra_loss,
+          callbacks=[recorder], progress=False, data=digits)
+    assert recorder.events == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
+    assert [s for _, s in seen] == list(range(len(seen))) and seen[-1][0] == 1
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["relus"] for m in lines] == [1000, 999] and all(m["act_l1"] > 0 for m in lines)
+
+
+def test_plan_is_applied_to_the_trained_model_and_its_checkpoint(tmp_path, digits):
+    cfg = digits_config(epochs=1, limit_train=128)
+    sites = find_sites(build_model(cfg), (1, 8, 8))
+    plan = ReLUPlan.deepreduce(sites, cull=["stem", "s1"])
+    cfg.plan = plan.to_dict()
+    train(cfg, tmp_path, progress=False, data=digits)
+    model = load_checkpoint_model(tmp_path)
+    assert model.stem.relu.mode == "identity" and model.s1[0].relu.mode == "identity"
+    assert isinstance(model.s2[0].relu, torch.nn.ReLU)  # sites the plan does not name stay
+
+
+def test_step_schedule_milestones_and_json_round_trip():
+    cfg = TrainConfig(epochs=120).resolved()
+    assert cfg.milestones == [30, 60, 90] and cfg.augment == "crop+flip" and cfg.crop_padding == 4
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert TrainConfig(epochs=100, milestones=[50, 75]).resolved().milestones == [50, 75]
+
+
+def test_lr_follows_the_step_schedule(tmp_path, digits):
+    cfg = digits_config(epochs=3, limit_train=64, schedule="step", milestones=[1, 2], gamma=0.5)
+    train(cfg, tmp_path, progress=False, data=digits)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_spec_that_does_not_fit_the_dataset_is_refused(tmp_path, digits):
+    cfg = TrainConfig(model=ModelSpec("resnet6").to_dict(), dataset="digits", epochs=1)
+    with pytest.raises(RelucutError, match="inputs but digits images are 1x8x8"):
+        train(cfg, tmp_path, progress=False, data=digits)
+
+
+def test_cli_train_then_eval(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "1",
+                   "--limit-train", "128", "--lr", "0.05", "--out", out, "-q", check=True,
+                   env={"OMP_NUM_THREADS": "1"})
+    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert final["run_dir"] == str(out) and final["epochs"] == 1
+    proc = run_cli("eval", out, check=True, env={"OMP_NUM_THREADS": "1"})
+    assert json.loads(proc.stdout)["acc"] == final["test_acc"]
+    assert_one_line_error(run_cli("eval", tmp_path / "missing"), "does not exist")
