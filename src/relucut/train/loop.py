@@ -75,6 +75,7 @@ def train(
     if cfg.limit_train is not None and cfg.limit_train < len(train_split):
         train_split = train_split.subset(torch.arange(cfg.limit_train))
 
+    teacher = prepare_teacher(teacher, cfg, data, device, channels_last)
     resume = prepare_run_dir(run_dir, cfg, ranks)
 
     seed_everything(cfg.seed)
@@ -82,7 +83,6 @@ def train(
     student.to(device)
     if channels_last:
         student.to(memory_format=torch.channels_last)
-    teacher = prepare_teacher(teacher, cfg, data, device, channels_last)
 
     optimizer = torch.optim.SGD(
         [p for p in student.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,

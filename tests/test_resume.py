@@ -1,0 +1,73 @@
+"""A run killed (SIGKILL) after epoch k and restarted ends bit-identical to an uninterrupted run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from conftest import TESTS
+
+SCRIPT = r"""
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from relucut.models import ModelSpec
+from relucut.train import TrainConfig, train
+
+run_dir, kill_at = sys.argv[1], int(sys.argv[2])
+spec = ModelSpec("resnet6", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 8})
+config = TrainConfig(model=spec.to_dict(), dataset="digits", epochs=4, lr=0.05, momentum=0.9,
+                     schedule="step", milestones=[2], batch_size=64, limit_train=384, seed=7)
+
+class KillAtEpochStart:
+    # epoch `kill_at` starts only after epoch kill_at-1 wrote last.pt: a kill between epochs
+    def on_epoch_start(self, epoch, model):
+        if epoch == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def noisy(ctx):
+    # draws from the global RNG, so the resumed run must restore it to match
+    return 1e-2 * torch.rand(()) * ctx.logits.float().pow(2).mean()
+
+final = train(config, run_dir, callbacks=[KillAtEpochStart()], extra_loss=noisy, progress=False)
+print(json.dumps(final))
+"""
+
+
+def run(run_dir, kill_at=-1):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    return subprocess.run([sys.executable, "-c", "import json\n" + SCRIPT, str(run_dir), str(kill_at)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def metrics(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")} for m in lines]
+
+
+def test_killed_run_resumes_to_identical_metrics_and_weights(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run(whole).returncode == 0
+    proc = run(killed, kill_at=2)
+    assert proc.returncode == -9  # really killed, no clean-up ran
+    assert not (killed / "final.json").exists()
+    assert len(metrics(killed)) == 2
+    assert torch.load(killed / "last.pt", weights_only=True)["state"]["epoch"] == 2
+    resumed = run(killed)
+    assert resumed.returncode == 0, resumed.stderr
+
+    assert metrics(killed) == metrics(whole)
+    final_whole = json.loads((whole / "final.json").read_text())
+    final_killed = json.loads((killed / "final.json").read_text())
+    final_whole.pop("seconds"), final_killed.pop("seconds")
+    assert final_killed == final_whole
+    for name in ("last.pt", "best.pt"):
+        a = torch.load(whole / name, weights_only=True)
+        b = torch.load(killed / name, weights_only=True)
+        assert a["model"].keys() == b["model"].keys()
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    a = torch.load(whole / "last.pt", weights_only=True)["optimizer"]["state"]
+    b = torch.load(killed / "last.pt", weights_only=True)["optimizer"]["state"]
+    assert all(torch.equal(a[i]["momentum_buffer"], b[i]["momentum_buffer"]) for i in a)
