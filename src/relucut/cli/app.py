@@ -23,6 +23,7 @@ err_console = Console(stderr=True)
 def _register() -> None:
     # each module adds its commands to ``app``
     from relucut.cli import count as _count  # noqa: F401
+    from relucut.cli import deepreduce as _deepreduce  # noqa: F401
     from relucut.cli import deepreshape as _deepreshape  # noqa: F401
     from relucut.cli import pi as _pi  # noqa: F401
     from relucut.cli import train as _train  # noqa: F401

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,14 @@ class CandidateResult:
     est_latency_s: float | None = None  # from the PI cost model when it is installed
     run_dir: str = ""
     on_frontier: bool = False
+    kept: list[str] = field(default_factory=list)  # stages that keep ReLUs, in model order
+
+    def network_label(self) -> str:
+        """The paper's naming by the stages that keep ReLUs: ``S2RT+S3RT a0.5``."""
+        suffix = ("*" if self.one_block else "") + "RT"
+        names = [s.upper() + (suffix if s in self.thinned else "") for s in self.kept if s != STEM]
+        extra = [f"a{self.alpha:g}" if self.alpha != 1.0 else "", f"r{self.rho:g}" if self.rho != 1.0 else ""]
+        return " ".join(p for p in ["+".join(names) or "no ReLUs", *extra] if p)
 
     @property
     def acc_per_krelu(self) -> float:
@@ -53,11 +61,13 @@ class CandidateResult:
 
     @classmethod
     def of(cls, candidate: Candidate, relus: int, macs: int, params: int, val_acc: float,
-           test_acc: float | None, est_latency_s: float | None = None, run_dir: str = "") -> CandidateResult:
+           test_acc: float | None, est_latency_s: float | None = None, run_dir: str = "",
+           stage_names: Sequence[str] = ()) -> CandidateResult:
         return cls(candidate.name, candidate.iteration, candidate.step, list(candidate.culled),
                    list(candidate.thinned), candidate.alpha, candidate.rho, candidate.blocks is not None,
                    int(relus), int(macs), int(params), float(val_acc),
-                   None if test_acc is None else float(test_acc), est_latency_s, run_dir)
+                   None if test_acc is None else float(test_acc), est_latency_s, run_dir,
+                   kept=[s for s in stage_names if s not in candidate.culled])
 
 
 def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:

@@ -37,7 +37,7 @@ def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "
         for r in front:
             ax.scatter([r.relus], [r.val_acc], marker=STEP_MARKERS.get(r.step, "o"), s=48, color="tab:red",
                        zorder=4)
-            ax.annotate(_short(r), (r.relus, r.val_acc), textcoords="offset points", xytext=(5, -10),
+            ax.annotate(r.network_label(), (r.relus, r.val_acc), textcoords="offset points", xytext=(5, -10),
                         fontsize=7, color="tab:red")
     if teacher is not None:
         ax.scatter([teacher[0]], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
@@ -60,10 +60,3 @@ def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
     return path
-
-
-def _short(r: CandidateResult) -> str:
-    culled = "+".join(s.upper() for s in r.culled if s != "stem") or "-"
-    extra = [f"a{r.alpha:g}" if r.alpha != 1 else "", f"r{r.rho:g}" if r.rho != 1 else "",
-             "RT" if r.thinned else "", "*" if r.one_block else ""]
-    return f"-{culled} " + " ".join(e for e in extra if e)

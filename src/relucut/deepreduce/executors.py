@@ -1,0 +1,156 @@
+"""Where training jobs run: one after another in this process, or spread over a Ray cluster.
+
+A job is one training run of the engine (``relucut.train.train``) in its own run directory, so a
+finished job is skipped and an interrupted one resumes from its last.pt wherever it runs again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from relucut.errors import RelucutError
+from relucut.train import TrainConfig
+
+DoneCallback = Callable[["TrainJob", dict, bool], None]  # (job, final metrics, was already finished)
+
+
+@dataclass
+class TrainJob:
+    """One training run: ``key`` names it in progress output, ``run_dir`` holds its files."""
+
+    key: str
+    config: TrainConfig
+    run_dir: Path
+
+
+def finished_result(job: TrainJob) -> dict | None:
+    """final.json of a run that finished with this job's settings, else None (to train or resume)."""
+    final, saved = job.run_dir / "final.json", job.run_dir / "config.json"
+    if not (final.is_file() and saved.is_file()):
+        return None
+    differs = job.config.resolved().differences(TrainConfig.load(saved))
+    if differs:
+        raise RelucutError(
+            f"'{job.run_dir}' holds a finished run with different {', '.join(differs)}; "
+            "rerun with the same settings, or pass a new --out"
+        )
+    try:
+        return json.loads(final.read_text())
+    except ValueError:
+        return None  # cut short: train again (resumes from last.pt)
+
+
+class Executor(Protocol):
+    def run(self, jobs: Sequence[TrainJob], on_done: DoneCallback) -> dict[str, dict]: ...
+
+
+class SequentialExecutor:
+    """Runs jobs one after another in this process, loading each dataset once."""
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+        self._data: dict[tuple, Any] = {}
+
+    def _dataset(self, cfg: TrainConfig):
+        from relucut.data import load_dataset
+
+        key = (cfg.dataset.lower(), cfg.data_dir, cfg.val_fraction, cfg.seed)
+        if key not in self._data:
+            self._data[key] = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        return self._data[key]
+
+    def run(self, jobs: Sequence[TrainJob], on_done: DoneCallback) -> dict[str, dict]:
+        from relucut.train import train
+
+        out = {}
+        for job in jobs:
+            final = finished_result(job)
+            skipped = final is not None
+            if final is None:
+                final = train(job.config, job.run_dir, progress=self.progress, data=self._dataset(job.config))
+            out[job.key] = final
+            on_done(job, final, skipped)
+        return out
+
+
+def _train_remote(config: dict, run_dir: str, threads: int) -> dict:
+    """Runs on a Ray worker: one job, with as many torch threads as CPUs it was given."""
+    import torch
+
+    from relucut.train import TrainConfig as Config, train
+
+    torch.set_num_threads(max(1, threads))
+    return train(Config.from_dict(config), run_dir, progress=False)
+
+
+class RayExecutor:
+    """Spreads jobs over a Ray cluster: one GPU per job when the cluster has GPUs.
+
+    Run directories (and the teacher) must be on storage every node sees: a shared file system on
+    a real cluster. ``address=None`` starts a local Ray instance.
+    """
+
+    def __init__(self, address: str | None = None, cpus_per_job: int = 1, gpus_per_job: float | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RelucutError("--executor ray needs Ray; pip install 'relucut[ray]'") from None
+        self.address, self.cpus_per_job, self.gpus_per_job = address, max(1, int(cpus_per_job)), gpus_per_job
+
+    def _init(self):
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = self.address or "a local instance"
+                raise RelucutError(f"cannot start or reach Ray at {where} ({exc}); check --address") from None
+        return ray
+
+    def run(self, jobs: Sequence[TrainJob], on_done: DoneCallback) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        pending = []
+        for job in jobs:
+            final = finished_result(job)
+            if final is None:
+                pending.append(job)
+            else:
+                out[job.key] = final
+                on_done(job, final, True)
+        if not pending:
+            return out
+        ray = self._init()
+        gpus = self.gpus_per_job
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        remote = ray.remote(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=0)(_train_remote)
+        refs = {remote.remote(job.config.to_dict(), str(job.run_dir), self.cpus_per_job): job for job in pending}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            job = refs.pop(done[0])
+            try:
+                final = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+                if isinstance(cause, RelucutError):
+                    raise RelucutError(f"{job.key}: {cause}") from None
+                raise
+            out[job.key] = final
+            on_done(job, final, False)
+        return out
+
+
+def make_executor(name: str, address: str | None = None, progress: bool = True, cpus_per_job: int = 1) -> Executor:
+    if name == "sequential":
+        if address:
+            raise RelucutError("--address is for --executor ray; drop it or add --executor ray")
+        return SequentialExecutor(progress=progress)
+    if name == "ray":
+        return RayExecutor(address=address, cpus_per_job=cpus_per_job)
+    raise RelucutError(f"unknown executor '{name}'; use sequential or ray")

@@ -1,0 +1,306 @@
+"""The DeepReDuce search: teacher -> stage criticality -> candidates trained with KD -> frontier.
+
+Layout of the output directory (every training run is a resumable run dir of the engine):
+
+    search.json              the resolved settings; a rerun must match them
+    teacher/                 the full-ReLU network (unless --teacher names one)
+    criticality/<stage>-kd/  ReLUs only in <stage>, KD from the teacher (and <stage>-nokd/)
+    criticality.json / .md   Table 1/3 of the paper, and the culling order
+    candidates/<name>/       one run per candidate
+    frontier.json/.csv/.md, candidates.csv, pareto.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from relucut.errors import RelucutError
+from relucut.models.registry import ModelSpec
+from relucut.plan import atomic_write_text
+from relucut.sites import find_sites
+from relucut.train import TrainConfig
+from relucut.train.checkpoint import find_checkpoint
+
+from relucut.deepreduce.candidates import (
+    STEM, Candidate, cost_candidate, generate_candidates, relu_counts, stage_blocks_of,
+)
+from relucut.deepreduce.criticality import CriticalityTable, StageCriticality, stage_only_plan
+from relucut.deepreduce.executors import Executor, SequentialExecutor, TrainJob
+from relucut.deepreduce.frontier import (
+    CandidateResult, best_under_budget, markdown_table, write_frontier,
+)
+from relucut.deepreduce.latency import estimate_latency_s
+from relucut.deepreduce.plot import plot_frontier
+
+SEARCH_FORMAT = "relucut.deepreduce"
+# settings that change how a search runs, not what it computes: a rerun may change them
+RUNTIME_SETTINGS = ("device",)
+
+
+@dataclass
+class SearchSettings:
+    """What a DeepReDuce search computes. ``train`` holds TrainConfig fields shared by every run
+    (epochs, lr, batch size, seed, limit_train, ...); ``criticality_epochs`` < epochs is a proxy."""
+
+    model: dict[str, Any]
+    dataset: str
+    train: dict[str, Any] = field(default_factory=dict)
+    criticality_epochs: int | None = None  # None: the same as train["epochs"]
+    criticality_without_kd: bool = True  # also train the stage networks without KD (Table 1's W/o KD)
+    teacher: str | None = None  # a trained full-ReLU run dir / checkpoint; None: train one
+    criticality_file: str | None = None  # a saved criticality.json; None: compute it
+    one_block: bool = True  # the S* (one block per ReLU stage) candidates, where the model allows
+    device: str = "auto"
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(dict(self.model))
+
+    def base_config(self) -> TrainConfig:
+        try:
+            cfg = TrainConfig.from_dict({**self.train, "model": self.model, "dataset": self.dataset,
+                                         "device": self.device})
+        except TypeError as exc:
+            raise RelucutError(f"bad training settings: {exc}") from None
+        cfg.resolved()  # checks values early, before any training
+        return cfg
+
+    @property
+    def epochs(self) -> int:
+        return int(self.base_config().epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass
+class SearchOutcome:
+    criticality: CriticalityTable
+    results: list[CandidateResult]
+    frontier: list[CandidateResult]
+    best: CandidateResult | None
+    out: Path
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def _pct(acc: float | None) -> float | None:
+    return None if acc is None else 100.0 * float(acc)
+
+
+class Search:
+    def __init__(self, settings: SearchSettings, out: str | Path, executor: Executor | None = None,
+                 console: Console | None = None):
+        self.settings = settings
+        self.out = Path(out)
+        self.executor = executor or SequentialExecutor()
+        self.console = console or Console()
+        self.spec = settings.spec()
+        self.base = settings.base_config()
+        self.sites = find_sites(self.spec.build(), self.spec.input_size)
+
+    # -- settings ---------------------------------------------------------------------------------
+    def check_settings(self) -> None:
+        """Writes search.json, or checks that an existing one matches (a rerun resumes it)."""
+        path = self.out / "search.json"
+        mine = {"format": SEARCH_FORMAT, "version": 1, **self.settings.to_dict()}
+        saved = _json(path)
+        if saved is not None:
+            differs = [k for k in mine if k not in RUNTIME_SETTINGS and saved.get(k) != mine[k]]
+            if differs:
+                raise RelucutError(
+                    f"'{self.out}' holds a search with different {', '.join(differs)}; rerun with the same "
+                    "settings to resume it, or pass a new --out"
+                )
+        atomic_write_text(path, json.dumps(mine, indent=1))
+
+    def _config(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self.base, **changes)
+
+    def _note(self, job: TrainJob, final: dict, skipped: bool) -> None:
+        val, test = _pct(final.get("best_val_acc")), _pct(final.get("test_acc"))
+        state = "done before" if skipped else "trained"
+        test_text = f", test {test:.2f}%" if test is not None else ""
+        val_text = f"val {val:.2f}%" if val is not None else "no validation split"
+        self.console.print(f"  [green]{state}[/] {job.key}: {val_text}{test_text}", highlight=False)
+
+    # -- teacher ----------------------------------------------------------------------------------
+    def teacher(self) -> tuple[str, dict]:
+        """Path of the full-ReLU teacher and its final metrics (empty when not recorded)."""
+        if self.settings.teacher:
+            path = Path(self.settings.teacher)
+            find_checkpoint(path)  # a clear error when there is no checkpoint there
+            final = _json(path / "final.json") if path.is_dir() else None
+            return str(path.resolve()), final or {}
+        job = TrainJob("teacher (full ReLU)", self._config(plan=None, teacher=None), self.out / "teacher")
+        self.console.print("[bold]Teacher[/]: the full-ReLU network")
+        final = self.executor.run([job], self._note)[job.key]
+        return str(job.run_dir.resolve()), final
+
+    # -- criticality ------------------------------------------------------------------------------
+    def stages(self) -> list[str]:
+        return [s for s in self.sites.stage_names if s != STEM]
+
+    def criticality(self, teacher: str, teacher_final: dict) -> CriticalityTable:
+        if self.settings.criticality_file:
+            return self._load_criticality(Path(self.settings.criticality_file))
+        epochs = self.settings.criticality_epochs or self.base.epochs
+        jobs, kd_jobs = [], []
+        for stage in self.stages():
+            plan = stage_only_plan(self.sites, stage).to_dict()
+            kd_jobs.append(TrainJob(f"criticality {stage} w/ KD", self._config(plan=plan, teacher=teacher,
+                                    epochs=epochs), self.out / "criticality" / f"{stage}-kd"))
+            if self.settings.criticality_without_kd:
+                jobs.append(TrainJob(f"criticality {stage} w/o KD", self._config(plan=plan, teacher=None,
+                                     epochs=epochs), self.out / "criticality" / f"{stage}-nokd"))
+        proxy = epochs < self.base.epochs
+        self.console.print(f"[bold]Criticality[/]: {len(self.stages())} stage networks, "
+                           f"{'proxy' if proxy else 'full'} schedule of {epochs} epochs")
+        finals = self.executor.run(kd_jobs + jobs, self._note)
+        full_relus = self.sites
+        rows = []
+        for stage in self.stages():
+            kd = finals[f"criticality {stage} w/ KD"]
+            plain = finals.get(f"criticality {stage} w/o KD", {})
+            if kd.get("best_val_acc") is None:
+                raise RelucutError("criticality needs a validation split; set val_fraction above 0")
+            rows.append(StageCriticality(
+                stage, sum(s.numel for s in full_relus.in_stage(stage)),
+                _pct(kd["best_val_acc"]), _pct(kd.get("test_acc")),
+                _pct(plain.get("best_val_acc")), _pct(plain.get("test_acc")),
+            ))
+        table = CriticalityTable.build(
+            self.spec.to_dict(), self.base.dataset, rows, self.sites.stage_names,
+            schedule={"epochs": epochs, "full_epochs": self.base.epochs, "proxy": proxy},
+            teacher={"relus": sum(s.numel for s in self.sites), "val_acc": _pct(teacher_final.get("best_val_acc")),
+                     "test_acc": _pct(teacher_final.get("test_acc")), "path": teacher},
+        )
+        self.save_criticality(table)
+        return table
+
+    def save_criticality(self, table: CriticalityTable) -> None:
+        atomic_write_text(self.out / "criticality.json", json.dumps(table.to_dict(), indent=1))
+        atomic_write_text(self.out / "criticality.md", table.to_markdown())
+
+    def _load_criticality(self, path: Path) -> CriticalityTable:
+        data = _json(path)
+        if data is None:
+            raise RelucutError(f"criticality file '{path}' is missing or not JSON; make one with 'relucut criticality'")
+        table = CriticalityTable.from_dict(data, str(path))
+        if sorted(table.order) != sorted(self.stages()):
+            raise RelucutError(
+                f"criticality file '{path}' orders stages {', '.join(table.order)}, but this model's are "
+                f"{', '.join(self.stages())}; compute it for this model"
+            )
+        return table
+
+    # -- candidates -------------------------------------------------------------------------------
+    def candidates(self, order: list[str]) -> list[Candidate]:
+        one_block = self.settings.one_block and "blocks" in _blocks_kwarg(self.spec)
+        return generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block)
+
+    def smallest_reachable(self) -> int:
+        """The fewest ReLUs any criticality order can reach: the last culling iteration's smallest."""
+        stages = self.stages()
+        smallest = None
+        for last in stages:
+            cands = [c for c in self.candidates([s for s in stages if s != last] + [last])
+                     if c.iteration == len(stages) - 1 and c.step in ("alpha+rho", "one-block")]
+            counts = relu_counts(cands, self.spec)
+            low = min(counts.values())
+            smallest = low if smallest is None else min(smallest, low)
+        return int(smallest)
+
+    def train_candidates(self, cands: list[Candidate], teacher: str) -> list[CandidateResult]:
+        self.console.print(f"[bold]Candidates[/]: {len(cands)} networks, trained with KD")
+        jobs, costs = [], {}
+        for cand in cands:
+            cost = cost_candidate(cand, self.spec)
+            costs[cand.name] = cost
+            cfg = self._config(model=cost.spec.to_dict(), plan=cost.plan.to_dict(), teacher=teacher)
+            jobs.append(TrainJob(cand.name, cfg, self.out / "candidates" / cand.name))
+        finals = self.executor.run(jobs, self._note)
+        results = []
+        for cand in cands:
+            cost, final = costs[cand.name], finals[cand.name]
+            if final.get("best_val_acc") is None:
+                raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
+            results.append(CandidateResult.of(
+                cand, cost.relus, cost.report.macs, cost.report.params, _pct(final["best_val_acc"]),
+                _pct(final.get("test_acc")), estimate_latency_s(cost.report),
+                str((self.out / "candidates" / cand.name).relative_to(self.out)), self.sites.stage_names,
+            ))
+        return results
+
+    # -- the whole search -------------------------------------------------------------------------
+    def run_criticality(self) -> CriticalityTable:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
+        teacher, teacher_final = self.teacher()
+        return self.criticality(teacher, teacher_final)
+
+    def run(self, budget: int | None = None) -> SearchOutcome:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
+        if budget is not None:
+            _check_budget(budget, self.smallest_reachable())
+        teacher, teacher_final = self.teacher()
+        table = self.criticality(teacher, teacher_final)
+        self.console.print(table.to_markdown(), highlight=False)
+        cands = self.candidates(table.order)
+        counts = relu_counts(cands, self.spec)
+        if budget is not None:
+            _check_budget(budget, min(counts.values()))
+            cands = [c for c in cands if counts[c.name] <= budget]  # only what the budget can use
+        results = self.train_candidates(cands, teacher)
+        title = f"{self.spec.name} on {self.base.dataset}"
+        meta = {"title": title, "model": self.spec.to_dict(), "dataset": self.base.dataset,
+                "criticality_order": table.order, "selection": "validation accuracy",
+                "budget": budget, "teacher": table.teacher or {"path": teacher}}
+        front = write_frontier(self.out, results, meta)
+        teacher_point = None
+        if teacher_final.get("best_val_acc") is not None:
+            teacher_point = (sum(s.numel for s in self.sites), _pct(teacher_final["best_val_acc"]))
+        plot_frontier(results, self.out / "pareto.png", f"DeepReDuce: {title}", teacher_point)
+        best = best_under_budget(results, budget) if budget is not None else None
+        if best is not None:
+            atomic_write_text(self.out / "best.json", json.dumps({"budget": budget, **best.to_dict()}, indent=1))
+        return SearchOutcome(table, results, front, best, self.out)
+
+
+def _check_budget(budget: int, smallest: int) -> None:
+    if budget < smallest:
+        raise RelucutError(f"no candidate fits a budget of {budget:,} ReLUs; the smallest reachable is "
+                           f"{smallest:,} ReLUs; raise --budget to at least that")
+
+
+def _blocks_kwarg(spec: ModelSpec) -> set[str]:
+    """{'blocks'} when the model builds with a per-stage ``blocks`` argument (ResNet family)."""
+    try:
+        probe = dict(spec.kwargs)
+        model = spec.build()
+        blocks = [len(getattr(model, s)) for s in getattr(model, "stage_names", ())[1:]]
+        if not blocks:
+            return set()
+        probe["blocks"] = blocks
+        ModelSpec(spec.name, spec.num_classes, spec.in_chans, spec.image_size, probe).build()
+        return {"blocks"}
+    except (RelucutError, TypeError, AttributeError):
+        return set()
+
+
+def frontier_markdown(outcome: SearchOutcome) -> str:
+    return markdown_table(outcome.frontier, "Pareto frontier (chosen on validation accuracy)")
+
+
+__all__ = ["Search", "SearchOutcome", "SearchSettings", "frontier_markdown"]

@@ -1,0 +1,124 @@
+"""The DeepReDuce search end to end on digits: kill mid-candidate, rerun, same frontier; budgets."""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS, assert_one_line_error, run_cli
+from relucut import ModelSpec
+from relucut.deepreduce.candidates import generate_candidates, relu_counts
+
+# a 3-stage ResNet with one block per stage: 1 teacher + 3 stage networks + 10 candidates
+TINY = ["resnet20", "--dataset", "digits", "--blocks", "1,1,1", "--base-width", "4", "--epochs", "2",
+        "--batch-size", "64", "--lr", "0.05", "--schedule", "cosine", "--limit-train", "256",
+        "--criticality-kd-only", "--threads", "1", "--device", "cpu", "--quiet"]
+
+
+def search_cmd(out, *extra):
+    return [sys.executable, "-m", "relucut", "deepreduce", *TINY, "--out", str(out), *extra]
+
+
+def frontier_of(out):
+    doc = json.loads((Path(out) / "frontier.json").read_text())
+    keep = ("name", "relus", "macs", "val_acc", "test_acc")
+    return [{k: r[k] for k in keep} for r in doc["frontier"]], [{k: r[k] for k in keep} for r in doc["candidates"]]
+
+
+def finals(out):
+    """mtime of every final.json: a retrained run would rewrite its own."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in Path(out).rglob("final.json")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "whole"
+    proc = subprocess.run(search_cmd(out), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc.stdout
+
+
+def test_search_writes_every_output(uninterrupted):
+    out, stdout = uninterrupted
+    for name in ("search.json", "criticality.json", "criticality.md", "frontier.json", "frontier.csv",
+                 "frontier.md", "candidates.csv", "pareto.png"):
+        assert (out / name).is_file(), name
+    crit = json.loads((out / "criticality.json").read_text())
+    assert sorted(crit["order"]) == ["s1", "s2", "s3"] and crit["schedule"]["proxy"] is False
+    assert min(r["score"] for r in crit["stages"]) == 0.0  # the least critical stage scores zero
+    front, cands = frontier_of(out)
+    assert len(cands) == 10 and 1 <= len(front) <= 10
+    assert len(list((out / "candidates").iterdir())) == 10
+    assert "Pareto frontier" in stdout and (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    for r in cands:
+        cfg = json.loads((out / "candidates" / r["name"] / "config.json").read_text())
+        assert cfg["teacher"] == str((out / "teacher").resolve()) and cfg["plan"] is not None
+
+
+def test_killed_search_resumes_to_the_same_frontier(uninterrupted, tmp_path):
+    whole, _ = uninterrupted
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    proc = subprocess.Popen(search_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    cand_dir = out / "candidates"
+    interrupted = None
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        dirs = list(cand_dir.iterdir()) if cand_dir.is_dir() else []
+        done = [d for d in dirs if (d / "final.json").is_file()]
+        running = [d for d in dirs if (d / "config.json").is_file() and not (d / "final.json").is_file()]
+        if done and running:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            interrupted = running[0]
+            break
+        time.sleep(0.01)
+    assert interrupted is not None, "the search ended before it could be killed mid-candidate"
+    assert not (out / "frontier.json").exists() and not (interrupted / "final.json").exists()
+    before = finals(out)
+    assert any(k.startswith("candidates/") for k in before)
+
+    rerun = subprocess.run(search_cmd(out), capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    after = finals(out)
+    assert all(after[k] == t for k, t in before.items()), "a finished run was trained again"
+    assert (interrupted / "final.json").is_file()
+    assert frontier_of(out) == frontier_of(whole)
+
+
+def test_budget_picks_the_best_network_without_retraining(uninterrupted):
+    out, _ = uninterrupted
+    before = finals(out)
+    _, cands = frontier_of(out)
+    budget = sorted(r["relus"] for r in cands)[len(cands) // 2]
+    proc = run_cli("deepreduce", *TINY, "--out", out, "--budget", str(budget), check=True)
+    best = json.loads((out / "best.json").read_text())
+    fits = [r for r in cands if r["relus"] <= budget]
+    assert best["relus"] <= budget and best["val_acc"] == max(r["val_acc"] for r in fits)
+    assert "best under the budget" in proc.stdout
+    assert finals(out) == before
+
+
+def test_budget_below_every_candidate_is_a_one_line_error(tmp_path):
+    spec = ModelSpec("resnet20", num_classes=10, in_chans=1, image_size=8, kwargs={"blocks": [1, 1, 1], "base_width": 4})
+    stages = ("stem", "s1", "s2", "s3")
+    # the last culling iteration of some order holds the fewest ReLUs: only its stage is left
+    last = [c for order in itertools.permutations(["s1", "s2", "s3"])
+            for c in generate_candidates(order, stages) if c.iteration == 2 and c.step == "alpha+rho"]
+    smallest = min(relu_counts(last, spec).values())
+    proc = run_cli("deepreduce", *TINY, "--out", tmp_path / "b", "--budget", str(smallest - 1))
+    assert_one_line_error(proc, f"smallest reachable is {smallest:,} ReLUs", "--budget")
+    assert not (tmp_path / "b" / "teacher").exists()  # refused before any training
+
+
+def test_changed_settings_refuse_to_mix_into_a_search(uninterrupted):
+    out, _ = uninterrupted
+    args = [a if a != "0.05" else "0.02" for a in TINY]
+    proc = run_cli("deepreduce", *args, "--out", out)
+    assert_one_line_error(proc, "different train", "new --out")

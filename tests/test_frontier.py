@@ -1,0 +1,86 @@
+"""The Pareto frontier: a true Pareto set, its tables, and budgets."""
+
+import csv
+import io
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relucut import RelucutError
+from relucut.deepreduce.frontier import (
+    CandidateResult, best_under_budget, mark_frontier, markdown_table, pareto_indices, parse_budget, to_csv,
+    write_frontier,
+)
+
+
+def dominates(a, b):
+    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
+
+
+points = st.lists(st.tuples(st.integers(1, 60), st.integers(0, 30).map(float)), min_size=1, max_size=25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(points)
+def test_frontier_is_exactly_the_undominated_points(pts):
+    front = set(pareto_indices(pts))
+    assert front  # a non-empty set always has an undominated point
+    for i in front:  # nothing on the frontier is dominated by anything
+        assert not any(dominates(p, pts[i]) for p in pts)
+    for i in set(range(len(pts))) - front:  # everything off it is dominated by a frontier point
+        assert any(dominates(pts[j], pts[i]) for j in front)
+
+
+def result(name, relus, val, test=None, step="thinned"):
+    return CandidateResult(name, 1, step, ["stem", "s1"], ["s2", "s3"], 1.0, 1.0, False, relus, 10 * relus,
+                           100, val, test)
+
+
+def test_mark_frontier_orders_by_relus_and_flags():
+    rs = [result("a", 1000, 90.0), result("b", 500, 91.0), result("c", 200, 80.0), result("d", 300, 79.0)]
+    front = mark_frontier(rs)
+    assert [r.name for r in front] == ["b", "c"]  # a costs more and is less accurate than b
+    assert [r.on_frontier for r in rs] == [False, True, True, False]
+
+
+@pytest.mark.parametrize("text, value", [("50k", 50_000), ("1.5M", 1_500_000), ("7168", 7168), (" 12.3K ", 12_300)])
+def test_parse_budget(text, value):
+    assert parse_budget(text) == value
+
+
+@pytest.mark.parametrize("text", ["fifty", "-5k", "0", "10kk"])
+def test_parse_budget_rejects(text):
+    with pytest.raises(RelucutError, match="--budget"):
+        parse_budget(text)
+
+
+def test_best_under_budget_and_its_error():
+    rs = [result("big", 1000, 95.0), result("mid", 400, 90.0), result("mid2", 400, 92.0), result("small", 100, 70.0)]
+    assert best_under_budget(rs, 500).name == "mid2"
+    assert best_under_budget(rs, 100).name == "small"
+    with pytest.raises(RelucutError, match="smallest reachable is 100 ReLUs"):
+        best_under_budget(rs, 99)
+
+
+def test_written_tables(tmp_path):
+    rs = [result("a", 229_376, 76.22, 75.0), result("b", 114_688, 74.72, None), result("c", 300_000, 70.0, 69.0)]
+    write_frontier(tmp_path, rs, {"title": "t"})
+    doc = json.loads((tmp_path / "frontier.json").read_text())
+    assert [r["name"] for r in doc["frontier"]] == ["a", "b"] and len(doc["candidates"]) == 3
+    assert doc["frontier"][0]["acc_per_krelu"] == pytest.approx(76.22 / 229.376)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "frontier.csv").read_text())))
+    assert [r["name"] for r in rows] == ["a", "b"] and rows[1]["test_acc"] == ""
+    assert rows[0]["culled"] == "stem+s1" and rows[0]["thinned"] == "s2+s3"
+    md = (tmp_path / "frontier.md").read_text()
+    assert "| S1 | S2+S3 | NA | NA | 229.38K |" in md  # Table 4's layout: stem not shown
+    assert len(list(csv.DictReader(io.StringIO((tmp_path / "candidates.csv").read_text())))) == 3
+
+
+def test_markdown_marks_reshaping_and_one_block():
+    r = result("x", 7168, 62.3)
+    r.alpha, r.rho, r.one_block = 0.5, 0.5, True
+    line = markdown_table([r]).splitlines()[-1]
+    assert line.startswith("| S1 | S2*+S3* | 0.5x | 0.5x | 7.17K |")
+    assert to_csv([r]).splitlines()[1].split(",")[3:6] == ["0.5", "0.5", "True"]
