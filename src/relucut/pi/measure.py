@@ -115,31 +115,32 @@ def write_workdir(graph: OpGraph, x: np.ndarray, workdir: Path) -> None:
 
 
 @torch.no_grad()
-def measure(
-    model: nn.Module,
+def measure_many(
+    models: list[nn.Module],
     input_size: tuple[int, ...],
     mode: str = "public-weights",
     runs: int = 3,
     batch: int = 1,
     seed: int = 0,
     timeout: float = 600.0,
-    workdir: Path | None = None,
-) -> Measurement:
-    """Runs ``model`` (eval mode) on one random input batch under SPU Cheetah and returns the costs."""
+) -> list[Measurement]:
+    """Runs each eval-mode model on one random input batch under SPU Cheetah, all in one process
+    pair: the one-time OT setup falls in the first run of the first model only."""
     if mode not in MODES:
         raise RelucutError(f"unknown mode '{mode}'; use one of: {', '.join(MODES)}")
     if runs < 2:
         raise RelucutError(f"--runs must be >= 2 (one run with setup, then warm runs), got {runs}")
     python = spu_python()
-    model = model.eval()
-    graph = export_graph(model, input_size)
-    report = relucut.count(model, input_size)
     x = torch.randn((batch, *input_size), generator=torch.Generator().manual_seed(seed))
-    reference = model(x).numpy()
+    prepared = []
+    for model in models:
+        model = model.eval()
+        prepared.append((export_graph(model, input_size), relucut.count(model, input_size), model(x).numpy()))
     with tempfile.TemporaryDirectory(prefix="relucut-spu-") as tmp:
-        work = Path(workdir) if workdir is not None else Path(tmp)
-        write_workdir(graph, x.numpy(), work)
-        cmd = [str(python), str(RUNNER), "run", str(work), "--mode", mode, "--runs", str(runs),
+        works = [Path(tmp) / f"net{i}" for i in range(len(models))]
+        for work, (graph, _, _) in zip(works, prepared):
+            write_workdir(graph, x.numpy(), work)
+        cmd = [str(python), str(RUNNER), "run", *map(str, works), "--mode", mode, "--runs", str(runs),
                "--timeout", str(timeout)]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         try:
@@ -150,7 +151,12 @@ def measure(
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RelucutError(f"the SPU run failed: {last[:300]} (re-create the environment with `make spu-env`)")
-        result = json.loads((work / "result.json").read_text())
+        results = [json.loads((work / "result.json").read_text()) for work in works]
+    return [_measurement(r, graph, report, ref, mode, batch, seed)
+            for r, (graph, report, ref) in zip(results, prepared)]
+
+
+def _measurement(result, graph: OpGraph, report, reference: np.ndarray, mode: str, batch: int, seed: int) -> Measurement:
     secure = np.asarray(result["secure_output"], dtype=np.float64)
     err = float(np.max(np.abs(secure - reference)))
     scale = float(np.max(np.abs(reference)))
@@ -161,6 +167,13 @@ def measure(
         max_abs_error=err, max_abs_output=scale, matches=err <= ATOL + RTOL * scale,
         engine=f"{result['engine']} {result['protocol']} {result['field']} (2 processes, loopback)",
         meta={"batch": batch, "seed": seed, "graph_relus": graph.relus, "compile_s": result["compile_s"],
+              "first_run_includes_setup": result["includes_setup"],
               "plain_max_abs_error": float(np.max(np.abs(np.asarray(result["plain_output"]) - reference))),
               "runs": result["runs"]},
     )
+
+
+def measure(model: nn.Module, input_size: tuple[int, ...], mode: str = "public-weights", runs: int = 3,
+            batch: int = 1, seed: int = 0, timeout: float = 600.0) -> Measurement:
+    """Runs ``model`` (eval mode) on one random input batch under SPU Cheetah and returns the costs."""
+    return measure_many([model], input_size, mode, runs, batch, seed, timeout)[0]

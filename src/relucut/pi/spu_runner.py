@@ -3,13 +3,13 @@
 This file runs inside the SPU virtual environment (spu 0.9.5, jax 0.4.34, numpy<2), which has
 neither torch nor relucut: it must stay standalone. relucut starts it as a subprocess:
 
-    python spu_runner.py run WORKDIR --mode public-weights --runs 3
+    python spu_runner.py run WORKDIR [WORKDIR ...] --mode public-weights --runs 3
 
-WORKDIR holds graph.json, arrays.npz and input.npy (written by relucut.pi.graph_export); the
-result goes to WORKDIR/result.json. The driver compiles the JAX function and makes the shares,
+Each WORKDIR holds graph.json, arrays.npz and input.npy (written by relucut.pi.graph_export); its
+result goes to WORKDIR/result.json. The driver compiles the JAX functions and makes the shares,
 then starts one process per party (rank 0 and 1) linked by brpc on 127.0.0.1; each party runs
-the program ``runs`` times (the first run includes the one-time OT setup) and SPU's profile log
-gives the link statistics of every run.
+every program ``runs`` times in turn (the very first run includes the one-time OT setup) and
+SPU's profile log gives the link statistics of every run.
 """
 
 from __future__ import annotations
@@ -176,13 +176,13 @@ def parse_party_log(text: str) -> list[dict]:
     return runs
 
 
-def drive(workdir: Path, mode: str, runs: int, timeout: float) -> dict:
+def _program(workdir: Path, mode: str, config):
+    """Compiles one graph; returns its executable, per-rank input shares and plaintext output."""
     import jax
     import spu
     import spu.libspu as libspu
     from spu.utils import frontend as fe
 
-    jax.config.update("jax_platforms", "cpu")
     graph = json.loads((workdir / "graph.json").read_text())
     with np.load(workdir / "arrays.npz") as data:
         arrays = {k: data[k] for k in data.files}
@@ -197,8 +197,6 @@ def drive(workdir: Path, mode: str, runs: int, timeout: float) -> dict:
 
     params = [arrays[k] for k in names]
     plain = np.asarray(jax.jit(fn)(x, *params))
-
-    config = _config()
     weight_vis = libspu.Visibility.VIS_PUBLIC if mode == "public-weights" else libspu.Visibility.VIS_SECRET
     input_names = ["x", *[f"w{i}" for i in range(len(params))]]
     visibility = [libspu.Visibility.VIS_SECRET, *[weight_vis] * len(params)]
@@ -209,19 +207,33 @@ def drive(workdir: Path, mode: str, runs: int, timeout: float) -> dict:
     io = spu.Io(2, config)
     shares = [io.make_shares(x, libspu.Visibility.VIS_SECRET)]
     shares += [io.make_shares(p, weight_vis) for p in params]
+    per_rank = [
+        {"executable": (executable.name, list(executable.input_names), list(executable.output_names), executable.code),
+         "inputs": [(name, s[rank].meta, list(s[rank].share_chunks)) for name, s in zip(input_names, shares)]}
+        for rank in (0, 1)
+    ]
+    return per_rank, plain, compile_s
+
+
+def drive(workdirs: list[Path], mode: str, runs: int, timeout: float) -> list[dict]:
+    """Runs every graph ``runs`` times in one process pair (one OT setup, in the first run of the first)."""
+    import jax
+    import spu
+    import spu.libspu as libspu
+
+    jax.config.update("jax_platforms", "cpu")
+    config = _config()
+    io = spu.Io(2, config)
+    programs = [_program(w, mode, config) for w in workdirs]
+    scratch = workdirs[0]
     for rank in (0, 1):
-        payload = {
-            "executable": (executable.name, list(executable.input_names), list(executable.output_names),
-                           executable.code),
-            "inputs": [(name, s[rank].meta, list(s[rank].share_chunks)) for name, s in zip(input_names, shares)],
-        }
-        (workdir / f"party{rank}.pkl").write_bytes(pickle.dumps(payload))
+        (scratch / f"party{rank}.pkl").write_bytes(pickle.dumps([p[0][rank] for p in programs]))
 
     ports = _free_ports(2)
     procs = []
     for rank in (0, 1):
-        log = open(workdir / f"party{rank}.log", "w")
-        cmd = [sys.executable, __file__, "party", str(workdir), "--rank", str(rank),
+        log = open(scratch / f"party{rank}.log", "w")
+        cmd = [sys.executable, __file__, "party", str(scratch), "--rank", str(rank),
                "--ports", ",".join(map(str, ports)), "--runs", str(runs)]
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
     deadline = time.monotonic() + timeout
@@ -236,52 +248,52 @@ def drive(workdir: Path, mode: str, runs: int, timeout: float) -> dict:
         log.close()
         if rc != 0 and failed is None:
             failed = rc
-    logs = [(workdir / f"party{r}.log").read_text(errors="replace") for r in (0, 1)]
+    logs = [(scratch / f"party{r}.log").read_text(errors="replace") for r in (0, 1)]
     if failed is not None:
         tail = " | ".join(logs[0].strip().splitlines()[-3:] + logs[1].strip().splitlines()[-3:])
         raise RuntimeError(f"SPU party failed ({failed}): {tail}")
 
-    outs = [pickle.loads((workdir / f"party{r}.out.pkl").read_bytes()) for r in (0, 1)]
-    out_shares = []
-    for r in (0, 1):
-        share = libspu.Share()
-        share.meta, share.share_chunks = outs[r]["meta"], outs[r]["chunks"]
-        out_shares.append(share)
-    secure = np.asarray(io.reconstruct(out_shares))
-
+    outs = [pickle.loads((scratch / f"party{r}.out.pkl").read_bytes()) for r in (0, 1)]
     per_party = [parse_party_log(text) for text in logs]
-    run_records = []
-    for i in range(runs):
-        p0, p1 = per_party[0][i], per_party[1][i]
-        ops = {}
-        for rec in (p0["ops"], p1["ops"]):
-            for name, v in rec.items():
-                agg = ops.setdefault(name, {"calls": v["calls"], "seconds": 0.0, "bytes": 0})
-                agg["seconds"] = max(agg["seconds"], v["seconds"])
-                agg["bytes"] += v["send_bytes"]
-        run_records.append({
-            "wall_s": max(outs[0]["wall_s"][i], outs[1]["wall_s"][i]),
-            "exec_s": max(p0["exec_s"] or 0.0, p1["exec_s"] or 0.0),
-            "bytes": p0["send_bytes"] + p1["send_bytes"],  # every byte either party put on the link
-            "bytes_by_party": [p0["send_bytes"], p1["send_bytes"]],
-            "messages": p0["send_actions"] + p1["send_actions"],
-            "ops": ops,
+    results = []
+    for k, (_, plain, compile_s) in enumerate(programs):
+        out_shares = []
+        for r in (0, 1):
+            share = libspu.Share()
+            share.meta, share.share_chunks = outs[r][k]["meta"], outs[r][k]["chunks"]
+            out_shares.append(share)
+        secure = np.asarray(io.reconstruct(out_shares))
+        run_records = []
+        for i in range(runs):
+            p0, p1 = per_party[0][k * runs + i], per_party[1][k * runs + i]
+            ops = {}
+            for rec in (p0["ops"], p1["ops"]):
+                for name, v in rec.items():
+                    agg = ops.setdefault(name, {"calls": v["calls"], "seconds": 0.0, "bytes": 0})
+                    agg["seconds"] = max(agg["seconds"], v["seconds"])
+                    agg["bytes"] += v["send_bytes"]
+            run_records.append({
+                "wall_s": max(outs[0][k]["wall_s"][i], outs[1][k]["wall_s"][i]),
+                "exec_s": max(p0["exec_s"] or 0.0, p1["exec_s"] or 0.0),
+                "bytes": p0["send_bytes"] + p1["send_bytes"],  # every byte either party put on the link
+                "bytes_by_party": [p0["send_bytes"], p1["send_bytes"]],
+                "messages": p0["send_actions"] + p1["send_actions"],
+                "ops": ops,
+            })
+        results.append({
+            "engine": f"spu {spu.__version__}", "protocol": "cheetah", "field": "FM64",
+            "fraction_bits": FRACTION_BITS, "mode": mode, "compile_s": compile_s, "runs": run_records,
+            "includes_setup": k == 0, "plain_output": plain.tolist(), "secure_output": secure.tolist(),
+            "link_connect_s": max(outs[0][k]["connect_s"], outs[1][k]["connect_s"]),
         })
-    return {
-        "engine": f"spu {spu.__version__}", "protocol": "cheetah", "field": "FM64",
-        "fraction_bits": FRACTION_BITS, "mode": mode, "compile_s": compile_s, "runs": run_records,
-        "plain_output": plain.tolist(), "secure_output": secure.tolist(),
-        "link_connect_s": max(outs[0]["connect_s"], outs[1]["connect_s"]),
-    }
+    return results
 
 
 def party(workdir: Path, rank: int, ports: list[int], runs: int) -> None:
     import spu
     import spu.libspu as libspu
 
-    payload = pickle.loads((workdir / f"party{rank}.pkl").read_bytes())
-    name, input_names, output_names, code = payload["executable"]
-    executable = libspu.Executable(name=name, input_names=input_names, output_names=output_names, code=code)
+    programs = pickle.loads((workdir / f"party{rank}.pkl").read_bytes())
     desc = libspu.link.Desc()
     for r, port in enumerate(ports):
         desc.add_party(f"party{r}", f"127.0.0.1:{port}")
@@ -292,19 +304,25 @@ def party(workdir: Path, rank: int, ports: list[int], runs: int) -> None:
     link = libspu.link.create_brpc(desc, rank)
     connect_s = time.perf_counter() - t0
     runtime = spu.Runtime(link, _config())
-    walls = []
-    for _ in range(runs):
-        for var, meta, chunks in payload["inputs"]:
-            share = libspu.Share()
-            share.meta, share.share_chunks = meta, chunks
-            runtime.set_var(var, share)
-        t0 = time.perf_counter()
-        runtime.run(executable)
-        walls.append(time.perf_counter() - t0)
-    out = runtime.get_var(output_names[0])
-    result = {"meta": out.meta, "chunks": list(out.share_chunks), "wall_s": walls, "connect_s": connect_s}
+    results = []
+    for program in programs:
+        name, input_names, output_names, code = program["executable"]
+        executable = libspu.Executable(name=name, input_names=input_names, output_names=output_names, code=code)
+        walls = []
+        for _ in range(runs):
+            for var, meta, chunks in program["inputs"]:
+                share = libspu.Share()
+                share.meta, share.share_chunks = meta, chunks
+                runtime.set_var(var, share)
+            t0 = time.perf_counter()
+            runtime.run(executable)
+            walls.append(time.perf_counter() - t0)
+        out = runtime.get_var(output_names[0])
+        results.append({"meta": out.meta, "chunks": list(out.share_chunks), "wall_s": walls, "connect_s": connect_s})
+        for var in [*input_names, *output_names]:
+            runtime.del_var(var)
     tmp = workdir / f"party{rank}.out.pkl.tmp"
-    tmp.write_bytes(pickle.dumps(result))
+    tmp.write_bytes(pickle.dumps(results))
     os.replace(tmp, workdir / f"party{rank}.out.pkl")
     sys.stdout.flush()
     link.stop_link()
@@ -314,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     run_p = sub.add_parser("run")
-    run_p.add_argument("workdir", type=Path)
+    run_p.add_argument("workdirs", type=Path, nargs="+")
     run_p.add_argument("--mode", choices=["public-weights", "shared-weights"], default="public-weights")
     run_p.add_argument("--runs", type=int, default=3)
     run_p.add_argument("--timeout", type=float, default=600.0)
@@ -327,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "party":
         party(args.workdir, args.rank, [int(p) for p in args.ports.split(",")], args.runs)
         return 0
-    result = drive(args.workdir, args.mode, args.runs, args.timeout)
-    tmp = args.workdir / "result.json.tmp"
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, args.workdir / "result.json")
+    for workdir, result in zip(args.workdirs, drive(args.workdirs, args.mode, args.runs, args.timeout)):
+        tmp = workdir / "result.json.tmp"
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, workdir / "result.json")
     return 0
 
 
