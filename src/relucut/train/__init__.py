@@ -7,7 +7,7 @@ Several GPUs: ``torchrun --nproc_per_node N -m relucut train ...`` (batch size i
 """
 
 from relucut.train.batches import DeviceBatches
-from relucut.train.build import build_model, load_checkpoint_model
+from relucut.train.build import build_model, load_checkpoint_model, load_data
 from relucut.train.checkpoint import find_checkpoint, read_checkpoint
 from relucut.train.config import TrainConfig
 from relucut.train.evaluate import evaluate
@@ -25,6 +25,7 @@ __all__ = [
     "find_checkpoint",
     "kd_loss",
     "load_checkpoint_model",
+    "load_data",
     "read_checkpoint",
     "train",
 ]

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from relucut.data import load_dataset
+from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.plan import ReLUPlan, apply_plan
 from relucut.train.checkpoint import find_checkpoint, read_checkpoint
@@ -21,6 +23,11 @@ def build_model(config: TrainConfig) -> nn.Module:
         plan = ReLUPlan.from_dict(config.plan)
         model = apply_plan(model, plan, spec.input_size)
     return model
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    """The config's dataset with its validation carve (val_fraction, seed): load once, pass ``data=``."""
+    return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, seed=config.seed)
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

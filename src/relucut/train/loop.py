@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relucut.data import load_dataset
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.plan import atomic_write_text
 from relucut.train.batches import DeviceBatches, epoch_generator
-from relucut.train.build import build_model, load_checkpoint_model
+from relucut.train.build import build_model, load_checkpoint_model, load_data
 from relucut.train.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint, rng_state, set_rng_state,
 )
@@ -69,7 +68,7 @@ def train(
     channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last)
 
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        data = load_data(cfg)
     check_compatible(cfg, data)
     train_split = data.train
     if cfg.limit_train is not None and cfg.limit_train < len(train_split):
