@@ -83,3 +83,59 @@ def reshape(
         table.add_row(*_row(row, stages))
     console.print(table)
     console.print("stage shares count the stem inside s1, as the DeepReShape slides do")
+
+
+@app.command()
+def deepreshape(
+    model: Annotated[str, typer.Argument(help="The ReLU-equalized HybReNet, e.g. hrn_5x5x3x ('relucut reshape').")],
+    budgets: Annotated[str, typer.Option("--budgets", help="ReLU budgets, e.g. 12k,25k,50k,100k.")],
+    dataset: DatasetOpt = "cifar10",
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")] = None,
+    order: OrderOpt = "s3,s2,s4,s1",
+    blocks: ReshapeBlocksOpt = None,
+    min_width: Annotated[int, typer.Option("--min-width", help="Below this m, switch from widening to culling.")] = 16,
+    baseline: Annotated[str, typer.Option("--baseline", help="The plain network compared at each budget.")] = "hrn_2x2x2x",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per design.")] = 120,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    lr: Annotated[float, typer.Option("--lr")] = 0.1,
+    schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "cosine",
+    limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory (one run dir per design; resumes).")] = "runs/deepreshape",
+    design_only: Annotated[bool, typer.Option("--design-only", help="Print the designs; train nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capacity–criticality trade-off: per ReLU budget, a HybReNet design next to the plain ResNet18.
+
+    High budgets widen MODEL (raise m); low ones cull/thin a least-critical-heavy HybReNet. With
+    training, reports accuracy too.
+    """
+    from relucut.deepreshape.capacity import parse_budgets
+    from relucut.deepreshape.pipeline import PipelineSettings, designs, summary_rows, train_designs
+    from relucut.models.hybrenet import parse_hrn_name
+
+    phi = _blocks(blocks)
+    parse_hrn_name(model)
+    parse_hrn_name(baseline)
+    preset = get_preset(dataset)
+    settings = PipelineSettings(
+        model=model, budgets=parse_budgets(budgets), order=list(parse_order(order, len(phi))), blocks=phi,
+        min_width=min_width, baseline=baseline, input_size=preset.input_size, num_classes=preset.num_classes,
+    )
+    if design_only:
+        rows = [{"role": role, **d.to_dict()} for per in designs(settings) for role, d in per.items()]
+    else:
+        from relucut.train import TrainConfig
+
+        config = TrainConfig(dataset=preset.name, data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr,
+                             schedule=schedule, limit_train=limit_train, seed=seed)
+        config.resolved()  # checks the recipe before any design is built
+        rows = train_designs(settings, config, out, progress=not (quiet or as_json))
+    if as_json:
+        typer.echo(json.dumps({"settings": settings.to_dict(), "results": rows}))
+        return
+    table = Table("budget", "network", "design", "ReLUs", "MACs", "acc %")
+    for cells in summary_rows(rows):
+        table.add_row(*cells)
+    console.print(table)

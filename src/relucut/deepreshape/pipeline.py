@@ -1,0 +1,102 @@
+"""DeepReShape end to end: per budget, the HybReNet design and the plain-ResNet18 design, each trained.
+
+The design step is :func:`relucut.deepreshape.capacity.design_for_budget` (pure); this module only
+trains the chosen designs with :func:`relucut.train.train` and collects ReLUs, MACs and accuracy.
+A run dir per design (``<out>/<budget>_<role>``) makes the whole pipeline resume after a kill:
+finished designs are read back from their final.json, unfinished ones resume from last.pt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from relucut.deepreshape.capacity import BudgetDesign, design_for_budget
+from relucut.models.hybrenet import parse_hrn_name
+from relucut.plan import atomic_write_text
+
+BASELINE = "hrn_2x2x2x"  # the plain ResNet18 shape
+RESULTS_FILE = "results.json"
+SETTINGS_FILE = "deepreshape.json"
+
+
+@dataclasses.dataclass
+class PipelineSettings:
+    model: str  # the ReLU-equalized HybReNet, e.g. hrn_5x5x3x
+    budgets: list[int]
+    order: list[int]  # 0-based stages, most -> least critical
+    blocks: list[int] = dataclasses.field(default_factory=lambda: [2, 2, 2, 2])
+    min_width: int = 16
+    baseline: str = BASELINE
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def designs(settings: PipelineSettings) -> list[dict[str, BudgetDesign]]:
+    """Per budget: {"hybrenet": design, "baseline": design} (the baseline keeps its own ratios throughout)."""
+    equalized = parse_hrn_name(settings.model)
+    base = parse_hrn_name(settings.baseline)
+    common = dict(blocks=tuple(settings.blocks), input_size=tuple(settings.input_size),
+                  num_classes=settings.num_classes, min_width=settings.min_width)
+    return [
+        {
+            "hybrenet": design_for_budget(b, equalized, settings.order, **common),
+            "baseline": design_for_budget(b, base, settings.order, low_budget_ratios=base, **common),
+        }
+        for b in settings.budgets
+    ]
+
+
+def train_designs(
+    settings: PipelineSettings,
+    train_config: Any,  # relucut.train.TrainConfig with the training recipe; model/plan are set per design
+    out: str | Path,
+    data: Any = None,  # relucut.data DataSplits, loaded once for all designs
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    from relucut.train import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SETTINGS_FILE, json.dumps(
+        {"settings": settings.to_dict(), "train": train_config.to_dict()}, indent=1))
+    rows: list[dict[str, Any]] = []
+    for per_budget in designs(settings):
+        for role, design in per_budget.items():
+            run_dir = out / f"{design.budget}_{role}"
+            final_file = run_dir / "final.json"
+            if final_file.is_file():
+                final = json.loads(final_file.read_text())
+            else:
+                plan = design.plan(settings.num_classes, settings.input_size)
+                cfg = dataclasses.replace(
+                    train_config,
+                    model=design.spec(settings.num_classes, settings.input_size).to_dict(),
+                    plan=plan.to_dict() if plan.decisions else None,
+                )
+                final = train(cfg, run_dir, data=data, progress=progress)
+            rows.append({"role": role, **design.to_dict(), **_accuracy(final)})
+            atomic_write_text(out / RESULTS_FILE, json.dumps(rows, indent=1))
+    return rows
+
+
+def _accuracy(final: dict[str, Any]) -> dict[str, Any]:
+    return {k: final.get(k) for k in ("test_acc", "best_val_acc", "best_epoch", "epochs", "seconds")}
+
+
+def summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Table cells: budget, role, design, ReLUs, MACs, accuracy."""
+    out = []
+    for r in rows:
+        edits = "+".join(s for s in r["culled"] if s != "stem")
+        edits = (f"cull {edits}" if edits else "") + (f" thin {'+'.join(r['thinned'])}" if r["thinned"] else "")
+        acc = r.get("test_acc") if r.get("test_acc") is not None else r.get("best_val_acc")
+        out.append([f"{r['budget']:,}", r["role"], f"{r['model']} m={r['base_width']} {edits}".strip(),
+                    f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M", "-" if acc is None else f"{100 * acc:.2f}"])
+    return out
