@@ -99,6 +99,17 @@ def test_extra_loss_sees_the_step_and_hooked_activations_and_callbacks_run(tmp_p
     assert [m["relus"] for m in lines] == [1000, 999] and all(m["act_l1"] > 0 for m in lines)
 
 
+def test_param_groups_reach_the_optimizer(tmp_path, digits):
+    model = build_model(digits_config())
+    frozen_fc = {"params": list(model.fc.parameters()), "lr": 0.0, "weight_decay": 0.0}
+    rest = {"params": [p for n, p in model.named_parameters() if not n.startswith("fc.")]}
+    before = model.fc.weight.detach().clone()
+    stem_before = model.stem.conv.weight.detach().clone()
+    train(digits_config(epochs=1, limit_train=128), tmp_path, model=model, param_groups=[frozen_fc, rest],
+          progress=False, data=digits)
+    assert torch.equal(model.fc.weight, before) and not torch.equal(model.stem.conv.weight, stem_before)
+
+
 def test_plan_is_applied_to_the_trained_model_and_its_checkpoint(tmp_path, digits):
     cfg = digits_config(epochs=1, limit_train=128)
     sites = find_sites(build_model(cfg), (1, 8, 8))

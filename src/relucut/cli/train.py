@@ -65,11 +65,10 @@ def train(
         seed=seed, device=device, compile=compile, tensorboard=tensorboard,
     )
     run_dir = Path(out) if out else Path("runs") / f"{spec.name.replace(':', '_')}-{dataset}-{config.resolved().digest()}"
-    if download:
-        from relucut.data import load_dataset
+    from relucut.data import load_dataset
 
-        load_dataset(dataset, data_dir, download=True)
-    final = run_training(config, run_dir, progress=not quiet)
+    data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, download=download)
+    final = run_training(config, run_dir, progress=not quiet, data=data)
     typer.echo(json.dumps({"run_dir": str(run_dir), **final}))
 
 

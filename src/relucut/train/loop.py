@@ -43,6 +43,7 @@ def train(
     callbacks: Iterable[Any] = (),
     progress: bool = True,
     data: DataSplits | None = None,
+    param_groups: list[dict] | None = None,
 ) -> dict:
     """Trains per ``config`` into ``run_dir`` and returns the final metrics (also in final.json).
 
@@ -54,6 +55,8 @@ def train(
     ``callbacks``: objects with optional ``on_epoch_start(epoch, model)`` and
     ``on_epoch_end(epoch, model, metrics)``; the latter may add entries to ``metrics`` before
     they are logged. ``data``: already loaded splits, to skip reloading across many runs.
+    ``param_groups``: SGD parameter groups (e.g. mask parameters without weight decay); by default
+    one group of every parameter that requires a gradient. Schedules scale each group's lr.
 
     Restarted with the same config and run dir, training resumes from last.pt; on CPU the result
     is bit-identical to an uninterrupted run. On return ``model`` holds the selected weights
@@ -83,10 +86,9 @@ def train(
     if channels_last:
         student.to(memory_format=torch.channels_last)
 
-    optimizer = torch.optim.SGD(
-        [p for p in student.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
-    )
+    groups = param_groups if param_groups is not None else [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=cfg.nesterov)
     scheduler = make_scheduler(optimizer, cfg)
     state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0}
     if resume is not None:
