@@ -1,0 +1,16 @@
+"""Fine-grained linearization to a ReLU budget: SNL, SENet, and SENet + shallow (gated branching, AC)."""
+
+from relucut.finegrained.artifact import deployable, export, load_export, plan_of
+from relucut.finegrained.budget import allocate_layer_budgets, binarize_to_budget, check_budget, parse_budget
+from relucut.finegrained.gated import GatedBranch, ShallowBlock, gate_value
+from relucut.finegrained.loop import Data
+from relucut.finegrained.losses import LossWeights, combined_loss, pram
+from relucut.finegrained.mask_site import LearnableMaskSite, install_mask_sites
+from relucut.finegrained.senet import SENetConfig, senet
+from relucut.finegrained.snl import SNLConfig, snl
+
+__all__ = [
+    "Data", "GatedBranch", "LearnableMaskSite", "LossWeights", "SENetConfig", "SNLConfig", "ShallowBlock",
+    "allocate_layer_budgets", "binarize_to_budget", "check_budget", "combined_loss", "deployable", "export",
+    "gate_value", "install_mask_sites", "load_export", "parse_budget", "plan_of", "pram", "senet", "snl",
+]

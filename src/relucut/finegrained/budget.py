@@ -1,0 +1,102 @@
+"""ReLU budgets: parsing, checks, exact binarization of learned masks, per-layer allocation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from relucut.errors import RelucutError
+from relucut.finegrained.mask_site import LearnableMaskSite
+
+
+def parse_budget(text: str | int) -> int:
+    """'25k' -> 25000, '1.5m' -> 1500000, '4096' -> 4096."""
+    if isinstance(text, int):
+        return text
+    raw = str(text).strip().lower().replace(",", "").replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(raw[-1:], 1)
+    number = raw[:-1] if scale != 1 else raw
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise RelucutError(f"--budget takes a ReLU count like 25000, 25k or 1.2m, got '{text}'") from None
+    if not math.isclose(value, round(value)):
+        raise RelucutError(f"--budget must be a whole number of ReLUs, got '{text}'")
+    return int(round(value))
+
+
+def check_budget(budget: int, total: int) -> int:
+    if budget <= 0:
+        raise RelucutError(f"the ReLU budget must be > 0, got {budget}; pass --budget 25k or similar")
+    if budget > total:
+        raise RelucutError(
+            f"the ReLU budget {budget:,} exceeds the network's {total:,} ReLUs; choose a budget below {total:,}"
+        )
+    return budget
+
+
+def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int) -> dict[str, torch.Tensor]:
+    """Global top-k over all mask entries, weighted by the ReLUs each stands for.
+
+    Pixel masks hit the budget exactly. Channel masks (a channel costs H*W ReLUs) are filled
+    greedily by score, skipping channels that no longer fit, so the total is <= budget and
+    short by less than the cost of the smallest channel left out.
+    """
+    names = list(masks)
+    scores = torch.cat([masks[n].alpha.detach().flatten().cpu() for n in names])
+    costs = torch.cat([torch.full((masks[n].alpha.numel(),), masks[n].unit_relus) for n in names])
+    total = int(costs.sum())
+    check_budget(budget, total)
+    order = torch.argsort(scores, descending=True, stable=True)
+    chosen = torch.zeros_like(scores, dtype=torch.bool)
+    if bool((costs == 1).all()):
+        chosen[order[:budget]] = True
+    else:
+        left = budget
+        for idx, cost in zip(order.tolist(), costs[order].tolist()):
+            if cost <= left:
+                chosen[idx] = True
+                left -= cost
+                if left == 0:
+                    break
+    out, start = {}, 0
+    for n in names:
+        size = masks[n].alpha.numel()
+        out[n] = chosen[start:start + size].view(masks[n].alpha.shape)
+        start += size
+    return out
+
+
+def allocate_layer_budgets(weights: dict[str, float], sizes: dict[str, int], budget: int) -> dict[str, int]:
+    """Splits ``budget`` over layers in proportion to ``weights``, capped at each layer's size.
+
+    Integer shares by largest remainder; a layer that would exceed its size is capped and the
+    excess is shared out again among the others. The result sums exactly to ``budget``.
+    """
+    check_budget(budget, sum(sizes.values()))
+    alloc = {n: 0 for n in sizes}
+    open_layers = [n for n in sizes if sizes[n] > 0]
+    remaining = budget
+    while remaining > 0:
+        w = {n: max(float(weights.get(n, 0.0)), 0.0) for n in open_layers}
+        if sum(w.values()) <= 0:  # no signal left: share by remaining room
+            w = {n: float(sizes[n] - alloc[n]) for n in open_layers}
+        norm = sum(w.values())
+        exact = {n: remaining * w[n] / norm for n in open_layers}
+        share = {n: int(math.floor(exact[n])) for n in open_layers}
+        short = remaining - sum(share.values())
+        for n in sorted(open_layers, key=lambda n: (-(exact[n] - share[n]), n))[:short]:
+            share[n] += 1
+        capped = False
+        for n in open_layers:
+            room = sizes[n] - alloc[n]
+            take = min(share[n], room)
+            alloc[n] += take
+            remaining -= take
+            capped |= take < share[n]
+        open_layers = [n for n in open_layers if alloc[n] < sizes[n]]
+        if not capped:
+            break
+    assert sum(alloc.values()) == budget
+    return alloc

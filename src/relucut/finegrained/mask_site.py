@@ -1,0 +1,128 @@
+"""A ReLU site whose mask is learned: SNL's relaxed mask, SENet's top-k mask, then a frozen one.
+
+During learning the site computes ``m * relu(x) + (1 - m) * x``. Frozen, it is a plain
+``ReLUSite`` in ``mask`` mode, so counting, plans and export see an ordinary masked site.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from relucut.errors import RelucutError
+from relucut.site_module import ReLUSite, is_site_module
+from relucut.sites import SiteMap, find_sites
+
+GRANULARITIES = ("pixel", "channel")
+# SNL counts a relaxed mask entry as a ReLU while it is above this value
+ACTIVE_THRESHOLD = 1e-2
+
+
+class LearnableMaskSite(ReLUSite):
+    """A site with a learnable mask ``alpha`` of shape (C,H,W) (pixel) or (C,1,1) (channel).
+
+    States: ``relaxed`` (SNL: m = alpha in [0,1]), ``topk`` (SENet: m = the ``k`` largest alphas,
+    straight-through gradient), ``frozen`` (a binary mask; behaves exactly as ``ReLUSite``).
+    """
+
+    def __init__(self, shape: tuple[int, ...], granularity: str = "pixel", init: float = 1.0):
+        if granularity not in GRANULARITIES:
+            raise RelucutError(f"unknown mask granularity '{granularity}'; use pixel or channel")
+        super().__init__("relu")
+        self.shape = tuple(int(s) for s in shape)
+        self.granularity = granularity
+        mask_shape = self.shape if granularity == "pixel" else (self.shape[0],) + (1,) * (len(self.shape) - 1)
+        self.alpha = nn.Parameter(torch.full(mask_shape, float(init)))
+        self.state = "relaxed"
+        self.k = 0  # mask units kept in the topk state
+
+    @property
+    def unit_relus(self) -> int:
+        """ReLUs one mask entry stands for: 1 per pixel, H*W per channel."""
+        return math.prod(self.shape) // self.alpha.numel()
+
+    # -- state changes -------------------------------------------------------------------------
+    def use_topk(self, k: int) -> None:
+        if not 0 <= k <= self.alpha.numel():
+            raise ValueError(f"k={k} outside [0, {self.alpha.numel()}]")
+        self.state, self.k = "topk", int(k)
+
+    def freeze(self, mask: torch.Tensor) -> None:
+        """Fixes a binary mask (of alpha's shape); alpha stops taking part in the forward."""
+        self.state = "frozen"
+        self.mode = "mask"
+        self.mask = mask.to(device=self.alpha.device, dtype=torch.bool).reshape(self.alpha.shape)
+        self.alpha.requires_grad_(False)
+
+    def hard_mask(self) -> torch.Tensor:
+        """The binary mask this site evaluates now (relaxed: entries above the threshold)."""
+        if self.state == "frozen":
+            return self.mask
+        if self.state == "topk":
+            return _topk_indicator(self.alpha.detach(), self.k)
+        return self.alpha.detach() > ACTIVE_THRESHOLD
+
+    # -- forward and counting ------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.state == "frozen":
+            return super().forward(x)
+        if self.state == "topk":
+            hard = _topk_indicator(self.alpha, self.k).to(x.dtype)
+            m = hard + self.alpha - self.alpha.detach()  # straight-through: forward hard, gradient to alpha
+        else:
+            m = self.alpha
+        return x + m * (torch.relu(x) - x)
+
+    def active_relus(self, shape: tuple[int, ...]) -> int:
+        return int(torch.broadcast_to(self.hard_mask(), tuple(shape)).sum())
+
+    def extra_repr(self) -> str:
+        on = int(self.hard_mask().sum())
+        return f"{self.granularity}, state={self.state}, ones={on}/{self.alpha.numel()}"
+
+
+def _topk_indicator(scores: torch.Tensor, k: int) -> torch.Tensor:
+    flat = scores.flatten()
+    out = torch.zeros_like(flat, dtype=torch.bool)
+    if k > 0:
+        out[torch.topk(flat, k, sorted=False).indices] = True
+    return out.view_as(scores)
+
+
+def install_mask_sites(
+    model: nn.Module, input_size: tuple[int, ...], granularity: str = "pixel", init: float = 1.0,
+    exclude: tuple[str, ...] = (),
+) -> tuple[SiteMap, dict[str, LearnableMaskSite]]:
+    """Replaces every ReLU module called once with a ``LearnableMaskSite`` (in place).
+
+    Returns the model's sites and the new mask modules by site name.
+    """
+    from relucut.plan import _swappable  # same rule apply_plan_ uses for in-place edits
+
+    sites = find_sites(model, input_size)
+    paths = _swappable(model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    masks: dict[str, LearnableMaskSite] = {}
+    for site in sites:
+        if site.name in exclude:
+            continue
+        path = paths.get(site.name)
+        if path is None:
+            raise RelucutError(
+                f"site '{site.name}' is a functional ReLU or a module called twice; learnable masks need one "
+                "nn.ReLU module per call (use relucut.sitify(model) first)"
+            )
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        if not is_site_module(getattr(parent, attr)):
+            raise RelucutError(f"site '{site.name}' at {path} is not a ReLU module")
+        module = LearnableMaskSite(site.shape, granularity, init).to(device)
+        setattr(parent, attr, module)
+        masks[site.name] = module
+    return sites, masks
+
+
+def mask_parameters(masks: dict[str, LearnableMaskSite]) -> list[nn.Parameter]:
+    return [m.alpha for m in masks.values()]
