@@ -26,8 +26,7 @@ $(SPU_STAMP):
 spu-env: $(SPU_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/relucut count resnet18 --dataset cifar100
-	$(BIN)/relucut count resnet18 --dataset cifar100 --cull stem,s1 --thin s2,s3,s4
+	$(BIN)/relucut demo
 
 test: $(STAMP) $(SPU_STAMP)
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +17,8 @@ from relucut.cli.options import (
 )
 from relucut.errors import RelucutError
 
-console = Console()
+# piped output (CI logs, `| tee`) gets room for the frontier table instead of rich's 80 columns
+console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=140)
 
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Search directory; rerun the same command to resume.")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
@@ -71,7 +74,7 @@ def _threads(threads: int | None) -> None:
 
 
 def print_frontier(results, title: str) -> None:
-    from relucut.deepreduce.frontier import _scale, _stages
+    from relucut.deepreduce.frontier import ratio_text, scale_text, stages_text
 
     table = Table(title=title, title_justify="left")
     for col in ("Culled", "Thinned", "Channel", "Fmap", "#ReLU", "Val acc %", "Test acc %", "Est. PI s",
@@ -79,9 +82,9 @@ def print_frontier(results, title: str) -> None:
         table.add_column(col, justify="left" if col in ("Culled", "Thinned") else "right")
     for r in results:
         table.add_row(
-            _stages(r.culled), _stages(r.thinned, r.one_block), _scale(r.alpha), _scale(r.rho), f"{r.relus:,}",
+            stages_text(r.culled), stages_text(r.thinned, r.one_block), scale_text(r.alpha), scale_text(r.rho), f"{r.relus:,}",
             f"{r.val_acc:.2f}", "-" if r.test_acc is None else f"{r.test_acc:.2f}",
-            "-" if r.est_latency_s is None else f"{r.est_latency_s:.3g}", f"{r.acc_per_krelu:.3g}",
+            "-" if r.est_latency_s is None else f"{r.est_latency_s:.3g}", ratio_text(r.acc_per_krelu),
         )
     console.print(table)
 

@@ -119,13 +119,18 @@ def best_under_budget(results: Sequence[CandidateResult], budget: int) -> Candid
     return max(within, key=lambda r: (r.val_acc, -r.relus))
 
 
-def _stages(names: Sequence[str], star: bool = False) -> str:
+def stages_text(names: Sequence[str], star: bool = False) -> str:
     shown = [n.upper() + ("*" if star else "") for n in names if n != STEM]
     return "+".join(shown) if shown else "NA"
 
 
-def _scale(v: float) -> str:
+def scale_text(v: float) -> str:
     return "NA" if v == 1.0 else f"{v:g}x"
+
+
+def ratio_text(v: float) -> str:
+    """Three significant digits without switching to exponents: 0.332, 8.69, 1230."""
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
 def _pct(v: float | None) -> str:
@@ -143,9 +148,9 @@ def markdown_table(rows: Sequence[CandidateResult], title: str = "") -> str:
     for r in rows:
         lat = "-" if r.est_latency_s is None else f"{r.est_latency_s:.3g}"
         lines.append(
-            f"| {_stages(r.culled)} | {_stages(r.thinned, r.one_block)} | {_scale(r.alpha)} | {_scale(r.rho)} "
+            f"| {stages_text(r.culled)} | {stages_text(r.thinned, r.one_block)} | {scale_text(r.alpha)} | {scale_text(r.rho)} "
             f"| {r.relus / 1000:.2f}K | {r.macs / 1e6:.2f}M | {_pct(r.val_acc)} | {_pct(r.test_acc)} | {lat} "
-            f"| {r.acc_per_krelu:.3g} |"
+            f"| {ratio_text(r.acc_per_krelu)} |"
         )
     return "\n".join(lines) + "\n"
 
