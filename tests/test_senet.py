@@ -1,0 +1,97 @@
+"""SENet: per-layer budgets from pruning sensitivity, masks within them, frozen fine-tuning."""
+
+import copy
+import random
+
+import pytest
+import torch
+from fixtures.finegrained import SPEC, TOTAL_RELUS, tiny_data, trained_base
+
+from relucut import RelucutError, count, find_sites
+from relucut.finegrained import LearnableMaskSite, allocate_layer_budgets, export, load_export
+from relucut.finegrained.senet import SENetConfig, senet
+from relucut.finegrained.sensitivity import (
+    layer_budgets, preceding_convs, pruning_keep_fractions, relu_sensitivity,
+)
+
+
+def test_allocation_sums_exactly_and_respects_caps():
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 12)
+        sizes = {f"l{i}": rng.randint(0, 500) for i in range(n)}
+        total = sum(sizes.values())
+        if total == 0:
+            continue
+        weights = {k: rng.random() * rng.choice([0, 1, 1, 100]) for k in sizes}
+        budget = rng.randint(1, total)
+        alloc = allocate_layer_budgets(weights, sizes, budget)
+        assert sum(alloc.values()) == budget
+        assert all(0 <= alloc[k] <= sizes[k] for k in sizes)
+
+
+def test_allocation_is_proportional_with_largest_remainder():
+    alloc = allocate_layer_budgets({"a": 1, "b": 1, "c": 1}, {"a": 100, "b": 100, "c": 100}, 100)
+    assert sorted(alloc.values()) == [33, 33, 34]
+    # 'a' wants 90 of 100 but holds only 10: its excess goes to the others in proportion
+    alloc = allocate_layer_budgets({"a": 9, "b": 1}, {"a": 10, "b": 100}, 100)
+    assert alloc == {"a": 10, "b": 90}
+
+
+@pytest.mark.parametrize("budget, needle", [(0, "must be > 0"), (TOTAL_RELUS + 1, "exceeds")])
+def test_budget_errors(budget, needle):
+    model = SPEC.build()
+    sites = find_sites(model, SPEC.input_size)
+    with pytest.raises(RelucutError, match=needle):
+        layer_budgets(sites, relu_sensitivity(model, 0.1), budget)
+
+
+def test_preceding_conv_is_the_main_path_conv():
+    convs = preceding_convs(SPEC.build())
+    assert convs["stem_relu"] == "stem.conv"
+    assert convs["s1_0_relu1"] == "s1.0.conv1"
+    assert convs["s1_0_relu2"] == "s1.0.conv2"
+    assert convs["s2_0_relu2"] == "s2.0.conv2"  # not the shortcut projection s2.0.shortcut.0
+
+
+def test_pruning_keeps_the_density_overall():
+    model = SPEC.build()
+    kept = pruning_keep_fractions(model, 0.2)
+    sizes = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    overall = sum(kept[n] * sizes[n] for n in sizes) / sum(sizes.values())
+    assert overall == pytest.approx(0.2, abs=0.01)
+    assert len(set(round(v, 3) for v in kept.values())) > 1  # layers differ
+    with pytest.raises(RelucutError, match="--density"):
+        pruning_keep_fractions(model, 1.5)
+
+
+def test_layer_budgets_follow_sensitivity():
+    model = SPEC.build()
+    sites = find_sites(model, SPEC.input_size)
+    sens = relu_sensitivity(model, 0.1)
+    budget = layer_budgets(sites, sens, 999)
+    assert sum(budget.values()) == 999
+    kept = {s.name: budget[s.name] / s.numel for s in sites}
+    hi = max(sens, key=sens.get)
+    lo = min(sens, key=sens.get)
+    assert kept[hi] >= kept[lo]
+
+
+def test_senet_masks_match_layer_budgets_and_stay_frozen(tmp_path):
+    data = tiny_data()
+    base = trained_base(data)
+    model = copy.deepcopy(base)
+    frozen = {}
+
+    def snapshot(m):
+        frozen.update({n: s.mask.clone() for n, s in m.named_modules() if isinstance(s, LearnableMaskSite)})
+
+    cfg = SENetConfig(budget=900, mask_epochs=1, finetune_epochs=1, milestones=[], batch_size=64)
+    result = senet(model, base, data, SPEC.input_size, cfg, progress=False, after_stage2=snapshot)
+    assert sum(result.layer_budget.values()) == 900
+    sites = {n: s for n, s in model.named_modules() if isinstance(s, LearnableMaskSite)}
+    for path, site in sites.items():
+        assert int(site.mask.sum()) == result.layer_budget[path.replace(".", "_")]
+        assert torch.equal(site.mask, frozen[path])
+    export(tmp_path, model, SPEC)
+    assert count(load_export(tmp_path), SPEC.input_size).relus == 900
