@@ -32,9 +32,7 @@ from relucut.deepreduce.candidates import (
 )
 from relucut.deepreduce.criticality import CriticalityTable, StageCriticality, stage_only_plan
 from relucut.deepreduce.executors import Executor, SequentialExecutor, TrainJob
-from relucut.deepreduce.frontier import (
-    CandidateResult, best_under_budget, markdown_table, write_frontier,
-)
+from relucut.deepreduce.frontier import CandidateResult, best_under_budget, write_frontier
 from relucut.deepreduce.latency import estimate_latency_s
 from relucut.deepreduce.plot import plot_frontier
 
@@ -115,24 +113,34 @@ class Search:
         path = self.out / "search.json"
         mine = {"format": SEARCH_FORMAT, "version": 1, **self.settings.to_dict()}
         saved = _json(path)
-        if saved is not None:
-            differs = [k for k in mine if k not in RUNTIME_SETTINGS and saved.get(k) != mine[k]]
-            if differs:
-                raise RelucutError(
-                    f"'{self.out}' holds a search with different {', '.join(differs)}; rerun with the same "
-                    "settings to resume it, or pass a new --out"
-                )
+        differs = [k for k in mine if k not in RUNTIME_SETTINGS and saved is not None and saved.get(k) != mine[k]]
+        if differs:
+            raise RelucutError(
+                f"'{self.out}' holds a search with different {', '.join(differs)}; rerun with the same "
+                "settings to resume it, or pass a new --out"
+            )
+        # derived, for the record: the training recipe every run starts from (teacher, no plan)
+        mine["resolved_train_config"] = self.base.resolved().to_dict()
         atomic_write_text(path, json.dumps(mine, indent=1))
 
     def _config(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self.base, **changes)
 
-    def _note(self, job: TrainJob, final: dict, skipped: bool) -> None:
-        val, test = _pct(final.get("best_val_acc")), _pct(final.get("test_acc"))
-        state = "done before" if skipped else "trained"
-        test_text = f", test {test:.2f}%" if test is not None else ""
-        val_text = f"val {val:.2f}%" if val is not None else "no validation split"
-        self.console.print(f"  [green]{state}[/] {job.key}: {val_text}{test_text}", highlight=False)
+    def _run_jobs(self, jobs: list[TrainJob]) -> dict[str, dict]:
+        """Runs a phase of jobs, printing one line per finished job with the phase's progress."""
+        done = 0
+
+        def note(job: TrainJob, final: dict, skipped: bool) -> None:
+            nonlocal done
+            done += 1
+            val, test = _pct(final.get("best_val_acc")), _pct(final.get("test_acc"))
+            state = "done before" if skipped else "trained"
+            test_text = f", test {test:.2f}%" if test is not None else ""
+            val_text = f"val {val:.2f}%" if val is not None else "no validation split"
+            self.console.print(f"  [{done}/{len(jobs)}] [green]{state}[/] {job.key}: {val_text}{test_text}",
+                               highlight=False)
+
+        return self.executor.run(jobs, note)
 
     # -- teacher ----------------------------------------------------------------------------------
     def teacher(self) -> tuple[str, dict]:
@@ -144,7 +152,7 @@ class Search:
             return str(path.resolve()), final or {}
         job = TrainJob("teacher (full ReLU)", self._config(plan=None, teacher=None), self.out / "teacher")
         self.console.print("[bold]Teacher[/]: the full-ReLU network")
-        final = self.executor.run([job], self._note)[job.key]
+        final = self._run_jobs([job])[job.key]
         return str(job.run_dir.resolve()), final
 
     # -- criticality ------------------------------------------------------------------------------
@@ -166,7 +174,7 @@ class Search:
         proxy = epochs < self.base.epochs
         self.console.print(f"[bold]Criticality[/]: {len(self.stages())} stage networks, "
                            f"{'proxy' if proxy else 'full'} schedule of {epochs} epochs")
-        finals = self.executor.run(kd_jobs + jobs, self._note)
+        finals = self._run_jobs(kd_jobs + jobs)
         full_relus = self.sites
         rows = []
         for stage in self.stages():
@@ -229,7 +237,7 @@ class Search:
             costs[cand.name] = cost
             cfg = self._config(model=cost.spec.to_dict(), plan=cost.plan.to_dict(), teacher=teacher)
             jobs.append(TrainJob(cand.name, cfg, self.out / "candidates" / cand.name))
-        finals = self.executor.run(jobs, self._note)
+        finals = self._run_jobs(jobs)
         results = []
         for cand in cands:
             cost, final = costs[cand.name], finals[cand.name]
@@ -250,10 +258,10 @@ class Search:
         return self.criticality(teacher, teacher_final)
 
     def run(self, budget: int | None = None) -> SearchOutcome:
+        if budget is not None:  # refuse before writing or training anything
+            _check_budget(budget, self.smallest_reachable())
         self.out.mkdir(parents=True, exist_ok=True)
         self.check_settings()
-        if budget is not None:
-            _check_budget(budget, self.smallest_reachable())
         teacher, teacher_final = self.teacher()
         table = self.criticality(teacher, teacher_final)
         self.console.print(table.to_markdown(), highlight=False)
@@ -299,8 +307,4 @@ def _blocks_kwarg(spec: ModelSpec) -> set[str]:
         return set()
 
 
-def frontier_markdown(outcome: SearchOutcome) -> str:
-    return markdown_table(outcome.frontier, "Pareto frontier (chosen on validation accuracy)")
-
-
-__all__ = ["Search", "SearchOutcome", "SearchSettings", "frontier_markdown"]
+__all__ = ["Search", "SearchOutcome", "SearchSettings"]
