@@ -112,10 +112,14 @@ def build_function(graph: dict, array_names: list[str]):
             elif kind == "relu":
                 y = jax.nn.relu(ins[0])
             elif kind == "partial_relu":
-                # gather the active positions (public indices: local), ReLU them, scatter back
+                # gather the active positions (public indices: local), ReLU them, and put them back
+                # with a second gather: SPU lowers a scatter to a slow while loop, a gather stays flat
                 flat = ins[0].reshape(ins[0].shape[0], -1)
                 idx = arr[op["index"]]
-                y = flat.at[:, idx].set(jax.nn.relu(flat[:, idx])).reshape(ins[0].shape)
+                back = np.arange(flat.shape[1])
+                back[idx] = flat.shape[1] + np.arange(idx.size)
+                both = jnp.concatenate([flat, jax.nn.relu(flat[:, idx])], axis=1)
+                y = both[:, back].reshape(ins[0].shape)
             elif kind == "avg_pool2d":
                 y = avg_pool(ins[0], op)
             elif kind == "max_pool2d":
