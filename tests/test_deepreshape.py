@@ -89,10 +89,13 @@ def test_baseline_keeps_resnet18_ratios():
         assert per["hybrenet"].relus <= per["hybrenet"].budget
 
 
-def test_cli_deepreshape_design_only_and_errors():
-    proc = run_cli("deepreshape", "hrn_5x5x3x", "--budgets", "300,3k", "--dataset", "digits", "--blocks", "1,1,1,1",
-                   "--min-width", "2", "--design-only", "--json", check=True)
+def test_cli_deepreshape_trains_and_errors(tmp_path):
+    proc = run_cli("deepreshape", "hrn_5x5x3x", "--budgets", "300", "--dataset", "digits", "--blocks", "1,1,1,1",
+                   "--min-width", "2", "--epochs", "1", "--limit-train", "128", "--out", tmp_path, "--json",
+                   check=True)
     out = json.loads(proc.stdout)
-    assert [r["role"] for r in out["results"]] == ["hybrenet", "baseline"] * 2
-    assert all(r["relus"] <= r["budget"] for r in out["results"])
+    assert [r["role"] for r in out["results"]] == ["hybrenet", "baseline"]
+    assert all(r["relus"] <= 300 and r["test_acc"] is not None for r in out["results"])
+    assert json.loads((tmp_path / "results.json").read_text()) == out["results"]
+    assert (tmp_path / "deepreshape.json").is_file()
     assert_one_line_error(run_cli("deepreshape", "resnet18", "--budgets", "12k", "--design-only"), "hrn_AxBxCx")

@@ -131,7 +131,10 @@ def deepreshape(
         config = TrainConfig(dataset=preset.name, data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                              schedule=schedule, limit_train=limit_train, seed=seed)
         config.resolved()  # checks the recipe before any design is built
-        rows = train_designs(settings, config, out, progress=not (quiet or as_json))
+        from relucut.data import load_dataset
+
+        data = load_dataset(preset.name, data_dir, val_fraction=config.val_fraction, seed=seed)
+        rows = train_designs(settings, config, out, data=data, progress=not (quiet or as_json))
     if as_json:
         typer.echo(json.dumps({"settings": settings.to_dict(), "results": rows}))
         return

@@ -8,7 +8,6 @@ from typing import Any
 from relucut.cost import count
 from relucut.models.hybrenet import hrn_name
 from relucut.models.registry import create_model
-from relucut.plan import ReLUPlan
 
 
 def fold_stem(relus_by_stage: dict[str, int]) -> dict[str, int]:
@@ -31,19 +30,13 @@ def describe(
     blocks: Sequence[int] | None = None,
     input_size: tuple[int, int, int] = (3, 32, 32),
     num_classes: int = 100,
-    plan_edits: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Builds the design and counts it exactly (relucut.count): ReLUs, MACs, params, distribution."""
     kwargs: dict[str, Any] = {"base_width": base_width}
     if blocks is not None:
         kwargs["blocks"] = list(blocks)
     net = create_model(hrn_name(ratios), num_classes=num_classes, in_chans=input_size[0], **kwargs)
-    plan = None
-    if plan_edits:
-        from relucut.sites import find_sites
-
-        plan = ReLUPlan.deepreduce(find_sites(net, input_size), **plan_edits)
-    report = count(net, input_size, plan=plan)
+    report = count(net, input_size)
     return {
         "model": hrn_name(ratios),
         "ratios": list(ratios),
