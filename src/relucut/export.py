@@ -1,0 +1,286 @@
+"""Export: a physically reduced network whose private-inference ReLU count is the plan's.
+
+``reduce_model`` turns a plan-applied model into an fx graph of plain ops: dropped sites are
+removed, masked sites become ``PartialReLU`` (gather -> ReLU -> scatter), BNs fold into their
+convs, and linear layers merge where that is exact (``relucut.merge``). ``export_model`` writes
+``recipe.json`` (model spec, plan, transforms, counts), ``model.pt`` (the reduced state_dict) and
+``model.onnx``; ``load_export`` rebuilds the module by replaying the recipe. No pickled modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+import relucut
+from relucut.cost import CostReport, count
+from relucut.errors import RelucutError
+from relucut.merge import finish_rewrite, apply_transform, fold_bn_pairs, plan_and_merge, propagate_shapes
+from relucut.models.registry import ModelSpec
+from relucut.plan import ReLUPlan, apply_plan
+from relucut.recipe import RECIPE_FILE, Recipe, is_export_dir
+from relucut.site_module import PartialReLU, ReLUSite
+from relucut.sites import find_sites, is_site_node, trace
+
+MODEL_FILE = "model.pt"
+IDENTITY_MODULES = (nn.Identity, nn.Dropout)  # in eval mode both pass their input through
+ONNX_FILE = "model.onnx"
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path``: a plain state_dict, or a dict holding one under "model"."""
+    path = Path(path)
+    if not path.is_file():
+        raise RelucutError(f"checkpoint '{path}' does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RelucutError(f"cannot read checkpoint '{path}' ({exc.__class__.__name__}); "
+                           "pass a file written by torch.save") from None
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise RelucutError(f"checkpoint '{path}' holds no state_dict (expected tensors, or a dict with 'model')")
+    return dict(data)
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """Loads ``state_dict`` strictly, with a one-line error naming what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            problems.append(f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}")
+    if problems:
+        raise RelucutError(
+            f"the {what} does not fit this model and plan ({'; '.join(problems)}); "
+            "pass the model options and plan it was trained with"
+        )
+    model.load_state_dict(state_dict)
+
+
+# -- reduction --------------------------------------------------------------------------------
+def _site_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    modules = dict(gm.named_modules())
+    return [n for n in gm.graph.nodes if is_site_node(n, modules)]
+
+
+def _site_transforms(gm: fx.GraphModule) -> list[dict[str, Any]]:
+    dropped, masked = [], []
+    for node in _site_nodes(gm):
+        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if type(module) is ReLUSite and module.mode == "identity":
+            dropped.append(node.name)
+        elif type(module) is ReLUSite and module.mode == "mask":
+            masked.append(node.name)
+    steps = []
+    if dropped:
+        steps.append({"op": "drop_sites", "sites": dropped})
+    if masked:
+        steps.append({"op": "partial_sites", "sites": masked})
+    return steps
+
+
+def _replay_step(gm: fx.GraphModule, step: dict[str, Any], input_size: tuple[int, ...]) -> None:
+    nodes = {n.name: n for n in gm.graph.nodes}
+    if step["op"] == "drop_modules":
+        for name in step["nodes"]:
+            node = nodes.get(name)
+            if node is None or node.op != "call_module" or not isinstance(
+                    gm.get_submodule(str(node.target)), IDENTITY_MODULES):
+                raise RelucutError(f"recipe does not fit the model: node '{name}' is not an identity module")
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+        finish_rewrite(gm)
+        return
+    if step["op"] in ("drop_sites", "partial_sites"):
+        for name in step["sites"]:
+            node = nodes.get(name)
+            module = gm.get_submodule(str(node.target)) if node is not None and node.op == "call_module" else None
+            if type(module) is not ReLUSite:
+                raise RelucutError(f"recipe does not fit the model: site '{name}' is not a planned ReLU site")
+            if step["op"] == "drop_sites":
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+            else:
+                shape = tuple(node.meta["tensor_meta"].shape[1:])
+                gm.add_submodule(str(node.target), PartialReLU.from_mask(module.mask, shape))
+        finish_rewrite(gm)
+        return
+    try:
+        apply_transform(gm, step)
+    except (KeyError, ValueError) as exc:
+        raise RelucutError(f"recipe does not fit the model: {exc}") from None
+
+
+def reduce_model(model: nn.Module, input_size: tuple[int, ...], merge: bool = True,
+                 force: bool = False) -> tuple[fx.GraphModule, list[dict[str, Any]]]:
+    """The exported form of a plan-applied ``model`` and the transforms that made it."""
+    gm = trace(copy.deepcopy(model)).eval()
+    propagate_shapes(gm, input_size)  # once: every rewrite keeps the shapes on its nodes
+    steps = _site_transforms(gm)
+    identities = [n.name for n in gm.graph.nodes if n.op == "call_module" and len(n.args) == 1
+                  and isinstance(gm.get_submodule(str(n.target)), IDENTITY_MODULES)]
+    if identities:
+        steps.append({"op": "drop_modules", "nodes": identities})
+    for step in steps:
+        _replay_step(gm, step, input_size)
+    pairs = fold_bn_pairs(gm)
+    if pairs:
+        step = {"op": "fold_bn", "pairs": pairs}
+        _replay_step(gm, step, input_size)
+        steps.append(step)
+    if merge:
+        steps += plan_and_merge(gm, input_size, force=force)
+    return gm.eval(), steps
+
+
+def replay(model: nn.Module, transforms: list[dict[str, Any]], input_size: tuple[int, ...]) -> fx.GraphModule:
+    """Applies recorded ``transforms`` to a plan-applied ``model`` (weights come afterwards)."""
+    gm = trace(copy.deepcopy(model)).eval()
+    propagate_shapes(gm, input_size)
+    for step in transforms:
+        _replay_step(gm, step, input_size)
+    return gm.eval()
+
+
+def planned_model(spec: ModelSpec, plan: ReLUPlan, seed: int = 0) -> nn.Module:
+    """The base model of ``spec`` with ``plan`` applied (checked against its sites and shapes)."""
+    torch.manual_seed(seed)
+    base = spec.build()
+    plan.validate(find_sites(base, spec.input_size))
+    return apply_plan(base, plan, spec.input_size).eval()
+
+
+def _check_masks(model: nn.Module, plan: ReLUPlan) -> None:
+    for node in _site_nodes(trace(model)):
+        decision = plan.decisions.get(node.name)
+        if decision is None or decision.mask is None:
+            continue
+        module = model.get_submodule(str(node.target))
+        if not torch.equal(module.mask.cpu(), decision.mask):
+            raise RelucutError(f"the checkpoint's mask at site '{node.name}' differs from the plan's; "
+                               "export with the plan the checkpoint was trained under")
+
+
+def _counts(report: CostReport) -> dict[str, Any]:
+    return {"relus": report.relus, "macs": report.macs, "params": report.params, "conv_depth": report.conv_depth}
+
+
+def _onnx_bytes(gm: nn.Module, input_size: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    example = torch.zeros((1, *input_size))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(gm, (example,), buffer, dynamo=False, input_names=["input"],
+                              output_names=["output"])
+    except Exception as exc:
+        raise RelucutError(f"ONNX export failed ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+                           "pass --no-onnx to write the recipe and state_dict only") from None
+    return buffer.getvalue()
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    recipe: Recipe
+    model: fx.GraphModule
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_export_dir(out))):
+        raise RelucutError(f"'{out}' exists and is not a relucut export; choose a new --out directory")
+
+
+def _write_dir(out: Path, files: dict[str, bytes]) -> None:
+    """Writes ``files`` into ``out`` all at once: readers see the old export or the new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    old = None
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if out.exists():
+            old = out.parent / f"{tmp.name}.old"
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    model_spec: ModelSpec,
+    plan: ReLUPlan,
+    state_dict: dict[str, torch.Tensor] | None,
+    out_dir: str | Path,
+    *,
+    merge: bool = True,
+    force_merge: bool = False,
+    onnx: bool = True,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Exports the plan-applied ``model_spec`` with weights ``state_dict`` (None: fresh weights
+    from ``seed``) into ``out_dir``. Everything is checked and built before anything is written."""
+    out = Path(out_dir)
+    _check_out_dir(out)
+    applied = planned_model(model_spec, plan, seed)
+    if state_dict is not None:
+        load_weights(applied, state_dict)
+        _check_masks(applied, plan)
+    input_size = model_spec.input_size
+    reduced, transforms = reduce_model(applied, input_size, merge=merge, force=force_merge)
+    before, after = count(applied, input_size), count(reduced, input_size)
+    if after.relus != plan.count(find_sites(applied, input_size)):
+        raise AssertionError("exported ReLU count differs from the plan's")  # a relucut bug, not user error
+    recipe = Recipe(model_spec, plan, transforms, _counts(before), _counts(after),
+                    {"relucut": relucut.__version__, "fresh_weights_seed": None if state_dict is not None else seed,
+                     "input_size": list(input_size), **(meta or {})})
+    buffer = io.BytesIO()
+    torch.save(reduced.state_dict(), buffer)
+    files = {RECIPE_FILE: recipe_bytes(recipe), MODEL_FILE: buffer.getvalue()}
+    if onnx:
+        files[ONNX_FILE] = _onnx_bytes(reduced, input_size)
+    _write_dir(out, files)
+    return ExportResult(out, recipe, reduced)
+
+
+def recipe_bytes(recipe: Recipe) -> bytes:
+    import json
+
+    return json.dumps(recipe.to_dict(), indent=1).encode()
+
+
+def load_export(path: str | Path) -> fx.GraphModule:
+    """Rebuilds an exported network (eval mode) from its recipe and state_dict."""
+    path = Path(path)
+    recipe = Recipe.load(path)
+    weights = path / MODEL_FILE if path.is_dir() else path.parent / MODEL_FILE
+    applied = planned_model(recipe.model, recipe.plan)
+    gm = replay(applied, recipe.transforms, recipe.model.input_size)
+    load_weights(gm, load_checkpoint(weights), what=f"state_dict {weights}")
+    gm.relucut_recipe = recipe
+    return gm.eval()
+
+
+__all__ = ["ExportResult", "export_model", "load_checkpoint", "load_export", "reduce_model", "replay"]
