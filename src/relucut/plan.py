@@ -119,6 +119,36 @@ class ReLUPlan:
                     plan.drop(site.name)
         return plan
 
+    @classmethod
+    def from_masks(cls, masks: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> ReLUPlan:
+        """A plan from binary masks per site: (C,H,W) per pixel or (C,1,1) per channel. An all-ones
+        mask is a keep and an all-zeros mask a drop, so counting and export see what they are."""
+        plan = cls(meta=dict(meta or {}))
+        for name, mask in masks.items():
+            mask = torch.as_tensor(mask).detach().to("cpu", torch.bool)
+            if bool(mask.all()):
+                plan.keep(name)
+            elif not bool(mask.any()):
+                plan.drop(name)
+            else:
+                plan.set_mask(name, mask)
+        return plan
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> ReLUPlan:
+        """The plan a model carries in its ``ReLUSite`` modules (e.g. after mask training)."""
+        gm = trace(model)
+        modules = dict(gm.named_modules())
+        plan = cls()
+        for node in gm.graph.nodes:
+            module = modules.get(str(node.target)) if node.op == "call_module" else None
+            if isinstance(module, ReLUSite) and is_site_node(node, modules):
+                if module.mode == "identity":
+                    plan.drop(node.name)
+                elif module.mode == "mask":
+                    plan.set_mask(node.name, module.mask)
+        return plan
+
     # -- queries ----------------------------------------------------------------------------
     def active(self, site: Site) -> int:
         return self.decision(site.name).active(site.shape)

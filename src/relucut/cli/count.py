@@ -15,6 +15,8 @@ from relucut.cli.options import (
     RhoOpt, ThinOpt, WidthsOpt, model_spec, parse_names,
 )
 from relucut.cost import CostReport, count as count_cost
+from relucut.errors import RelucutError
+from relucut.recipe import is_export_dir
 from relucut.models.registry import list_models, model_doc
 from relucut.plan import ReLUPlan
 from relucut.sites import find_sites
@@ -67,7 +69,18 @@ def count(
     plan: Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON to count under.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Count ReLUs (per site, block, stage), MACs and parameters of MODEL for one input."""
+    """Count ReLUs (per site, block, stage), MACs and parameters of MODEL (or of an export dir)."""
+    if is_export_dir(model):  # an export: its plan is applied and its layers are already reduced
+        if plan or cull or thin:
+            raise RelucutError(f"'{model}' is an export with its plan applied; drop --plan/--cull/--thin")
+        from relucut.export import load_export  # torch.onnx and merging only when needed
+
+        net = load_export(model)
+        spec = net.relucut_recipe.model
+        report = count_cost(net, spec.input_size)
+        report.meta.update({"model": spec.name, "export": model, "spec": spec.to_dict()})
+        _show(report, as_json, f"{spec.name} (export {model})")
+        return
     spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
     net = spec.build()
     relu_plan = ReLUPlan.load(plan) if plan else ReLUPlan()
@@ -78,10 +91,14 @@ def count(
         relu_plan.meta.update(edits.meta)
     report = count_cost(net, spec.input_size, plan=relu_plan)
     report.meta.update({"model": spec.name, "dataset": dataset, "spec": spec.to_dict()})
+    _show(report, as_json, f"{spec.name} / {dataset}")
+
+
+def _show(report: CostReport, as_json: bool, title: str) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:
-        print_report(report, f"{spec.name} / {dataset}")
+        print_report(report, title)
 
 
 @app.command()
