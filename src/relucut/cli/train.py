@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,7 +70,8 @@ def train(
 
     data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, download=download)
     final = run_training(config, run_dir, progress=not quiet, data=data)
-    typer.echo(json.dumps({"run_dir": str(run_dir), **final}))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one answer
+        typer.echo(json.dumps({"run_dir": str(run_dir), **final}))
 
 
 @app.command("eval")

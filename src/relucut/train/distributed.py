@@ -23,6 +23,12 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
+    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's value everywhere (e.g. its validation result, which drives model selection)."""
+        if self.world > 1:
+            dist.broadcast(tensor, src=0)
+        return tensor
+
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
             dist.all_reduce(tensor)

@@ -129,6 +129,9 @@ def train(
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - started
             val = evaluate_batches(student, val_batches, cfg.eval_batch_size, bf16) if len(val_batches) else None
+            if val is not None and ranks.world > 1:  # ranks' batch-norm buffers differ: rank 0 decides
+                shared = ranks.broadcast_(torch.tensor([val["acc"], val["loss"]], dtype=torch.float64, device=device))
+                val.update(acc=float(shared[0]), loss=float(shared[1]))
             scheduler.step()
             metrics = {
                 "epoch": epoch, "lr": lr, **metrics,
