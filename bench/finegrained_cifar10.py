@@ -1,0 +1,143 @@
+"""SNL, SENet and SENet + shallow (gated branching + AC) on the real CIFAR-10 images, CPU scale.
+
+Split: the first 45,000 training images are the training set (of which the first N are used),
+the last 5,000 (second half of data_batch_5) are held out and only evaluated (no selection uses
+them). Scale, matched to bench/deepreduce_cifar10.py so ReLU counts line up: ResNet18, base
+width 8, inputs down-scaled to 16x16 (rho 0.5): 17,408 ReLUs. Budgets 3,584 and 7,168 are
+DeepReDuce's culled/thinned counts at this scale. One CPU thread (several times faster than two
+on the shared box). Resumable: finished runs are skipped on a rerun.
+
+    nice -n 10 .venv/bin/python bench/finegrained_cifar10.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from relucut.data.cifar import load_cifar
+from relucut.data.splits import channel_stats
+from relucut.finegrained.loop import Data
+from relucut.finegrained.pipeline import base_model, run_senet, run_snl
+from relucut.finegrained.senet import SENetConfig
+from relucut.finegrained.snl import SNLConfig
+from relucut.models.registry import ModelSpec
+from relucut.plan import atomic_write_text
+
+SOURCE = Path("/work/shared/data/cifar-10-batches-py")
+RESULTS = Path(__file__).parent / "results"
+SPEC = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8, "rho": 0.5})
+
+
+def cifar_data(train_images: int) -> Data:
+    full, _, _ = load_cifar("cifar10", SOURCE)
+    train = full.subset(torch.arange(45_000))
+    held_out = full.subset(torch.arange(45_000, 50_000))
+    mean, std = channel_stats(train.images)
+    return Data(train.subset(torch.arange(train_images)), held_out, mean, std, flip=True, crop_padding=4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="/tmp/relucut-bench/finegrained-cifar10")
+    parser.add_argument("--train-images", type=int, default=5000)
+    parser.add_argument("--budgets", default="3584,7168")
+    parser.add_argument("--base-epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs of every method")
+    parser.add_argument("--mask-epochs", type=int, default=2, help="SENet stage 2")
+    parser.add_argument("--search-epochs", type=int, default=5, help="SNL search, at most")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    out = Path(args.out)
+    data = cifar_data(args.train_images)
+    torch.manual_seed(0)
+    base = base_model(SPEC, data, out, epochs=args.base_epochs, progress=False)
+    e = args.epochs
+    milestones = [e // 2, (7 * e) // 9, (8 * e) // 9]  # 90/140/160 of 180, scaled
+    results = []
+    for budget in [int(b) for b in args.budgets.split(",")]:
+        dth = round(0.5 * budget / 17_408, 2)  # half the mean fraction of ReLUs kept
+        runs = {
+            "snl-pixel": lambda d: run_snl(SPEC, data, d, SNLConfig(
+                budget=budget, search_epochs=args.search_epochs, finetune_epochs=e, milestones=milestones[:2], mask_lr=0.02,
+                check_every=10, l1_init=0.1, batch_size=64), teacher=base, progress=False),
+            "senet": lambda d: run_senet(SPEC, data, d, SENetConfig(
+                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones, batch_size=64),
+                teacher=base, progress=False),
+            "senet-shallow-ac": lambda d: run_senet(SPEC, data, d, SENetConfig(
+                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones, batch_size=64,
+                shallow=True, dth=dth, aux_after="s3"), teacher=base, progress=False),
+        }
+        for name, run in runs.items():
+            run_dir = out / f"{name}-{budget}"
+            done = run_dir / "result.json"
+            result = json.loads(done.read_text()) if done.is_file() else run(run_dir)
+            result["run"] = name
+            results.append(result)
+            print(name, budget, json.dumps(result["result"]), flush=True)
+    write_results(results, args, time.perf_counter() - started)
+
+
+def _deepreduce_points() -> list[dict]:
+    path = RESULTS / "deepreduce_cifar10.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return data.get("frontier", [])
+
+
+def write_results(results: list[dict], args, seconds: float) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    setting = {"model": SPEC.to_dict(), "relus_full": 17_408, "train_images": args.train_images,
+               "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
+               "base_epochs": args.base_epochs, "finetune_epochs": args.epochs, "senet_mask_epochs": args.mask_epochs,
+               "snl_search_epochs_max": args.search_epochs, "threads": 1}
+    atomic_write_text(RESULTS / "finegrained_cifar10.json",
+                      json.dumps({"setting": setting, "results": results, "seconds": seconds}, indent=1))
+    base = results[0]["baseline"]
+    lines = [
+        "# SNL, SENet and SENet + shallow on CIFAR-10 at CPU scale", "",
+        f"ResNet18, base width 8, 16x16 inputs (rho 0.5): {base['relus']:,} ReLUs, {base['macs'] / 1e6:.2f}M MACs, "
+        f"conv depth {base['conv_depth']}. Trained on the first {args.train_images:,} of the first 45,000 CIFAR-10 "
+        f"training images; accuracy on the held-out last 5,000. All-ReLU base: {args.base_epochs} epochs, "
+        f"{100 * base['accuracy']:.2f}%. Each method: KD from that base, {args.epochs} fine-tuning epochs "
+        f"(SENet: {args.mask_epochs} mask epochs first; SNL: up to {args.search_epochs} search epochs first). "
+        "One CPU thread.", "",
+        "| method | budget | #ReLUs | accuracy % | conv depth | MAC saving | ReLU reduction |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        rows = [(r["run"], r["result"])]
+        if r.get("masks_only"):
+            rows.insert(0, (r["run"] + " (w/o GB: masks only)", r["masks_only"]))
+        if r.get("ac_output"):
+            rows.append((r["run"] + " (AC output)", r["ac_output"]))
+        for name, c in rows:
+            acc = "-" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}"
+            lines.append(f"| {name} | {r['budget']:,} | {c['relus']:,} | {acc} | {c['conv_depth']} "
+                         f"| {c['mac_saving']:.2f}x | {c['relu_reduction']:.2f}x |")
+    shallow = [r for r in results if r.get("shallow_blocks") is not None and r["run"].startswith("senet-shallow")]
+    for r in shallow:
+        lines.append(f"\nBudget {r['budget']:,}: blocks made shallow: {', '.join(r['shallow_blocks']) or 'none'}.")
+    points = _deepreduce_points()
+    if points:
+        lines += ["", "## DeepReDuce frontier at this scale (bench/results/deepreduce_cifar10.json)", "",
+                  "| network | #ReLUs | test accuracy % |", "| --- | ---: | ---: |"]
+        for p in points:
+            acc = p.get("test_acc")
+            lines.append(f"| {p.get('name', p.get('label', '?'))} | {p.get('relus', 0):,} | "
+                         f"{'-' if acc is None else f'{100 * acc:.2f}'} |")
+    else:
+        lines += ["", "DeepReDuce's results (bench/results/deepreduce_cifar10.json) were not there when this ran."]
+    lines.append(f"\nWall time: {seconds / 60:.1f} min.")
+    atomic_write_text(RESULTS / "finegrained_cifar10.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""``relucut snl`` and ``relucut senet``: fine-grained linearization to an exact ReLU budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from relucut.cli.app import app
+from relucut.cli.options import (
+    AlphaOpt, BaseWidthOpt, BlocksOpt, DatasetOpt, ModelArg, NumClassesOpt, RhoOpt, WidthsOpt, model_spec,
+    parse_ints,
+)
+from relucut.errors import RelucutError
+
+BudgetOpt = Annotated[str, typer.Option("--budget", "-b", help="Global ReLU budget, e.g. 25000 or 25k.")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
+TeacherOpt = Annotated[Optional[str], typer.Option(
+    "--teacher", help="Trained all-ReLU run dir or checkpoint (relucut train): start point and KD teacher.")]
+BaseEpochsOpt = Annotated[int, typer.Option("--base-epochs", help="Without --teacher: epochs to train the all-ReLU base.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")]
+OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder (default runs/METHOD-MODEL-DATASET-BUDGET).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for evaluation.")]
+
+
+def _data(dataset: str, data_dir: str | None, val_fraction: float, seed: int, limit: int | None):
+    import torch
+
+    from relucut.data import load_dataset
+    from relucut.finegrained.loop import Data
+
+    splits = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed)
+    train = splits.train if limit is None else splits.train.subset(torch.arange(min(limit, len(splits.train))))
+    if len(splits.val) == 0:
+        raise RelucutError("the fine-grained methods report held-out accuracy; use --val-fraction > 0")
+    digits = splits.name == "digits"
+    side = splits.input_size[-1]
+    return Data(train, splits.val, splits.mean, splits.std, flip=not digits, crop_padding=max(1, side // 8))
+
+
+def _teacher(path: str | None):
+    if path is None:
+        return None
+    from relucut.train.build import load_checkpoint_model
+
+    return load_checkpoint_model(path).train()
+
+
+def _out(out: str | None, method: str, model: str, dataset: str, budget: int) -> Path:
+    return Path(out) if out else Path("runs") / f"{method}-{model.replace(':', '_')}-{dataset}-{budget}"
+
+
+@app.command()
+def snl(
+    model: ModelArg,
+    budget: BudgetOpt,
+    dataset: DatasetOpt = "cifar10",
+    num_classes: NumClassesOpt = None,
+    base_width: BaseWidthOpt = None,
+    widths: WidthsOpt = None,
+    blocks: BlocksOpt = None,
+    alpha: AlphaOpt = None,
+    rho: RhoOpt = None,
+    granularity: Annotated[str, typer.Option("--granularity", help="pixel (C,H,W masks) or channel (C masks).")] = "pixel",
+    search_epochs: Annotated[int, typer.Option("--search-epochs", help="Most epochs of mask search.")] = 10,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="KD fine-tuning epochs, masks frozen.")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="SGD learning rate of the weights.")] = 0.01,
+    mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
+    l1_init: Annotated[float, typer.Option("--l1", help="Initial L1 coefficient (grows while the count stalls).")] = 0.1,
+    milestones: Annotated[Optional[str], typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8.")] = None,
+    teacher: TeacherOpt = None,
+    base_epochs: BaseEpochsOpt = 10,
+    data_dir: DataDirOpt = None,
+    val_fraction: ValOpt = 0.1,
+    limit_train: LimitOpt = None,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """SNL: learn per-pixel or per-channel ReLU masks with an adaptive L1 penalty down to BUDGET ReLUs."""
+    from relucut.finegrained.budget import check_budget, parse_budget
+    from relucut.finegrained.pipeline import run_snl
+    from relucut.finegrained.snl import SNLConfig
+    from relucut.cost import count
+
+    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    relus = parse_budget(budget)
+    check_budget(relus, count(spec.build(), spec.input_size).relus)
+    if granularity not in ("pixel", "channel"):
+        raise RelucutError(f"unknown --granularity '{granularity}'; use pixel or channel")
+    cfg = SNLConfig(budget=relus, granularity=granularity, search_epochs=search_epochs,
+                    finetune_epochs=finetune_epochs, lr=lr, mask_lr=mask_lr, l1_init=l1_init,
+                    milestones=parse_ints(milestones, "--milestones") or [], seed=seed)
+    data = _data(dataset, data_dir, val_fraction, seed, limit_train)
+    result = run_snl(spec, data, _out(out, "snl", model, dataset, relus), cfg, base_epochs=base_epochs,
+                     teacher=_teacher(teacher), progress=not quiet)
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def senet(
+    model: ModelArg,
+    budget: BudgetOpt,
+    dataset: DatasetOpt = "cifar10",
+    num_classes: NumClassesOpt = None,
+    base_width: BaseWidthOpt = None,
+    widths: WidthsOpt = None,
+    blocks: BlocksOpt = None,
+    alpha: AlphaOpt = None,
+    rho: RhoOpt = None,
+    density: Annotated[float, typer.Option("--density", help="Parameter density of the pruning-sensitivity probe.")] = 0.1,
+    mask_epochs: Annotated[int, typer.Option("--mask-epochs", help="Stage 2: epochs of mask learning.")] = 5,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Stage 3 epochs (paper: 180).")] = 180,
+    lr: Annotated[float, typer.Option("--lr", help="SGD learning rate (paper: 0.01).")] = 0.01,
+    mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
+    milestones: Annotated[str, typer.Option("--milestones", help="Stage 3 LR / 10 epochs; the gate ramps until the first.")] = "90,140,160",
+    lam: Annotated[float, typer.Option("--lam", help="KD weight lambda (CE gets 1 - lambda).")] = 0.9,
+    beta: Annotated[float, typer.Option("--beta", help="PRAM weight.")] = 1000.0,
+    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD temperature rho.")] = 4.0,
+    shallow: Annotated[bool, typer.Option("--shallow", help="Gated branching: blocks below --dth become one conv-BN.")] = False,
+    dth: Annotated[float, typer.Option("--dth", help="ReLU sensitivity below which a block is made shallow.")] = 0.05,
+    gate_schedule: Annotated[str, typer.Option("--gate-schedule", help="linear (i/ramp) or cosine.")] = "linear",
+    aux_classifier: Annotated[bool, typer.Option("--aux-classifier", help="Train an auxiliary classifier (AKD) and export its exit.")] = False,
+    aux_after: Annotated[str, typer.Option("--aux-after", help="Stage the auxiliary classifier follows.")] = "s3",
+    teacher: TeacherOpt = None,
+    base_epochs: BaseEpochsOpt = 10,
+    data_dir: DataDirOpt = None,
+    val_fraction: ValOpt = 0.1,
+    limit_train: LimitOpt = None,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """SENet: per-layer budgets from pruning sensitivity, masks within them, frozen fine-tuning (+ shallow)."""
+    from relucut.cost import count
+    from relucut.finegrained.budget import check_budget, parse_budget
+    from relucut.finegrained.gated import GATE_SCHEDULES
+    from relucut.finegrained.pipeline import run_senet
+    from relucut.finegrained.senet import SENetConfig
+
+    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    relus = parse_budget(budget)
+    check_budget(relus, count(spec.build(), spec.input_size).relus)
+    if gate_schedule not in GATE_SCHEDULES:
+        raise RelucutError(f"unknown --gate-schedule '{gate_schedule}'; use linear or cosine")
+    if dth != 0.05 and not shallow:
+        raise RelucutError("--dth applies to gated branching; add --shallow")
+    if not 0.0 < dth < 1.0:
+        raise RelucutError(f"--dth must be in (0, 1) (a ReLU sensitivity), got {dth}")
+    if aux_classifier:
+        from relucut.finegrained.aux import check_aux_model
+
+        check_aux_model(spec.build(), aux_after)
+    cfg = SENetConfig(
+        budget=relus, density=density, mask_epochs=mask_epochs, mask_lr=mask_lr, lr=lr,
+        finetune_epochs=finetune_epochs, milestones=parse_ints(milestones, "--milestones") or [],
+        lam=lam, beta=beta, rho=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,
+        aux_after=aux_after if aux_classifier else None, seed=seed,
+    )
+    data = _data(dataset, data_dir, val_fraction, seed, limit_train)
+    method = "senet" + ("-shallow" if shallow else "")
+    result = run_senet(spec, data, _out(out, method, model, dataset, relus), cfg, base_epochs=base_epochs,
+                       teacher=_teacher(teacher), progress=not quiet)
+    typer.echo(json.dumps(result))

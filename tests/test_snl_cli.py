@@ -1,0 +1,52 @@
+"""relucut snl / senet from the command line: outputs, and one-line errors."""
+
+import json
+
+import pytest
+from conftest import assert_one_line_error, run_cli
+
+from relucut import RelucutError, count
+from relucut.finegrained import load_export
+
+TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "128", "--base-epochs", "1", "-q"]
+
+
+def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
+    proc = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--search-epochs", "1", "--finetune-epochs", "1",
+                   "--granularity", "channel", "-o", tmp_path, check=True)
+    result = json.loads(proc.stdout)
+    assert result["method"] == "snl-channel"
+    assert 990 <= result["result"]["relus"] <= 1000
+    for name in ("config.json", "result.json", "export/plan.json", "export/recipe.json", "export/model.pt"):
+        assert (tmp_path / name).is_file()
+    assert count(load_export(tmp_path / "export"), (1, 8, 8)).relus == result["result"]["relus"]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["snl", "resnet18", "--budget", "0"], ["must be > 0"]),
+        (["snl", "resnet18", "--budget", "999k"], ["exceeds", "2,176"]),
+        (["senet", "resnet18", "--budget", "500", "--dth", "0.2"], ["--shallow"]),
+    ],
+)
+def test_cli_errors(args, needles):
+    proc = run_cli(*args, "--dataset", "digits", "--base-width", "4")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *needles)
+
+
+@pytest.mark.parametrize(
+    "command, kwargs, needle",
+    [
+        ("snl", {"budget": "many"}, "--budget"),
+        ("snl", {"budget": "500", "granularity": "row"}, "--granularity"),
+        ("senet", {"budget": "500", "shallow": True, "dth": 1.5}, "--dth"),
+        ("senet", {"budget": "500", "aux_classifier": True, "aux_after": "s4"}, "stage before the last"),
+    ],
+)
+def test_option_checks_before_any_training(command, kwargs, needle):
+    from relucut.cli import finegrained
+
+    with pytest.raises(RelucutError, match=needle):
+        getattr(finegrained, command)("resnet18", dataset="digits", base_width=4, **kwargs)
