@@ -151,3 +151,28 @@ def test_cli_train_then_eval(tmp_path):
     proc = run_cli("eval", out, check=True, env={"OMP_NUM_THREADS": "1"})
     assert json.loads(proc.stdout)["acc"] == final["test_acc"]
     assert_one_line_error(run_cli("eval", tmp_path / "missing"), "does not exist")
+
+
+def test_cli_trains_on_an_image_folder(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from relucut.cli.app import _register, app
+
+    for label, color in (("dark", (20, 20, 20)), ("light", (230, 230, 230))):
+        for split, count in (("train", 6), ("test", 2)):
+            folder = tmp_path / "imgs" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (12, 12), color).save(folder / f"{i}.png")
+    _register()
+    result = CliRunner().invoke(app, [
+        "train", "resnet6", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"), "--image-size", "8",
+        "--base-width", "4", "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25",
+        "--out", str(tmp_path / "run"), "-q",
+    ])
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.output.strip().splitlines()[-1])
+    assert (final["train_images"], final["val_images"], final["test_images"]) == (9, 3, 4)
+    config = TrainConfig.load(tmp_path / "run" / "config.json")
+    assert config.spec().num_classes == 2 and config.spec().image_size == 8

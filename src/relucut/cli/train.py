@@ -44,6 +44,7 @@ def train(
     kd_temperature: Annotated[float, typer.Option("--kd-temperature")] = 4.0,
     kd_weight: Annotated[float, typer.Option("--kd-weight", help="Weight of the KD term; 1 - it weighs cross-entropy.")] = 0.9,
     augment: Annotated[Optional[str], typer.Option("--augment", help="crop+flip | crop | flip | none (default per dataset).")] = None,
+    image_size: Annotated[int, typer.Option("--image-size", help="imagefolder: side images are resized to.")] = 32,
     limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
@@ -55,7 +56,17 @@ def train(
     """Train MODEL (with --plan, KD from --teacher) into a run directory; rerun to resume."""
     from relucut.train import TrainConfig, train as run_training
 
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    from relucut.data import load_dataset
+    from relucut.presets import PRESETS
+
+    data = None
+    if dataset.lower() in PRESETS:
+        spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    else:  # an image folder: its files decide the class count; images are resized to --image-size
+        spec = model_spec(model, "cifar10", num_classes, base_width, widths, blocks, alpha, rho)
+        spec.image_size = image_size
+        data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, image_size=image_size)
+        spec.num_classes = num_classes or data.num_classes
     config = TrainConfig(
         model=spec.to_dict(), dataset=dataset, data_dir=data_dir, val_fraction=val_fraction,
         plan=ReLUPlan.load(plan).to_dict() if plan else None,
@@ -65,10 +76,10 @@ def train(
         kd_temperature=kd_temperature, kd_weight=kd_weight, augment=augment, limit_train=limit_train,
         seed=seed, device=device, compile=compile, tensorboard=tensorboard,
     )
-    run_dir = Path(out) if out else Path("runs") / f"{spec.name.replace(':', '_')}-{dataset}-{config.resolved().digest()}"
-    from relucut.data import load_dataset
-
-    data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, download=download)
+    digest = config.resolved().digest()  # also checks every setting before any data is read
+    run_dir = Path(out) if out else Path("runs") / f"{spec.name.replace(':', '_')}-{dataset}-{digest}"
+    if data is None:
+        data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, download=download)
     final = run_training(config, run_dir, progress=not quiet, data=data)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one answer
         typer.echo(json.dumps({"run_dir": str(run_dir), **final}))
@@ -88,7 +99,8 @@ def evaluate_run(
 
     net = load_checkpoint_model(run)
     cfg = net.relucut_config
-    data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                        image_size=cfg.spec().image_size)
     if data.test is None and split == "test":
         raise RelucutError(f"the {cfg.dataset} files hold no test split; use --split val")
     target = resolve_device(device, Dist())
