@@ -25,16 +25,15 @@ TRAIN_POOL, HELD_OUT = 45_000, 5_000
 VAL = slice(44_000, 45_000)
 
 
-def cifar_splits(root: str, train_images: int) -> DataSplits:
+def cifar_splits(root: str) -> DataSplits:
+    """Train = images 0..43,999 (a run takes its first ``limit_train``), val and test as above."""
     full, _, classes = load_cifar("cifar10", Path(root))
     if len(full) != TRAIN_POOL + HELD_OUT:
         raise SystemExit(f"expected 50,000 training-file images, found {len(full)}")
-    if train_images > VAL.start:
-        raise SystemExit(f"--train-images must be <= {VAL.start} (the validation images follow)")
     pool = full.subset(list(range(TRAIN_POOL)))
     mean, std = channel_stats(pool.images)
     return DataSplits(
-        "cifar10", 10, full.subset(list(range(train_images))), full.subset(list(range(VAL.start, VAL.stop))),
+        "cifar10", 10, full.subset(list(range(VAL.start))), full.subset(list(range(VAL.start, VAL.stop))),
         full.subset(list(range(TRAIN_POOL, TRAIN_POOL + HELD_OUT))), mean, std, classes,
     )
 
@@ -76,6 +75,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_deepreshape")
     ap.add_argument("--results", default="bench/results")
     args = ap.parse_args()
+    if not 2 <= args.train_images <= VAL.start:
+        raise SystemExit(f"--train-images must be in [2, {VAL.start}] (the validation images follow)")
 
     started = time.perf_counter()
     settings = PipelineSettings(
@@ -83,8 +84,8 @@ def main() -> None:
         min_width=args.min_width, input_size=(3, 32, 32), num_classes=10,
     )
     config = TrainConfig(dataset="cifar10", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         schedule="cosine", seed=args.seed, device="cpu")
-    rows = train_designs(settings, config, args.out, data=cifar_splits(args.data_dir, args.train_images))
+                         schedule="cosine", seed=args.seed, device="cpu", limit_train=args.train_images)
+    rows = train_designs(settings, config, args.out, data=cifar_splits(args.data_dir))
     wall = time.perf_counter() - started
     results = Path(args.results)
     atomic_write_text(results / "deepreshape_cifar10.json", json.dumps(
