@@ -81,6 +81,8 @@ def solve(
     """
     n = len(blocks)
     check_ratio_range(min_ratio, max_ratio)
+    if n < 2:
+        raise RelucutError(f"ReLU equalization needs at least two stages, got blocks {tuple(blocks)}")
     if sorted(order) != list(range(n)):
         raise RelucutError(f"the order must rank all {n} stages once (one per --blocks entry), got {len(order)}")
     span = range(min_ratio, max_ratio + 1)
