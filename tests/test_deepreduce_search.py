@@ -122,3 +122,28 @@ def test_changed_settings_refuse_to_mix_into_a_search(uninterrupted):
     args = [a if a != "0.05" else "0.02" for a in TINY]
     proc = run_cli("deepreduce", *args, "--out", out)
     assert_one_line_error(proc, "different train", "new --out")
+
+
+def test_criticality_command_reads_the_finished_stage_runs(uninterrupted):
+    out, _ = uninterrupted
+    before = finals(out)
+    proc = run_cli("criticality", *TINY, "--out", out, check=True)
+    order = json.loads((out / "criticality.json").read_text())["order"]
+    assert "Order, least to most critical: " + " < ".join(s.upper() for s in order) in proc.stdout
+    assert finals(out) == before
+
+
+def test_saved_criticality_and_teacher_skip_their_phases(uninterrupted, tmp_path):
+    whole, _ = uninterrupted
+    _, cands = frontier_of(whole)
+    smallest = min(r["relus"] for r in cands)
+    out = tmp_path / "reuse"
+    run_cli("deepreduce", *TINY, "--out", out, "--criticality", whole / "criticality.json",
+            "--teacher", whole / "teacher", "--budget", str(smallest), check=True)
+    assert not (out / "teacher").exists() and not (out / "criticality").exists()
+    trained = [p.name for p in (out / "candidates").iterdir()]
+    assert trained and all(r["relus"] <= smallest for r in json.loads((out / "frontier.json").read_text())["candidates"])
+    cfg = json.loads((out / "candidates" / trained[0] / "config.json").read_text())
+    assert cfg["teacher"] == str((whole / "teacher").resolve())
+    assert json.loads((out / "frontier.json").read_text())["criticality_order"] == \
+        json.loads((whole / "criticality.json").read_text())["order"]
