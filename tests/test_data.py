@@ -129,6 +129,15 @@ def test_carve_is_a_partition():
     assert len(val) == 10 and sorted(rest.labels.tolist() + val.labels.tolist()) == list(range(50))
 
 
+def test_tail_validation_is_the_last_training_images(tmp_path):
+    write_cifar10(tmp_path / "c")
+    data = load_dataset("cifar10", tmp_path / "c", val_fraction=0.1, val_from="tail")
+    # the last 10 of 100 training images: the second half of data_batch_5
+    assert data.val.images[:, 0, 0, 0].tolist() == [4] * 10
+    assert data.val.images[:, 0, 0, 1].tolist() == list(range(10, 20))
+    assert len(data.train) == 90 and data.train.images[-1, 0, 0, 1] == 9
+
+
 def test_channel_stats_match_numpy():
     images = torch.randint(0, 256, (7, 3, 5, 4), dtype=torch.uint8)
     mean, std = channel_stats(images, chunk=3)

@@ -31,6 +31,7 @@ def train(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")] = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch CIFAR into --data-dir if absent (needs internet).")] = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for model selection.")] = 0.1,
+    val_from: Annotated[str, typer.Option("--val-from", help="random (seeded) | tail (last files, e.g. CIFAR-10's last 5,000).")] = "random",
     plan: Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON to apply before training.")] = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Run dir or checkpoint to distill from (KD).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 120,
@@ -65,10 +66,11 @@ def train(
     else:  # an image folder: its files decide the class count; images are resized to --image-size
         spec = model_spec(model, "cifar10", num_classes, base_width, widths, blocks, alpha, rho)
         spec.image_size = image_size
-        data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, image_size=image_size)
+        data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, image_size=image_size,
+                            val_from=val_from)
         spec.num_classes = num_classes or data.num_classes
     config = TrainConfig(
-        model=spec.to_dict(), dataset=dataset, data_dir=data_dir, val_fraction=val_fraction,
+        model=spec.to_dict(), dataset=dataset, data_dir=data_dir, val_fraction=val_fraction, val_from=val_from,
         plan=ReLUPlan.load(plan).to_dict() if plan else None,
         teacher=str(Path(teacher).resolve()) if teacher else None,
         epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -79,7 +81,8 @@ def train(
     digest = config.resolved().digest()  # also checks every setting before any data is read
     run_dir = Path(out) if out else Path("runs") / f"{spec.name.replace(':', '_')}-{dataset}-{digest}"
     if data is None:
-        data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, download=download)
+        data = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed, download=download,
+                            val_from=val_from)
     final = run_training(config, run_dir, progress=not quiet, data=data)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one answer
         typer.echo(json.dumps({"run_dir": str(run_dir), **final}))
@@ -100,7 +103,7 @@ def evaluate_run(
     net = load_checkpoint_model(run)
     cfg = net.relucut_config
     data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        image_size=cfg.spec().image_size)
+                        image_size=cfg.spec().image_size, val_from=cfg.val_from)
     if data.test is None and split == "test":
         raise RelucutError(f"the {cfg.dataset} files hold no test split; use --split val")
     target = resolve_device(device, Dist())

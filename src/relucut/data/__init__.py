@@ -22,12 +22,14 @@ def load_dataset(
     seed: int = 0,
     download: bool = False,
     image_size: int | None = None,
+    val_from: str = "random",
 ) -> DataSplits | Split:
     """Loads ``name`` into memory; with ``split`` ("train", "val" or "test") returns only that split.
 
     ``root``: the folder holding the files (CIFAR: the batches folder, its parent, or the .tar.gz).
     ``download``: fetch CIFAR first if it is absent (needs internet). ``image_size``: the side that
-    ``imagefolder`` images are resized to (default 32).
+    ``imagefolder`` images are resized to (default 32). ``val_from``: "random" (seeded) or "tail"
+    (the last ``val_fraction`` of the training files, e.g. CIFAR-10's last 5,000 images).
     """
     name = name.lower()
     if name not in DATASETS:
@@ -35,7 +37,7 @@ def load_dataset(
     if split is not None and split not in SPLITS:
         raise RelucutError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     train, test, classes, num_classes = _read(name, root, download, image_size)
-    splits = make_splits(name, num_classes, train, test, val_fraction, seed, classes)
+    splits = make_splits(name, num_classes, train, test, val_fraction, seed, classes, val_from)
     return splits if split is None else splits.split(split)
 
 

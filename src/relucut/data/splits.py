@@ -75,14 +75,25 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Splits off a seeded random ``fraction`` of ``split``: returns (rest, carved)."""
+VAL_FROM = ("random", "tail")
+
+
+def carve(split: Split, fraction: float, seed: int, source: str = "random") -> tuple[Split, Split]:
+    """Splits off ``fraction`` of ``split``: returns (rest, carved).
+
+    ``source`` "random": a seeded random subset; "tail": the last images in file order (CIFAR-10's
+    last 5,000 for 0.1, a common fixed held-out set).
+    """
     if not 0.0 <= fraction < 1.0:
         raise RelucutError(f"val_fraction must be in [0, 1), got {fraction}")
+    if source not in VAL_FROM:
+        raise RelucutError(f"unknown validation source '{source}'; use one of {', '.join(VAL_FROM)}")
     n = len(split)
     n_carved = int(round(n * fraction))
     if fraction > 0 and n_carved == 0:
         n_carved = 1
+    if source == "tail":
+        return split.subset(torch.arange(n - n_carved)), split.subset(torch.arange(n - n_carved, n))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     carved, rest = order[:n_carved].sort().values, order[n_carved:].sort().values
     return split.subset(rest), split.subset(carved)
@@ -90,8 +101,8 @@ def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 def make_splits(
     name: str, num_classes: int, train: Split, test: Split | None, val_fraction: float, seed: int,
-    classes: list[str] | None = None,
+    classes: list[str] | None = None, val_from: str = "random",
 ) -> DataSplits:
     mean, std = channel_stats(train.images)
-    rest, val = carve(train, val_fraction, seed)
+    rest, val = carve(train, val_fraction, seed, val_from)
     return DataSplits(name, num_classes, rest, val, test, mean, std, list(classes or []))

@@ -28,7 +28,7 @@ def build_model(config: TrainConfig) -> nn.Module:
 def load_data(config: TrainConfig) -> DataSplits:
     """The config's dataset with its validation carve (val_fraction, seed): load once, pass ``data=``."""
     return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
-                        image_size=config.spec().image_size)
+                        image_size=config.spec().image_size, val_from=config.val_from)
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

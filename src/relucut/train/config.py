@@ -27,6 +27,7 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     val_fraction: float = 0.1
+    val_from: str = "random"  # or "tail": the last val_fraction of the training files
     plan: dict[str, Any] | None = None  # a ReLUPlan.to_dict()
     teacher: str | None = None  # a run dir or a checkpoint file
     epochs: int = 120
