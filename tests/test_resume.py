@@ -5,9 +5,18 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import TESTS
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 SCRIPT = r"""
 import os, signal, sys
@@ -71,3 +80,19 @@ def test_killed_run_resumes_to_identical_metrics_and_weights(tmp_path):
     a = torch.load(whole / "last.pt", weights_only=True)["optimizer"]["state"]
     b = torch.load(killed / "last.pt", weights_only=True)["optimizer"]["state"]
     assert all(torch.equal(a[i]["momentum_buffer"], b[i]["momentum_buffer"]) for i in a)
+
+
+def test_kill_between_last_and_best_checkpoint_is_repaired(tmp_path):
+    """best.pt of the epoch that last.pt records is rebuilt when the kill came before it was written."""
+    from relucut.models import ModelSpec
+    from relucut.train import TrainConfig, train
+
+    spec = ModelSpec("resnet6", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 4})
+    cfg = TrainConfig(model=spec.to_dict(), dataset="digits", epochs=1, lr=0.05, batch_size=64, limit_train=128)
+    first = train(cfg, tmp_path, progress=False)
+    (tmp_path / "best.pt").unlink()  # as if killed right after last.pt
+    again = train(cfg, tmp_path, progress=False)
+    assert again["test_acc"] == first["test_acc"]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])

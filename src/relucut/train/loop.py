@@ -97,6 +97,8 @@ def train(
         scheduler.load_state_dict(resume["scheduler"])
         set_rng_state(resume["rng"])
         state.update(resume["state"])
+        if ranks.main:
+            repair_best(run_dir, resume)
     if ranks.main:
         truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
 
@@ -142,16 +144,18 @@ def train(
                 _call(cb, "on_epoch_end", epoch, student, metrics)
             state["seconds"] += time.perf_counter() - started
             state["epoch"] = epoch + 1
-            if val is None or state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]:
+            improved = val is None or state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]
+            if improved:
                 state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
-                if ranks.main:
-                    atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
             if ranks.main:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(metrics) + "\n")
+                # last.pt first: a kill before best.pt is written is repaired from it on resume
                 last = checkpoint(cfg, student, data, state)
                 last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state())
                 atomic_torch_save(last, run_dir / "last.pt")
+                if improved:
+                    atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
             board.log(metrics)
             bar.end_epoch(metrics)
             ranks.barrier()
@@ -266,6 +270,18 @@ def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ranks: Dist) -> dict | None
         atomic_write_text(run_dir / "config.json", cfg.to_json())
     ranks.barrier()
     return resume
+
+
+def repair_best(run_dir: Path, resume: dict) -> None:
+    """If a kill fell between last.pt and best.pt of an improving epoch, last.pt holds the best weights."""
+    state = resume["state"]
+    if state["best_epoch"] != state["epoch"] - 1:
+        return
+    best = run_dir / "best.pt"
+    if best.is_file() and read_checkpoint(best)["state"]["best_epoch"] == state["best_epoch"]:
+        return
+    keep = ("format", "version", "config", "model", "mean", "std", "state")
+    atomic_torch_save({k: resume[k] for k in keep}, best)
 
 
 def truncate_metrics(path: Path, epochs_done: int) -> None:
