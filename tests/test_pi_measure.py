@@ -83,6 +83,9 @@ def test_cheetah_estimate_within_stated_factor(measured):
         est = estimate(relucut.pi.Workload(m.relus, m.relu_layers, m.macs), "cheetah")
         assert 1 / ESTIMATE_FACTOR <= est.online_bytes / m.warm.bytes <= ESTIMATE_FACTOR
         assert 1 / ESTIMATE_FACTOR <= est.online_s / m.warm.wall_s <= ESTIMATE_FACTOR, (est.online_s, m.warm.wall_s)
+        # the profile fitted to SPU's own bytes (bench) predicts these unseen networks closely
+        spu = estimate(relucut.pi.Workload(m.relus, m.relu_layers, m.macs), "spu-cheetah")
+        assert abs(spu.online_bytes / m.warm.bytes - 1) < 0.15, (spu.online_bytes, m.warm.bytes)
 
 
 def test_measure_cli_on_export_dir_shared_weights(tmp_path, measured):

@@ -62,7 +62,7 @@ def _human_bytes(n: float) -> str:
 @pi_app.command("estimate")
 def estimate_cmd(
     target: TargetArg,
-    protocol: Annotated[str, typer.Option("--protocol", help="delphi | delphi-slides | sci | cheetah")] = "delphi",
+    protocol: Annotated[str, typer.Option("--protocol", help="delphi | delphi-slides | sci | cheetah | spu-cheetah")] = "delphi",
     profile_file: Annotated[Optional[str], typer.Option("--profile", help="Profile file (JSON/TOML) overriding constants.")] = None,
     bandwidth: Annotated[Optional[str], typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit, 100mbit.")] = None,
     rtt: Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time, e.g. 0.3ms.")] = None,
@@ -155,10 +155,12 @@ def measure_cmd(
     with console.status("running under SPU ...") if not as_json else _null():
         for m in modes:
             results.append(measure(model, input_size, mode=m, runs=runs, batch=batch, seed=seed, timeout=timeout))
-    est = estimate(count(model, input_size), "cheetah")
+    report = count(model, input_size)
+    est, est_spu = estimate(report, "cheetah"), estimate(report, "spu-cheetah")
     payload = {"network": label, "input_size": list(input_size),
                "config": {"runs": runs, "batch": batch, "seed": seed, "modes": modes},
-               "measurements": [r.to_dict() for r in results], "estimate_cheetah": est.to_dict()}
+               "measurements": [r.to_dict() for r in results], "estimate_cheetah": est.to_dict(),
+               "estimate_spu_cheetah": est_spu.to_dict()}
     if out:
         atomic_write_text(Path(out), json.dumps(payload, indent=1))
     if as_json:
@@ -173,8 +175,9 @@ def measure_cmd(
                       f"{r.first.messages:,}", _human_bytes(r.first.relu_bytes), "")
         table.add_row("", f"warm (mean of {r.warm_runs})", f"{r.warm.wall_s:.3f} s", _human_bytes(r.warm.bytes),
                       f"{r.warm.messages:,}", _human_bytes(r.warm.relu_bytes), f"{per:.1f}")
-    table.add_row("estimate", "cheetah profile, online", f"{est.online_s:.3f} s", _human_bytes(est.online_bytes),
-                  "", "", "", style="dim")
+    for e in (est, est_spu):
+        table.add_row("estimate", f"{e.protocol} profile, online", f"{e.online_s:.3f} s",
+                      _human_bytes(e.online_bytes), "", "", "", style="dim")
     console.print(table)
     for r in results:
         verdict = "[green]matches[/]" if r.matches else "[red]DIFFERS[/]"

@@ -48,6 +48,7 @@ class Profile:
 ARTIFACT = "public DELPHI artifact measurement (issue 6)"
 TABLE4 = "fitted to DeepReDuce Table 4 latencies (ResNet18/CIFAR-100, DELPHI), docs/pi.md"
 SLIDES = "DeepReDuce slides' operator table, from the DELPHI paper (USENIX Sec'20)"
+SPU_HERE = "SPU 0.9.5 Cheetah on this project's 2-core machine, bench/results/spu_scaling.md"
 
 PROFILES: dict[str, Profile] = {
     "delphi": Profile(
@@ -99,17 +100,35 @@ PROFILES: dict[str, Profile] = {
     "cheetah": Profile(
         name="cheetah",
         description="Cheetah (silent-OT ReLU, HE linear layers); bytes from the paper, times measured with SPU here",
-        relu_online_s=60e-6, relu_online_bytes=55,
-        mac_online_s=40e-9, mac_online_bytes=0.05,
+        relu_online_s=25e-6, relu_online_bytes=55,
+        mac_online_s=90e-9, mac_online_bytes=0.05,
         layer_online_s=0.02, rounds_per_layer=8,
-        setup_s=1.5, setup_bytes=3.5e6, ref_threads=2,
+        setup_s=2.7, setup_bytes=3.5e6, ref_threads=2,
         sources={
             "relu_online_bytes": "issue 6: Cheetah about 52-59 B per ReLU (midpoint)",
             "setup_bytes": "issue 6: one-time silent-OT set-up about 3.5 MB",
-            "relu_online_s": "SPU 0.9.5 Cheetah on this project's 2-core machine (bench/results/spu_*)",
-            "layer_online_s": "SPU 0.9.5 Cheetah on this project's 2-core machine (bench/results/spu_*)",
-            "setup_s": "SPU 0.9.5 Cheetah first-run minus warm-run time (bench/results/spu_*)",
-            "mac_online_s": "assumption, calibrate with `relucut pi calibrate`",
+            "relu_online_s": f"{SPU_HERE}: slope of warm time vs ReLUs, 24.9 us",
+            "mac_online_s": f"{SPU_HERE}: convolution op time 3.0-3.9 s for 35.0M MACs (public weights)",
+            "layer_online_s": f"{SPU_HERE}: time intercept (3.54 s) left after convolutions, per ReLU layer",
+            "setup_s": "SPU 0.9.5 first run minus warm run, tiny resnet (tests/test_pi_measure.py); larger "
+                       "networks pay more because SPU makes OT correlations as it needs them",
+            "mac_online_bytes": "assumption for HE linear layers with private weights; calibrate",
+            "rounds_per_layer": "assumption: log-depth millionaires' comparison, about 8 rounds",
+        },
+    ),
+    "spu-cheetah": Profile(
+        name="spu-cheetah",
+        description="SecretFlow SPU 0.9.5's Cheetah with public weights, as measured here (bytes fitted)",
+        relu_online_s=25e-6, relu_online_bytes=101.4,
+        mac_online_s=90e-9, mac_online_bytes=0.012,
+        layer_online_s=0.02, rounds_per_layer=8,
+        setup_s=2.7, setup_bytes=2.6e6, ref_threads=2,
+        sources={
+            "relu_online_bytes": f"{SPU_HERE}: linear fit of warm bytes vs ReLUs (r2 = 1.000)",
+            "mac_online_bytes": f"{SPU_HERE}: `relucut pi calibrate` (truncations after public-weight convs)",
+            "setup_bytes": f"{SPU_HERE}: first run minus warm run, full network",
+            "relu_online_s": "as the cheetah profile", "mac_online_s": "as the cheetah profile",
+            "layer_online_s": "as the cheetah profile", "setup_s": "as the cheetah profile",
         },
     ),
 }
