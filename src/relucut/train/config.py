@@ -86,6 +86,7 @@ class TrainConfig:
         need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
         need(self.limit_train is None or self.limit_train >= 2, "limit_train must be >= 2")
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        need(self.val_from in ("random", "tail"), f"val_from must be 'random' or 'tail', got '{self.val_from}'")
 
     def digest(self) -> str:
         """A short hash of what the run computes (runtime fields excluded): names default run dirs."""
