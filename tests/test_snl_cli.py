@@ -13,7 +13,8 @@ TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "128", "--b
 
 def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
     proc = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--search-epochs", "1", "--finetune-epochs", "1",
-                   "--granularity", "channel", "-o", tmp_path, check=True)
+                   "--granularity", "channel", "-o", tmp_path, check=True,
+                   env={"OMP_NUM_THREADS": "1"})
     result = json.loads(proc.stdout)
     assert result["method"] == "snl-channel"
     assert 990 <= result["result"]["relus"] <= 1000
@@ -31,7 +32,7 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
     ],
 )
 def test_cli_errors(args, needles):
-    proc = run_cli(*args, "--dataset", "digits", "--base-width", "4")
+    proc = run_cli(*args, "--dataset", "digits", "--base-width", "4", env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
     assert_one_line_error(proc, *needles)
 

@@ -19,7 +19,7 @@ from torch import nn
 from relucut.cost import count
 from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxExit, AuxHead
-from relucut.finegrained.gated import GatedBranch, ShallowBlock
+from relucut.finegrained.gated import GatedBranch
 from relucut.finegrained.mask_site import LearnableMaskSite
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan, apply_plan_, atomic_write_text
@@ -96,22 +96,26 @@ def _site_in(model: nn.Module, name: str) -> bool:
 
 
 def export(out_dir: Path, model: nn.Module, spec: ModelSpec, *, shallow_blocks: list[str] = (),
-           aux: tuple[AuxHead, str] | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Writes plan.json, recipe.json, model.pt (state dict of the deployable model) and cost.json.
+           aux: tuple[AuxHead, str] | None = None, meta: dict[str, Any] | None = None,
+           onnx: bool = True) -> dict[str, Any]:
+    """Exports the trained ``model`` to ``out_dir`` and returns its cost summary.
 
-    With ``aux`` = (head, stage) the deployable model is the AC exit. Returns the cost summary.
+    Masks only: ``relucut.export.export_model`` (recipe.json, model.pt, model.onnx; BN folded).
+    With blocks made shallow or an AC exit (``aux`` = (head, stage)), whose structure the shared
+    recipe cannot replay: a fine-grained recipe.json (spec, plan, shallow blocks, AC stage) and the
+    deployable model's state dict in model.pt.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_of(model, meta)
+    if not shallow_blocks and aux is None:
+        return _export_masks_only(out_dir, model, spec, plan, onnx)
+    out_dir.mkdir(parents=True, exist_ok=True)
     net = model if aux is None else AuxExit(model, aux[0], aux[1])
     net = deployable(net).eval()
     recipe = {
         "format": RECIPE_FORMAT, "version": 1, "model": spec.to_dict(), "plan": plan.to_dict(),
         "shallow_blocks": list(shallow_blocks), "aux_after": aux[1] if aux else None,
     }
-    report = count(net, spec.input_size)
-    summary = {"relus": report.relus, "relus_full": report.relus_full, "macs": report.macs,
-               "params": report.params, "conv_depth": report.conv_depth}
+    summary = _summary(net, spec)
     plan.save(out_dir / "plan.json")
     atomic_write_text(out_dir / "recipe.json", json.dumps(recipe, indent=1))
     tmp = out_dir / ".model.pt.tmp"
@@ -121,14 +125,39 @@ def export(out_dir: Path, model: nn.Module, spec: ModelSpec, *, shallow_blocks: 
     return summary
 
 
+def _summary(net: nn.Module, spec: ModelSpec) -> dict[str, Any]:
+    report = count(net, spec.input_size)
+    return {"relus": report.relus, "relus_full": report.relus_full, "macs": report.macs,
+            "params": report.params, "conv_depth": report.conv_depth}
+
+
+def _export_masks_only(out_dir: Path, model: nn.Module, spec: ModelSpec, plan: ReLUPlan, onnx: bool) -> dict[str, Any]:
+    from relucut.export import export_model
+
+    plain = copy.deepcopy(model).cpu()
+    for path, module in list(plain.named_modules()):
+        if isinstance(module, LearnableMaskSite):
+            _swap(plain, path, ReLUSite("mask", module.mask))  # the plan-applied form export_model rebuilds
+    result = export_model(spec, plan, plain.state_dict(), out_dir, onnx=onnx, meta=plan.meta)
+    summary = _summary(result.model, spec)
+    plan.save(out_dir / "plan.json")
+    atomic_write_text(out_dir / "cost.json", json.dumps(summary, indent=1))
+    return summary
+
+
 def load_export(out_dir: str | Path) -> nn.Module:
+    """Loads either kind of export written by :func:`export` (eval mode)."""
     out_dir = Path(out_dir)
     for name in ("recipe.json", "model.pt"):
         if not (out_dir / name).is_file():
             raise RelucutError(f"'{out_dir}' holds no {name}; pass a folder written by relucut snl/senet")
+    if json.loads((out_dir / "recipe.json").read_text()).get("format") != RECIPE_FORMAT:
+        from relucut.export import load_export as load_shared
+
+        return load_shared(out_dir)
     model = build_from_recipe(json.loads((out_dir / "recipe.json").read_text()))
     model.load_state_dict(torch.load(out_dir / "model.pt", map_location="cpu"))
     return model.eval()
 
 
-__all__ = ["build_from_recipe", "deployable", "export", "load_export", "plan_of", "ShallowBlock"]
+__all__ = ["build_from_recipe", "deployable", "export", "load_export", "plan_of"]

@@ -14,25 +14,19 @@ import torch
 from torch import nn
 
 from relucut.errors import RelucutError
+from relucut.merge import shallow_replacement
 
 GATE_SCHEDULES = ("linear", "cosine")
 
 
-class ShallowBlock(nn.Sequential):
-    """conv-BN with no activation: the linear stand-in for a two-conv residual block."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1, kernel: int = 3):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-
-def shallow_twin(block: nn.Module) -> ShallowBlock:
-    """A fresh ShallowBlock matching a BasicBlock-like module (conv1 ... conv2)."""
-    conv1, conv2 = getattr(block, "conv1", None), getattr(block, "conv2", None)
-    if not isinstance(conv1, nn.Conv2d) or not isinstance(conv2, nn.Conv2d):
-        raise RelucutError(f"{type(block).__name__} is not a two-conv basic block; gated branching replaces those")
-    return ShallowBlock(conv1.in_channels, conv2.out_channels, stride=conv1.stride[0], kernel=conv1.kernel_size[0])
+def shallow_twin(block: nn.Module) -> nn.Module:
+    """A fresh conv-BN (``relucut.merge.shallow_replacement``) with a zoo BasicBlock's shapes."""
+    try:
+        return shallow_replacement(block)
+    except TypeError:
+        raise RelucutError(
+            f"{type(block).__name__} is not a zoo two-conv BasicBlock; gated branching replaces those"
+        ) from None
 
 
 class GatedBranch(nn.Module):
