@@ -190,9 +190,9 @@ def write(results: dict, key: str) -> None:
         if name == "cifar10_check":
             continue
         lines += [f"## {name}: {run['device_name']}", "",
-                  f"batch {run['batch_size']}, {run['warmup']} warm-up + {run['iters']} timed steps per path and round, "
-                  f"{run['rounds']} alternating rounds (median), "
-                  f"torch {run['torch']}, {run['threads']} threads, data: {run['data']}", "",
+                  (f"batch {run['batch_size']}, {run['warmup']} warm-up + {run['iters']} timed steps per path and "
+                   f"round, {run['rounds']} alternating rounds (median), "
+                   f"torch {run['torch']}, {run['threads']} threads, data: {run['data']}"), "",
                   "| path | pipeline | precision | images/s (median) | per round | x reference |",
                   "| --- | --- | --- | ---: | --- | ---: |"]
         ref = run["paths"]["reference"]["images_per_s"]
@@ -201,15 +201,15 @@ def write(results: dict, key: str) -> None:
             lines.append(f"| {path_name} | {r['pipeline']} | {r['precision']} | {r['images_per_s']:.1f} | "
                          f"{per_round} | {r['images_per_s'] / ref:.2f} |")
         p = run["pipeline_only"]
-        lines += ["", f"Input pipelines alone ({p['steps']} batches, no model): reference "
-                  f"{p['reference_images_per_s']:.0f} images/s, relucut {p['relucut_images_per_s']:.0f} images/s "
-                  f"({p['ratio']:.1f}x).", ""]
+        lines += ["", (f"Input pipelines alone ({p['steps']} batches, no model): reference "
+                       f"{p['reference_images_per_s']:.0f} images/s, relucut {p['relucut_images_per_s']:.0f} "
+                       f"images/s ({p['ratio']:.1f}x)."), ""]
     if "cifar10_check" in merged:
         c = merged["cifar10_check"]
         lines += ["## CIFAR-10 loader check", "",
-                  f"`{c['root']}`: {c['images']} images, per-channel mean {tuple(c['mean'])} "
-                  f"(expected {tuple(c['expected_mean'])}), std {tuple(c['std'])}, "
-                  f"images per class {c['labels_per_class']}.", ""]
+                  (f"`{c['root']}`: {c['images']} images, per-channel mean {tuple(c['mean'])} "
+                   f"(expected {tuple(c['expected_mean'])}), std {tuple(c['std'])}, "
+                   f"images per class {c['labels_per_class']}."), ""]
     (RESULTS / "train_throughput.md").write_text("\n".join(lines))
 
 

@@ -1,6 +1,5 @@
 """Datasets in memory: CIFAR files (folder and archive), image folders, digits, seeded splits, errors."""
 
-import io
 import pickle
 import tarfile
 

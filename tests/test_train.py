@@ -176,3 +176,22 @@ def test_cli_trains_on_an_image_folder(tmp_path):
     assert (final["train_images"], final["val_images"], final["test_images"]) == (9, 3, 4)
     config = TrainConfig.load(tmp_path / "run" / "config.json")
     assert config.spec().num_classes == 2 and config.spec().image_size == 8
+
+
+def test_same_command_twice_reuses_the_default_run_dir(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from relucut.cli.app import _register, app
+
+    monkeypatch.chdir(tmp_path)
+    _register()
+    args = ["train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "1",
+            "--limit-train", "64", "-q"]
+    first = CliRunner().invoke(app, args)
+    second = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    a, b = (json.loads(r.output.strip().splitlines()[-1]) for r in (first, second))
+    assert a["run_dir"] == b["run_dir"] and a["run_dir"].startswith("runs/resnet6-digits-")
+    assert len(list((tmp_path / "runs").iterdir())) == 1 and a["test_acc"] == b["test_acc"]
+    third = CliRunner().invoke(app, [*args[:-1], "--seed", "1", "-q"])
+    assert json.loads(third.output.strip().splitlines()[-1])["run_dir"] != a["run_dir"]

@@ -89,7 +89,7 @@ def carve(split: Split, fraction: float, seed: int, source: str = "random") -> t
     if source not in VAL_FROM:
         raise RelucutError(f"unknown validation source '{source}'; use one of {', '.join(VAL_FROM)}")
     n = len(split)
-    n_carved = int(round(n * fraction))
+    n_carved = round(n * fraction)
     if fraction > 0 and n_carved == 0:
         n_carved = 1
     if source == "tail":
