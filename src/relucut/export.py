@@ -163,7 +163,7 @@ def planned_model(spec: ModelSpec, plan: ReLUPlan, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     base = spec.build()
     plan.validate(find_sites(base, spec.input_size))
-    return apply_plan(base, plan, spec.input_size).eval()
+    return apply_plan(base, plan).eval()
 
 
 def _check_masks(model: nn.Module, plan: ReLUPlan) -> None:
@@ -251,7 +251,7 @@ def export_model(
     input_size = model_spec.input_size
     reduced, transforms = reduce_model(applied, input_size, merge=merge, force=force_merge)
     before, after = count(applied, input_size), count(reduced, input_size)
-    if after.relus != plan.count(find_sites(applied, input_size)):
+    if after.relus != before.relus:
         raise AssertionError("exported ReLU count differs from the plan's")  # a relucut bug, not user error
     recipe = Recipe(model_spec, plan, transforms, _counts(before), _counts(after),
                     {"relucut": relucut.__version__, "fresh_weights_seed": None if state_dict is not None else seed,
