@@ -195,3 +195,9 @@ def test_same_command_twice_reuses_the_default_run_dir(tmp_path, monkeypatch):
     assert len(list((tmp_path / "runs").iterdir())) == 1 and a["test_acc"] == b["test_acc"]
     third = CliRunner().invoke(app, [*args[:-1], "--seed", "1", "-q"])
     assert json.loads(third.output.strip().splitlines()[-1])["run_dir"] != a["run_dir"]
+
+
+def test_bf16_autocast_and_channels_last_paths_train(tmp_path, digits):
+    # the CUDA defaults, exercised on CPU: autocast to bf16 and channels_last inputs and weights
+    final = train(digits_config(epochs=2, bf16=True, channels_last=True), tmp_path, progress=False, data=digits)
+    assert final["bf16"] is True and final["test_acc"] > 0.3
