@@ -99,6 +99,8 @@ def main() -> None:
                        "test_thinned": thinned.test_acc, "test_alpha": ctrl.test_acc})
 
     seconds = time.perf_counter() - started
+    # training time of every run (teacher, stage networks, candidates, controls), across invocations
+    train_seconds = sum(json.loads(p.read_text())["seconds"] for p in out.rglob("final.json"))
     crit = outcome.criticality
     result = {
         "setting": {"model": spec.to_dict(), "dataset": "cifar10 (first 45k train / last 5k held-out test)",
@@ -113,6 +115,7 @@ def main() -> None:
         "table2_thinning_vs_alpha": table2,
         "thinning_beats_alpha": [t["val_thinned"] > t["val_alpha"] for t in table2],
         "seconds_this_invocation": seconds,
+        "train_seconds_all_runs": train_seconds,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / "deepreduce_cifar10.json", json.dumps(result, indent=1))
@@ -122,7 +125,7 @@ def main() -> None:
         "ResNet18, base width 8, inputs down-scaled to 16x16 (base rho 0.5), trained on the first "
         f"{args.limit_train:,} of the 45,000 training images; validation = seeded 10% of the 45k (selection); "
         "test = the held-out last 5,000 images. SGD lr 0.05 cosine, batch 64, KD T=4 weight 0.9, "
-        f"teacher {args.teacher_epochs} epochs, stage networks {args.criticality_epochs} (proxy), "
+        f"teacher {args.teacher_epochs} epochs, stage networks {args.criticality_epochs}, "
         f"candidates {args.epochs}; one CPU thread.", "",
         f"Teacher: val {100 * teacher_final.get('best_val_acc', 0):.2f}%, test "
         f"{100 * (teacher_final.get('test_acc') or 0):.2f}%.", "",
@@ -135,6 +138,8 @@ def main() -> None:
     for t in table2:
         lines.append(f"| {'+'.join(s.upper() for s in t['culled'] if s != 'stem')} | {t['relus_thinned']:,} "
                      f"| {t['val_thinned']:.2f} | {t['val_alpha']:.2f} | {t['test_thinned']:.2f} | {t['test_alpha']:.2f} |")
+    lines += ["", f"Training time of all {len(list(out.rglob('final.json')))} runs: {train_seconds / 60:.1f} min "
+              "(one CPU thread, on a 2-core machine shared with other jobs; evaluation and start-up excluded)."]
     atomic_write_text(RESULTS / "deepreduce_cifar10.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"done in {seconds:.0f} s (this invocation)")

@@ -34,15 +34,20 @@ def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "
     if front:
         ax.plot([r.relus for r in front], [r.val_acc for r in front], "-", color="tab:red", lw=1.8,
                 zorder=3, label="Pareto frontier")
-        for r in front:
+        for i, r in enumerate(front):
             ax.scatter([r.relus], [r.val_acc], marker=STEP_MARKERS.get(r.step, "o"), s=48, color="tab:red",
                        zorder=4)
-            ax.annotate(r.network_label(), (r.relus, r.val_acc), textcoords="offset points", xytext=(5, -10),
-                        fontsize=7, color="tab:red")
+            # alternate below-right / above-left so neighbouring labels do not overprint
+            offset, align = ((6, -11), "left") if i % 2 == 0 else ((-6, 6), "right")
+            ax.annotate(r.network_label(), (r.relus, r.val_acc), textcoords="offset points", xytext=offset,
+                        ha=align, fontsize=7, color="tab:red")
     if teacher is not None:
         ax.scatter([teacher[0]], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
                    label="full-ReLU teacher")
     ax.set_xscale("log")
+    xs = [r.relus for r in results] + ([teacher[0]] if teacher else [])
+    if xs:  # room on the log axis for the labels of the end points
+        ax.set_xlim(min(xs) / 2.5, max(xs) * 2)
     ax.set_xlabel("ReLUs per input (log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
