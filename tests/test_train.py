@@ -142,14 +142,20 @@ def test_spec_that_does_not_fit_the_dataset_is_refused(tmp_path, digits):
 
 
 def test_cli_train_then_eval(tmp_path):
+    from typer.testing import CliRunner
+
+    from relucut.cli.app import _register, app
+
+    _register()
     out = tmp_path / "run"
-    proc = run_cli("train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "1",
-                   "--limit-train", "128", "--lr", "0.05", "--out", out, "-q", check=True,
-                   env={"OMP_NUM_THREADS": "1"})
-    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = CliRunner().invoke(app, ["train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "1",
+                                      "--limit-train", "128", "--lr", "0.05", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.output.strip().splitlines()[-1])
     assert final["run_dir"] == str(out) and final["epochs"] == 1
-    proc = run_cli("eval", out, check=True, env={"OMP_NUM_THREADS": "1"})
-    assert json.loads(proc.stdout)["acc"] == final["test_acc"]
+    result = CliRunner().invoke(app, ["eval", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["acc"] == final["test_acc"]
     assert_one_line_error(run_cli("eval", tmp_path / "missing"), "does not exist")
 
 
