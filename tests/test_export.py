@@ -69,7 +69,8 @@ def test_export_matches_plan_applied_model(name, tmp_path):
     for label, plan in _plans(sites).items():
         applied = _trained_like(spec, plan)
         out = tmp_path / label.replace(" ", "_")
-        result = export_model(spec, plan, applied.state_dict(), out, onnx=False)
+        bias_maps = label == "linear"  # plain modules otherwise, as 2PC engines read them
+        result = export_model(spec, plan, applied.state_dict(), out, onnx=False, bias_maps=bias_maps)
         loaded = load_export(out)
         with torch.no_grad():
             expected, got = applied(x), loaded(x)
@@ -80,6 +81,7 @@ def test_export_matches_plan_applied_model(name, tmp_path):
         kinds = [type(m) for m in loaded.modules()]
         assert nn.BatchNorm2d not in kinds or name == "wrn22_8", f"{name} / {label}: BN left"
         assert not any(isinstance(m, ReLUSite) and m.mode != "relu" for m in loaded.modules())
+        assert bias_maps or not any(n.op == "get_attr" for n in loaded.graph.nodes)
         masked = sum(d.action == "mask" for d in plan.decisions.values())
         assert kinds.count(PartialReLU) == masked
 
@@ -89,7 +91,7 @@ def test_recipe_replay_reproduces_outputs_exactly_without_pickles(tmp_path):
     sites = find_sites(spec.build(), spec.input_size)
     plan = _plans(sites)["linear"]
     applied = _trained_like(spec, plan)
-    result = export_model(spec, plan, applied.state_dict(), tmp_path / "out", onnx=False)
+    result = export_model(spec, plan, applied.state_dict(), tmp_path / "out", onnx=False, bias_maps=True)
     assert any(t["op"] == "merge_chain" for t in result.recipe.transforms)
     x = torch.randn(3, *spec.input_size)
     with torch.no_grad():

@@ -115,12 +115,18 @@ def test_linear_inverted_residual_becomes_one_conv_with_fewer_macs():
     sites = find_sites(spec.build(), spec.input_size)
     plan = ReLUPlan.deepreduce(sites, cull=list(sites.stage_names))
     applied = _randomize(planned_model(spec, plan))
-    reduced, steps = reduce_model(applied, spec.input_size)
+    reduced, steps = reduce_model(applied, spec.input_size, bias_maps=True)
     before, after = count(applied, spec.input_size), count(reduced, spec.input_size)
     assert any(s["op"] == "merge_residual" for s in steps)
     assert after.macs < before.macs and after.conv_depth < before.conv_depth
     x = torch.randn(3, *spec.input_size)
     assert (reduced(x) - applied(x)).abs().max() <= 1e-4
+    # without bias maps the graph stays plain modules: fewer merges, still exact
+    plain, _ = reduce_model(applied, spec.input_size)
+    assert not any(n.op == "get_attr" for n in plain.graph.nodes)
+    assert any(n.op == "get_attr" for n in reduced.graph.nodes)
+    assert count(plain, spec.input_size).conv_depth > after.conv_depth
+    assert (plain(x) - applied(x)).abs().max() <= 1e-4
 
 
 def test_force_merges_more_but_default_never_raises_macs():

@@ -127,9 +127,13 @@ def _replay_step(gm: fx.GraphModule, step: dict[str, Any], input_size: tuple[int
         raise RelucutError(f"recipe does not fit the model: {exc}") from None
 
 
-def reduce_model(model: nn.Module, input_size: tuple[int, ...], merge: bool = True,
-                 force: bool = False) -> tuple[fx.GraphModule, list[dict[str, Any]]]:
-    """The exported form of a plan-applied ``model`` and the transforms that made it."""
+def reduce_model(model: nn.Module, input_size: tuple[int, ...], merge: bool = True, force: bool = False,
+                 bias_maps: bool = False) -> tuple[fx.GraphModule, list[dict[str, Any]]]:
+    """The exported form of a plan-applied ``model`` and the transforms that made it.
+
+    By default the graph holds plain modules only (Conv2d, Linear, BatchNorm2d where no conv
+    precedes it, ReLU sites, PartialReLU, pooling, add, flatten); ``bias_maps`` also allows merges
+    that need a per-position bias constant (a ``get_attr`` node plus an add)."""
     gm = trace(copy.deepcopy(model)).eval()
     propagate_shapes(gm, input_size)  # once: every rewrite keeps the shapes on its nodes
     steps = _site_transforms(gm)
@@ -145,7 +149,7 @@ def reduce_model(model: nn.Module, input_size: tuple[int, ...], merge: bool = Tr
         _replay_step(gm, step, input_size)
         steps.append(step)
     if merge:
-        steps += plan_and_merge(gm, input_size, force=force)
+        steps += plan_and_merge(gm, input_size, force=force, bias_maps=bias_maps)
     return gm.eval(), steps
 
 
@@ -236,6 +240,7 @@ def export_model(
     *,
     merge: bool = True,
     force_merge: bool = False,
+    bias_maps: bool = False,
     onnx: bool = True,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
@@ -249,12 +254,13 @@ def export_model(
         load_weights(applied, state_dict)
         _check_masks(applied, plan)
     input_size = model_spec.input_size
-    reduced, transforms = reduce_model(applied, input_size, merge=merge, force=force_merge)
+    reduced, transforms = reduce_model(applied, input_size, merge=merge, force=force_merge, bias_maps=bias_maps)
     before, after = count(applied, input_size), count(reduced, input_size)
     if after.relus != before.relus:
         raise AssertionError("exported ReLU count differs from the plan's")  # a relucut bug, not user error
     recipe = Recipe(model_spec, plan, transforms, _counts(before), _counts(after),
-                    {"relucut": relucut.__version__, "fresh_weights_seed": None if state_dict is not None else seed,
+                    {"relucut": relucut.__version__, "merge": merge, "force_merge": force_merge,
+                     "bias_maps": bias_maps, "fresh_weights_seed": None if state_dict is not None else seed,
                      "input_size": list(input_size), **(meta or {})})
     buffer = io.BytesIO()
     torch.save(reduced.state_dict(), buffer)

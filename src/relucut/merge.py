@@ -486,7 +486,7 @@ def _chains(gm: fx.GraphModule) -> list[list[Unit]]:
     return chains
 
 
-def _best_split(gm: fx.GraphModule, chain: list[Unit], force: bool) -> list[tuple[int, int]]:
+def _best_split(gm: fx.GraphModule, chain: list[Unit], force: bool, bias_maps: bool) -> list[tuple[int, int]]:
     """Splits a chain into segments, each one conv, minimizing (MACs, layers), or with ``force``
     (layers, MACs). Returns the segments longer than one unit."""
     n = len(chain)
@@ -496,7 +496,7 @@ def _best_split(gm: fx.GraphModule, chain: list[Unit], force: bool) -> list[tupl
         aff = single[i]
         for j in range(i + 1, n):
             aff = compose(aff, single[j], weights=False) if aff is not None else None
-            if aff is None:
+            if aff is None or (aff.has_bias_map and not bias_maps):
                 break
             seg[(i, j)] = aff.macs
     inf = (float("inf"), float("inf"))
@@ -514,16 +514,17 @@ def _best_split(gm: fx.GraphModule, chain: list[Unit], force: bool) -> list[tupl
 
 
 def plan_and_merge(gm: fx.GraphModule, input_size: tuple[int, ...], force: bool = False,
-                   start: int = 0) -> list[dict[str, Any]]:
+                   bias_maps: bool = False, start: int = 0) -> list[dict[str, Any]]:
     """Merges, until nothing changes, every chain segment and residual sum that composes exactly
-    and does not raise MACs (``force``: whatever composes exactly). Returns the transforms made,
-    each replayable with :func:`apply_transform`."""
+    and does not raise MACs (``force``: whatever composes exactly). Merges whose offset varies
+    per position need a bias-map constant (a ``get_attr`` + add in the graph); only with
+    ``bias_maps``. Returns the transforms made, each replayable with :func:`apply_transform`."""
     done: list[dict[str, Any]] = []
     propagate_shapes(gm, input_size)  # rewrites keep shapes on the nodes they make
     for _ in range(10_000):
         step = None
         for chain in _chains(gm):
-            segments = _best_split(gm, chain, force)
+            segments = _best_split(gm, chain, force, bias_maps)
             if segments:
                 i, j = segments[0]
                 step = {"op": "merge_chain", "nodes": [u.first.name for u in chain[i:j + 1]]}
@@ -535,7 +536,7 @@ def plan_and_merge(gm: fx.GraphModule, input_size: tuple[int, ...], force: bool 
                     continue
                 aff = _residual_affine(gm, parts, weights=False)
                 before = parts[0].affine(gm, False).macs + (parts[1].affine(gm, False).macs if parts[1] else 0)
-                if aff is not None and (force or aff.macs <= before):
+                if aff is not None and (force or aff.macs <= before) and (bias_maps or not aff.has_bias_map):
                     step = {"op": "merge_residual", "node": node.name}
                     break
         if step is None:

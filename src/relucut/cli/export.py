@@ -40,6 +40,9 @@ def export(
     thin: ThinOpt = None,
     force_merge: Annotated[bool, typer.Option(
         "--force-merge", help="Merge every exactly mergeable conv pair, even where MACs grow.")] = False,
+    bias_maps: Annotated[bool, typer.Option(
+        "--bias-maps", help="Also merge where the result needs a per-position bias constant "
+        "(a get_attr + add in the graph, beyond plain modules).")] = False,
     no_merge: Annotated[bool, typer.Option("--no-merge", help="Fold BNs only; merge no convs.")] = False,
     no_onnx: Annotated[bool, typer.Option("--no-onnx", help="Skip model.onnx.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of fresh weights (no --checkpoint).")] = 0,
@@ -56,7 +59,7 @@ def export(
         relu_plan.decisions.update(edits.decisions)
         relu_plan.meta.update(edits.meta)
     state = load_checkpoint(checkpoint) if checkpoint else None
-    result = export_model(spec, relu_plan, state, out, merge=not no_merge, force_merge=force_merge,
+    result = export_model(spec, relu_plan, state, out, merge=not no_merge, force_merge=force_merge, bias_maps=bias_maps,
                           onnx=not no_onnx, seed=seed, meta={"checkpoint": checkpoint, "dataset": dataset})
     before, after = result.recipe.before, result.recipe.after
     if as_json:
