@@ -144,11 +144,11 @@ def write_markdown(s: dict) -> None:
     lines = [
         "# SPU (Cheetah) cost vs ReLU count",
         "",
-        f"resnet18 family, base width {c['base_width']} (reduced from 64 for these {c['threads_machine']} cores), "
+        (f"resnet18 family, base width {c['base_width']} (reduced from 64 for these {c['threads_machine']} cores), "
         f"input {'x'.join(map(str, c['input']))}, batch 1, {c['engine']}, weights public (a lower bound), "
         f"warm = fastest of {c['runs'] - 1} runs after the first (which carries the OT setup; the machine's "
         "2 cores were shared with other jobs, so times are noisy, bytes are exact). "
-        "Estimate: `relucut pi estimate --protocol cheetah` (online).",
+        "Estimate: `relucut pi estimate --protocol cheetah` (online)."),
         "",
         "| plan | ReLUs | layers | measured s (mean) | conv s / compare s | measured MB | est. s | est. MB | est/meas time | est/meas bytes | first run s / MB | output = PyTorch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -162,19 +162,19 @@ def write_markdown(s: dict) -> None:
     b, t, f = s["bytes_vs_relus"], s["time_vs_relus"], s["calibrated"]["fit"]
     lines += [
         "",
-        "The `cheetah` profile takes its bytes per ReLU from the Cheetah paper (55 B) but its time constants "
+        ("The `cheetah` profile takes its bytes per ReLU from the Cheetah paper (55 B) but its time constants "
         "from these rows, so the time columns are in-sample; the out-of-sample check is "
         "tests/test_pi_measure.py (other, tiny networks: estimate within 3x of SPU, and the `spu-cheetah` "
-        "profile, whose bytes are fitted here, within 15 % of SPU's bytes).",
+        "profile, whose bytes are fitted here, within 15 % of SPU's bytes)."),
         "",
-        f"Linear fit, warm bytes vs ReLUs: {b['slope_B_per_relu']:.1f} B per ReLU + {b['intercept_B'] / 1e3:.0f} KB, "
+        (f"Linear fit, warm bytes vs ReLUs: {b['slope_B_per_relu']:.1f} B per ReLU + {b['intercept_B'] / 1e3:.0f} KB, "
         f"**r² = {b['r2']:.4f}**. Warm time vs ReLUs: {t['slope_s_per_relu'] * 1e6:.1f} µs per ReLU + "
-        f"{t['intercept_s']:.2f} s, r² = {t['r2']:.4f}.",
+        f"{t['intercept_s']:.2f} s, r² = {t['r2']:.4f}."),
         "",
-        f"`relucut pi calibrate` on these rows: {f['time_fit']['per_relu_s'] * 1e6:.1f} µs/ReLU, "
+        (f"`relucut pi calibrate` on these rows: {f['time_fit']['per_relu_s'] * 1e6:.1f} µs/ReLU, "
         f"{f['time_fit']['per_mac_s'] * 1e9:.2f} ns/MAC, {f['time_fit']['per_layer_s'] * 1e3:.1f} ms/ReLU layer "
         f"(r² {f['time_r2']:.3f}); {f['bytes_fit']['per_relu']:.1f} B/ReLU, {f['bytes_fit']['per_mac']:.3f} B/MAC "
-        f"(r² {f['bytes_r2']:.3f}).",
+        f"(r² {f['bytes_r2']:.3f})."),
     ]
     lines += ["", "## Where the cost model and the engine disagree, and why", ""] + discussion(s)
     (RESULTS / "spu_scaling.md").write_text("\n".join(lines) + "\n")
@@ -187,27 +187,27 @@ def discussion(s: dict) -> list[str]:
     mux_b = b["slope_B_per_relu"] - compare_b
     conv_share = small["conv_s"] / small["measured_s"]
     return [
-        f"- **Bytes per ReLU.** SPU's Cheetah ReLU is a comparison ({compare_b:.1f} B per ReLU, `pphlo.less`) "
+        (f"- **Bytes per ReLU.** SPU's Cheetah ReLU is a comparison ({compare_b:.1f} B per ReLU, `pphlo.less`) "
         f"plus a multiplexer (about {mux_b:.1f} B, `pphlo.multiply`): {b['slope_B_per_relu']:.1f} B per ReLU "
         "against the 52-59 B of the Cheetah paper that the `cheetah` profile uses, so the profile under-states "
         "bytes of ReLU-heavy plans by up to about 1.8x. Bytes are exactly linear in ReLUs (masked sites "
-        "included: their gathers are local).",
-        f"- **Bytes not from ReLUs.** About {b['intercept_B'] / 1e3:.0f} KB per inference do not depend on the "
+        "included: their gathers are local)."),
+        (f"- **Bytes not from ReLUs.** About {b['intercept_B'] / 1e3:.0f} KB per inference do not depend on the "
         "plan: the truncations after each convolution with public weights (`pphlo.convolution`). The profile's "
         "per-MAC byte term (0.05 B/MAC, meant for HE linear layers with private weights) over-states this for "
-        "public weights, so the smallest plans are over-estimated.",
-        f"- **Time.** With public weights SPU computes every convolution locally in 64-bit fixed point: "
+        "public weights, so the smallest plans are over-estimated."),
+        (f"- **Time.** With public weights SPU computes every convolution locally in 64-bit fixed point: "
         f"{small['conv_s']:.2f} s of the smallest plan's {small['measured_s']:.2f} s ({100 * conv_share:.0f} %) "
         "whatever the ReLU count, because all plans keep the same MACs. ReLU count alone would predict a "
         f"{full['relus'] / small['relus']:.0f}x speed-up from the full network to the smallest plan; the engine "
         f"gives {full['measured_s'] / small['measured_s']:.1f}x. The model's per-MAC time term is what carries "
-        "this; in DELPHI the same work is offline and the online phase is ReLU-bound.",
-        "- **Noise.** These 2 cores were shared with other jobs during the runs: times (fastest warm run shown, "
+        "this; in DELPHI the same work is offline and the online phase is ReLU-bound."),
+        ("- **Noise.** These 2 cores were shared with other jobs during the runs: times (fastest warm run shown, "
         "mean in brackets; op times from the last warm run) move by tens of percent between runs; warm bytes "
-        "moved by under 2 % between two runs of this bench.",
-        f"- **Set-up.** The first run carries the one-time OT set-up: {(full['first_bytes'] - full['measured_bytes']) / 1e6:.1f} MB "
+        "moved by under 2 % between two runs of this bench."),
+        (f"- **Set-up.** The first run carries the one-time OT set-up: {(full['first_bytes'] - full['measured_bytes']) / 1e6:.1f} MB "
         f"and {full['first_s'] - full['measured_s']:.1f} s more than a warm run for the full network (the issue "
-        "quotes about 3.5 MB for Cheetah's silent OT).",
+        "quotes about 3.5 MB for Cheetah's silent OT)."),
     ]
 
 

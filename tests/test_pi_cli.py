@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
+
 from relucut.errors import RelucutError
 from relucut.pi import Workload, estimate
 from relucut.pi.calibrate import read_measurements

@@ -90,6 +90,7 @@ def test_cheetah_estimate_within_stated_factor(measured):
 
 def test_measure_cli_on_export_dir_shared_weights(tmp_path, measured):
     from conftest import run_cli
+
     from relucut.export import export_model
     from relucut.models.registry import ModelSpec
 

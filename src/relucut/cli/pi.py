@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,8 +13,18 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, JsonOpt, NumClassesOpt, RhoOpt, ThinOpt,
-    WidthsOpt, model_spec, parse_names,
+    AlphaOpt,
+    BaseWidthOpt,
+    BlocksOpt,
+    CullOpt,
+    DatasetOpt,
+    JsonOpt,
+    NumClassesOpt,
+    RhoOpt,
+    ThinOpt,
+    WidthsOpt,
+    model_spec,
+    parse_names,
 )
 from relucut.cost import count
 from relucut.errors import RelucutError
@@ -26,7 +36,7 @@ app.add_typer(pi_app, name="pi")
 console = Console()
 
 TargetArg = Annotated[str, typer.Argument(help="An export directory (from `relucut export`) or a zoo model name.")]
-PlanOpt = Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON (zoo models only).")]
+PlanOpt = Annotated[str | None, typer.Option("--plan", help="A ReLU plan JSON (zoo models only).")]
 
 _UNITS_BPS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 _UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -63,11 +73,11 @@ def _human_bytes(n: float) -> str:
 def estimate_cmd(
     target: TargetArg,
     protocol: Annotated[str, typer.Option("--protocol", help="delphi | delphi-slides | sci | cheetah | spu-cheetah")] = "delphi",
-    profile_file: Annotated[Optional[str], typer.Option("--profile", help="Profile file (JSON/TOML) overriding constants.")] = None,
-    bandwidth: Annotated[Optional[str], typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit, 100mbit.")] = None,
-    rtt: Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time, e.g. 0.3ms.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads (compute scales linearly).")] = None,
-    requests_per_s: Annotated[Optional[float], typer.Option("--requests-per-s", help="Request rate: model offline on the critical path.")] = None,
+    profile_file: Annotated[str | None, typer.Option("--profile", help="Profile file (JSON/TOML) overriding constants.")] = None,
+    bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit, 100mbit.")] = None,
+    rtt: Annotated[str | None, typer.Option("--rtt", help="Round-trip time, e.g. 0.3ms.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads (compute scales linearly).")] = None,
+    requests_per_s: Annotated[float | None, typer.Option("--requests-per-s", help="Request rate: model offline on the critical path.")] = None,
     num_requests: Annotated[int, typer.Option("--num-requests", help="Requests simulated at that rate.")] = 100,
     dataset: DatasetOpt = "cifar10",
     num_classes: NumClassesOpt = None,
@@ -126,7 +136,7 @@ def measure_cmd(
     batch: Annotated[int, typer.Option("--batch", help="Inputs per secure run.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random input (and of zoo weights).")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds allowed for the SPU run.")] = 600.0,
-    out: Annotated[Optional[str], typer.Option("--out", help="Write the results (JSON) here.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Write the results (JSON) here.")] = None,
     dataset: DatasetOpt = "cifar10",
     num_classes: NumClassesOpt = None,
     base_width: BaseWidthOpt = None,
@@ -200,7 +210,7 @@ def calibrate_cmd(
     measurements: Annotated[list[str], typer.Argument(help="JSON files: `relucut pi measure --json` output or rows of "
                                                            "relus, relu_layers, macs, online_s, online_bytes.")],
     base: Annotated[str, typer.Option("--base", help="Profile whose other constants are kept.")] = "cheetah",
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of the fitted profile.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the fitted profile.")] = None,
     out: Annotated[str, typer.Option("--out", help="Profile file to write (JSON).")] = "pi-profile.json",
     as_json: JsonOpt = False,
 ) -> None:

@@ -9,6 +9,14 @@ from relucut.pi.profiles import PROFILES, Profile, get_profile, load_profile, pr
 from relucut.pi.requests import RequestLoad, simulate_requests
 
 __all__ = [
-    "Estimate", "PROFILES", "Profile", "RequestLoad", "Workload", "estimate", "get_profile",
-    "load_profile", "profile_names", "simulate_requests",
+    "PROFILES",
+    "Estimate",
+    "Profile",
+    "RequestLoad",
+    "Workload",
+    "estimate",
+    "get_profile",
+    "load_profile",
+    "profile_names",
+    "simulate_requests",
 ]

@@ -233,9 +233,8 @@ class _Converter:
                       ceil_mode, kw.get("count_include_pad", True))
         elif fn is torch.mean:
             self.mean(node, args[0], args[1] if len(args) > 1 else kw.get("dim"), kw.get("keepdim", False))
-        elif fn is getattr and args[1] == "shape":
-            self.sizes.add(node.name)
-        elif fn is operator.getitem and args[0].name in self.sizes:
+        elif (fn is getattr and args[1] == "shape") or (
+                fn is operator.getitem and isinstance(args[0], fx.Node) and args[0].name in self.sizes):
             self.sizes.add(node.name)
         else:
             raise _unsupported(f"function {name} at '{node.name}'")

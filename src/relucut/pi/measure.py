@@ -144,7 +144,7 @@ def measure_many(
                "--timeout", str(timeout)]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 120, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 120, env=env, check=False)
         except subprocess.TimeoutExpired:
             raise RelucutError(f"the SPU run took longer than {timeout:.0f} s; measure a smaller model "
                                "or raise --timeout") from None
@@ -177,3 +177,25 @@ def measure(model: nn.Module, input_size: tuple[int, ...], mode: str = "public-w
             batch: int = 1, seed: int = 0, timeout: float = 600.0) -> Measurement:
     """Runs ``model`` (eval mode) on one random input batch under SPU Cheetah and returns the costs."""
     return measure_many([model], input_size, mode, runs, batch, seed, timeout)[0]
+
+
+@torch.no_grad()
+def plain_outputs(models: list[nn.Module], input_size: tuple[int, ...], seed: int = 0,
+                  timeout: float = 300.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(PyTorch output, converted graph's plaintext JAX output) per model: checks the converter alone."""
+    python = spu_python()
+    x = torch.randn((2, *input_size), generator=torch.Generator().manual_seed(seed))
+    with tempfile.TemporaryDirectory(prefix="relucut-jax-") as tmp:
+        works = [Path(tmp) / f"net{i}" for i in range(len(models))]
+        refs = []
+        for work, model in zip(works, models):
+            model = model.eval()
+            write_workdir(export_graph(model, input_size), x.numpy(), work)
+            refs.append(model(x).numpy())
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        proc = subprocess.run([str(python), str(RUNNER), "plain", *map(str, works)], capture_output=True,
+                              text=True, timeout=timeout, env=env, check=False)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RelucutError(f"the JAX rebuild failed: {last[:300]} (re-create the environment with `make spu-env`)")
+        return [(ref, np.load(work / "plain.npy")) for ref, work in zip(refs, works)]

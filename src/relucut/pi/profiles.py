@@ -8,10 +8,11 @@ such files from the user's own measurements.
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from relucut.errors import RelucutError
 

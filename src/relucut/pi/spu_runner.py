@@ -139,7 +139,7 @@ def build_function(graph: dict, array_names: list[str]):
 
 # --- driver ------------------------------------------------------------------------------------
 def _config(profile: bool = True):
-    import spu.libspu as libspu
+    from spu import libspu
 
     config = libspu.RuntimeConfig(protocol=libspu.ProtocolKind.CHEETAH, field=libspu.FieldType.FM64)
     config.fxp_fraction_bits = FRACTION_BITS
@@ -180,13 +180,8 @@ def parse_party_log(text: str) -> list[dict]:
     return runs
 
 
-def _program(workdir: Path, mode: str, config):
-    """Compiles one graph; returns its executable, per-rank input shares and plaintext output."""
-    import jax
-    import spu
-    import spu.libspu as libspu
-    from spu.utils import frontend as fe
-
+def _load(workdir: Path):
+    """The graph's JAX function fn(x, *float_arrays), its float arrays and the input."""
     graph = json.loads((workdir / "graph.json").read_text())
     with np.load(workdir / "arrays.npz") as data:
         arrays = {k: data[k] for k in data.files}
@@ -199,7 +194,25 @@ def _program(workdir: Path, mode: str, config):
     def fn(x, *params):
         return base(x, *params, *consts.values())
 
-    params = [arrays[k] for k in names]
+    return fn, [arrays[k] for k in names], x
+
+
+def plain_output(workdir: Path) -> np.ndarray:
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    fn, params, x = _load(workdir)
+    return np.asarray(jax.jit(fn)(x, *params))
+
+
+def _program(workdir: Path, mode: str, config):
+    """Compiles one graph; returns its executable, per-rank input shares and plaintext output."""
+    import jax
+    import spu
+    from spu import libspu
+    from spu.utils import frontend as fe
+
+    fn, params, x = _load(workdir)
     plain = np.asarray(jax.jit(fn)(x, *params))
     weight_vis = libspu.Visibility.VIS_PUBLIC if mode == "public-weights" else libspu.Visibility.VIS_SECRET
     input_names = ["x", *[f"w{i}" for i in range(len(params))]]
@@ -223,7 +236,7 @@ def drive(workdirs: list[Path], mode: str, runs: int, timeout: float) -> list[di
     """Runs every graph ``runs`` times in one process pair (one OT setup, in the first run of the first)."""
     import jax
     import spu
-    import spu.libspu as libspu
+    from spu import libspu
 
     jax.config.update("jax_platforms", "cpu")
     config = _config()
@@ -236,7 +249,7 @@ def drive(workdirs: list[Path], mode: str, runs: int, timeout: float) -> list[di
     ports = _free_ports(2)
     procs = []
     for rank in (0, 1):
-        log = open(scratch / f"party{rank}.log", "w")
+        log = open(scratch / f"party{rank}.log", "w")  # noqa: SIM115 (closed after the party exits)
         cmd = [sys.executable, __file__, "party", str(scratch), "--rank", str(rank),
                "--ports", ",".join(map(str, ports)), "--runs", str(runs)]
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
@@ -295,7 +308,7 @@ def drive(workdirs: list[Path], mode: str, runs: int, timeout: float) -> list[di
 
 def party(workdir: Path, rank: int, ports: list[int], runs: int) -> None:
     import spu
-    import spu.libspu as libspu
+    from spu import libspu
 
     programs = pickle.loads((workdir / f"party{rank}.pkl").read_bytes())
     desc = libspu.link.Desc()
@@ -340,12 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--mode", choices=["public-weights", "shared-weights"], default="public-weights")
     run_p.add_argument("--runs", type=int, default=3)
     run_p.add_argument("--timeout", type=float, default=600.0)
+    plain_p = sub.add_parser("plain", help="evaluate the graphs in plaintext JAX only (converter check)")
+    plain_p.add_argument("workdirs", type=Path, nargs="+")
     party_p = sub.add_parser("party")
     party_p.add_argument("workdir", type=Path)
     party_p.add_argument("--rank", type=int, required=True)
     party_p.add_argument("--ports", required=True)
     party_p.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.cmd == "plain":
+        for workdir in args.workdirs:
+            np.save(workdir / "plain.npy", plain_output(workdir))
+        return 0
     if args.cmd == "party":
         party(args.workdir, args.rank, [int(p) for p in args.ports.split(",")], args.runs)
         return 0

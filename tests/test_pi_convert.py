@@ -1,0 +1,64 @@
+"""The torch -> JAX converter on many zoo forms, checked in plaintext (no 2PC): fast and exact."""
+
+import numpy as np
+import pytest
+import torch
+
+import relucut
+from relucut import ReLUPlan, create_model, find_sites
+from relucut.errors import RelucutError
+from relucut.pi.graph_export import export_graph
+from relucut.pi.measure import plain_outputs
+from relucut.plan import apply_plan
+
+
+def _randomize_bn(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_converted_graphs_equal_pytorch():
+    from fixtures.tv_resnet import TorchvisionResNet18
+
+    torch.manual_seed(0)
+    size = (3, 16, 16)
+    resnet = _randomize_bn(create_model("resnet18", num_classes=10, base_width=4, blocks=[1, 1, 1, 1], rho=0.5))
+    sites = find_sites(resnet, size)
+    mask = torch.zeros(sites.sites[3].shape, dtype=torch.bool)
+    mask[::2] = True  # a per-position mask on one site, another site dropped
+    plan = ReLUPlan().set_mask(sites.sites[3].name, mask).drop(sites.sites[5].name)
+    models = [
+        apply_plan(resnet, plan, size),  # avg-pool input resize, masked + dropped sites
+        _randomize_bn(create_model("vgg16", num_classes=10, alpha=0.125)),  # max-pool (ceil), torch.mean
+        _randomize_bn(create_model("mobilenet_v2", num_classes=10, alpha=0.25)),  # depthwise convs
+        _randomize_bn(TorchvisionResNet18(num_classes=10)),  # max-pool stem, a ReLU module reused
+    ]
+    for ref, plain in plain_outputs(models, size):
+        assert ref.shape == plain.shape
+        np.testing.assert_allclose(plain, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_graph_counts_match_relucut_count():
+    model = create_model("resnet18", num_classes=10, base_width=4, blocks=[1, 1, 1, 1])
+    sites = find_sites(model, (3, 16, 16))
+    plan = ReLUPlan.deepreduce(sites, cull=["s1"], thin=["s2"])
+    mask = torch.zeros(sites.sites[-1].shape, dtype=torch.bool)
+    mask.view(-1)[::5] = True
+    plan.set_mask(sites.sites[-1].name, mask)
+    planned = apply_plan(model, plan, (3, 16, 16)).eval()
+    graph = export_graph(planned, (3, 16, 16))
+    assert graph.relus == relucut.count(planned, (3, 16, 16)).relus
+    ops = [op["op"] for op in graph.ops]
+    assert "channel_affine" not in ops  # every BN followed a conv and was folded into it
+    assert ops.count("partial_relu") == 1
+
+
+def test_training_bn_without_statistics_is_an_error():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(RelucutError, match="running statistics"):
+        export_graph(model, (3, 8, 8))
