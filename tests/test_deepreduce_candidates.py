@@ -112,3 +112,16 @@ def test_stage_only_plan_keeps_one_stage():
     sites = find_sites(spec.build(), spec.input_size)
     assert stage_only_plan(sites, "s3").count(sites) == 65_536
     assert stage_only_plan(sites, "s1").count(sites) == 262_144
+
+
+def test_a_model_without_alpha_and_rho_gets_culling_and_thinning_only(tmp_path):
+    from rich.console import Console
+
+    from relucut.deepreduce.search import Search, SearchSettings
+
+    spec = ModelSpec("fixtures.tv_resnet:tv_resnet18")  # a factory that takes neither alpha nor rho
+    search = Search(SearchSettings(spec.to_dict(), "cifar10"), tmp_path, console=Console(quiet=True))
+    stages = search.stages()
+    cands = search.candidates(stages)
+    assert {c.step for c in cands} == {"culled", "thinned"} and len(cands) == 2 * (len(stages) - 1)
+    assert search.smallest_reachable() > 0

@@ -165,10 +165,11 @@ def _build(candidate: Candidate, base: ModelSpec):
     return spec, model
 
 
-def relu_counts(candidates: Sequence[Candidate], base: ModelSpec) -> dict[str, int]:
+def relu_counts(candidates: Sequence[Candidate], base: ModelSpec,
+                cache: dict[str, SiteMap] | None = None) -> dict[str, int]:
     """ReLUs per input of each candidate, by name; no MAC counting, and one trace per distinct
-    model shape, so it is cheap enough for budget checks before any training."""
-    sites_by_shape: dict[str, SiteMap] = {}
+    model shape (kept in ``cache`` across calls), so it is cheap enough for budget checks."""
+    sites_by_shape: dict[str, SiteMap] = {} if cache is None else cache
     out = {}
     for cand in candidates:
         spec = cand.spec(base)

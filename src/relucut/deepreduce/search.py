@@ -106,6 +106,9 @@ class Search:
         self.spec = settings.spec()
         self.base = settings.base_config()
         self.sites = find_sites(self.spec.build(), self.spec.input_size)
+        self._reshape_noted = False
+        self._caps: tuple[bool, list[str]] | None = None
+        self._sites_by_shape: dict = {}  # relu_counts' traces, shared by budget checks
 
     # -- settings ---------------------------------------------------------------------------------
     def check_settings(self) -> None:
@@ -213,18 +216,34 @@ class Search:
         return table
 
     # -- candidates -------------------------------------------------------------------------------
+    def _capabilities(self) -> tuple[bool, list[str]]:
+        """(one-block variants possible, reshaping arguments the factory lacks), probed once."""
+        if self._caps is None:
+            one_block = self.settings.one_block and "blocks" in _blocks_kwarg(self.spec)
+            self._caps = (one_block, [key for key in ("alpha", "rho") if not _builds_with(self.spec, key, 0.5)])
+        return self._caps
+
     def candidates(self, order: list[str]) -> list[Candidate]:
-        one_block = self.settings.one_block and "blocks" in _blocks_kwarg(self.spec)
-        return generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block)
+        one_block, missing = self._capabilities()
+        cands = generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block)
+        if missing and not self._reshape_noted:
+            self._reshape_noted = True
+            self.console.print(f"note: {self.spec.name} takes no {' or '.join(missing)} argument, so the search "
+                               "skips that reshaping (give the factory alpha/rho to get those candidates)",
+                               highlight=False)
+        return [c for c in cands if all(getattr(c, key) == 1.0 for key in missing)]
 
     def smallest_reachable(self) -> int:
         """The fewest ReLUs any criticality order can reach: the last culling iteration's smallest."""
         stages = self.stages()
         smallest = None
         for last in stages:
-            cands = [c for c in self.candidates([s for s in stages if s != last] + [last])
-                     if c.iteration == len(stages) - 1 and c.step in ("alpha+rho", "one-block")]
-            counts = relu_counts(cands, self.spec)
+            final_iteration = [c for c in self.candidates([s for s in stages if s != last] + [last])
+                               if c.iteration == len(stages) - 1 and c.thinned]
+            # thinned and most reshaped: alpha * rho^2 smallest (one-block variants count too)
+            least = min(c.alpha * c.rho ** 2 for c in final_iteration)
+            counts = relu_counts([c for c in final_iteration if c.alpha * c.rho ** 2 == least], self.spec,
+                                 self._sites_by_shape)
             low = min(counts.values())
             smallest = low if smallest is None else min(smallest, low)
         return int(smallest)
@@ -266,7 +285,7 @@ class Search:
         table = self.criticality(teacher, teacher_final)
         self.console.print(table.to_markdown(), highlight=False)
         cands = self.candidates(table.order)
-        counts = relu_counts(cands, self.spec)
+        counts = relu_counts(cands, self.spec, self._sites_by_shape)
         if budget is not None:
             _check_budget(budget, min(counts.values()))
             cands = [c for c in cands if counts[c.name] <= budget]  # only what the budget can use
@@ -290,6 +309,15 @@ def _check_budget(budget: int, smallest: int) -> None:
     if budget < smallest:
         raise RelucutError(f"no candidate fits a budget of {budget:,} ReLUs; the smallest reachable is "
                            f"{smallest:,} ReLUs; raise --budget to at least that")
+
+
+def _builds_with(spec: ModelSpec, key: str, value: float) -> bool:
+    """Whether the model factory accepts ``key`` (alpha / rho reshaping)."""
+    try:
+        ModelSpec(spec.name, spec.num_classes, spec.in_chans, spec.image_size, {**spec.kwargs, key: value}).build()
+        return True
+    except RelucutError:
+        return False
 
 
 def _blocks_kwarg(spec: ModelSpec) -> set[str]:
