@@ -135,6 +135,11 @@ def test_lr_follows_the_step_schedule(tmp_path, digits):
     assert lrs == pytest.approx([0.05, 0.025, 0.0125])
 
 
+def test_data_split_otherwise_than_the_config_says_is_refused(tmp_path, digits):
+    with pytest.raises(RelucutError, match="different seed"):
+        train(digits_config(epochs=1, seed=3), tmp_path, progress=False, data=digits)
+
+
 def test_spec_that_does_not_fit_the_dataset_is_refused(tmp_path, digits):
     cfg = TrainConfig(model=ModelSpec("resnet6").to_dict(), dataset="digits", epochs=1)
     with pytest.raises(RelucutError, match="inputs but digits images are 1x8x8"):

@@ -46,6 +46,8 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str] = field(default_factory=list)
+    # how val was carved ({"val_fraction", "seed", "val_from"}); None when built by hand
+    carve: dict | None = None
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -105,4 +107,5 @@ def make_splits(
 ) -> DataSplits:
     mean, std = channel_stats(train.images)
     rest, val = carve(train, val_fraction, seed, val_from)
-    return DataSplits(name, num_classes, rest, val, test, mean, std, list(classes or []))
+    how = {"val_fraction": val_fraction, "seed": seed, "val_from": val_from}
+    return DataSplits(name, num_classes, rest, val, test, mean, std, list(classes or []), how)

@@ -299,6 +299,16 @@ def truncate_metrics(path: Path, epochs_done: int) -> None:
 
 
 def check_compatible(cfg: TrainConfig, data: DataSplits) -> None:
+    if data.name != cfg.dataset:
+        raise RelucutError(f"the data given are {data.name} but the config trains on {cfg.dataset}")
+    if data.carve is not None:
+        wanted = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, "val_from": cfg.val_from}
+        differs = [k for k in wanted if data.carve.get(k) != wanted[k]]
+        if differs:
+            raise RelucutError(
+                f"the data given were split with a different {', '.join(differs)} than the config's; "
+                "load them with relucut.train.load_data(config)"
+            )
     spec = cfg.spec()
     chans, side = data.input_size[0], data.input_size[1]
     if spec.in_chans != chans or spec.image_size != side:
