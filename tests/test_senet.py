@@ -5,13 +5,16 @@ import random
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, one_thread, TOTAL_RELUS, tiny_data, trained_base
+from fixtures.finegrained import SPEC, TOTAL_RELUS, one_thread, tiny_data, trained_base
 
 from relucut import RelucutError, count, find_sites
 from relucut.finegrained import LearnableMaskSite, allocate_layer_budgets, export, load_export
 from relucut.finegrained.senet import SENetConfig, senet
 from relucut.finegrained.sensitivity import (
-    layer_budgets, preceding_convs, pruning_keep_fractions, relu_sensitivity,
+    layer_budgets,
+    preceding_convs,
+    pruning_keep_fractions,
+    relu_sensitivity,
 )
 
 _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
@@ -62,7 +65,7 @@ def test_pruning_keeps_the_density_overall():
     sizes = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     overall = sum(kept[n] * sizes[n] for n in sizes) / sum(sizes.values())
     assert overall == pytest.approx(0.2, abs=0.01)
-    assert len(set(round(v, 3) for v in kept.values())) > 1  # layers differ
+    assert len({round(v, 3) for v in kept.values()}) > 1  # layers differ
     with pytest.raises(RelucutError, match="--density"):
         pruning_keep_fractions(model, 1.5)
 

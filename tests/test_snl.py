@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, one_thread, TOTAL_RELUS, tiny_data, trained_base
+from fixtures.finegrained import SPEC, TOTAL_RELUS, one_thread, tiny_data, trained_base
 
 from relucut import RelucutError, count
 from relucut.finegrained import LearnableMaskSite, binarize_to_budget, export, install_mask_sites, load_export
@@ -21,8 +21,8 @@ def setup():
 
 
 def _cfg(budget, granularity, **kw):
-    base = dict(budget=budget, granularity=granularity, search_epochs=1, finetune_epochs=1, batch_size=64,
-                mask_lr=0.2, check_every=1, l1_init=1.0, l1_growth=2.0)
+    base = {"budget": budget, "granularity": granularity, "search_epochs": 1, "finetune_epochs": 1,
+            "batch_size": 64, "mask_lr": 0.2, "check_every": 1, "l1_init": 1.0, "l1_growth": 2.0}
     return SNLConfig(**{**base, **kw})
 
 

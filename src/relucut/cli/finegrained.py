@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, DatasetOpt, ModelArg, NumClassesOpt, RhoOpt, WidthsOpt, model_spec,
+    AlphaOpt,
+    BaseWidthOpt,
+    BlocksOpt,
+    DatasetOpt,
+    ModelArg,
+    NumClassesOpt,
+    RhoOpt,
+    WidthsOpt,
+    model_spec,
     parse_ints,
 )
 from relucut.errors import RelucutError
 
 BudgetOpt = Annotated[str, typer.Option("--budget", "-b", help="Global ReLU budget, e.g. 25000 or 25k.")]
-DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
-TeacherOpt = Annotated[Optional[str], typer.Option(
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
+TeacherOpt = Annotated[str | None, typer.Option(
     "--teacher", help="Trained all-ReLU run dir or checkpoint (relucut train): start point and KD teacher.")]
 BaseEpochsOpt = Annotated[int, typer.Option("--base-epochs", help="Without --teacher: epochs to train the all-ReLU base.")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")]
-OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder (default runs/METHOD-MODEL-DATASET-BUDGET).")]
+LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
+OutOpt = Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default runs/METHOD-MODEL-DATASET-BUDGET).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
 ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for evaluation.")]
@@ -71,7 +79,7 @@ def snl(
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate of the weights.")] = 0.01,
     mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
     l1_init: Annotated[float, typer.Option("--l1", help="Initial L1 coefficient (grows while the count stalls).")] = 0.1,
-    milestones: Annotated[Optional[str], typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8.")] = None,
+    milestones: Annotated[str | None, typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8.")] = None,
     teacher: TeacherOpt = None,
     base_epochs: BaseEpochsOpt = 10,
     data_dir: DataDirOpt = None,
@@ -82,10 +90,10 @@ def snl(
     quiet: QuietOpt = False,
 ) -> None:
     """SNL: learn per-pixel or per-channel ReLU masks with an adaptive L1 penalty down to BUDGET ReLUs."""
+    from relucut.cost import count
     from relucut.finegrained.budget import check_budget, parse_budget
     from relucut.finegrained.pipeline import run_snl
     from relucut.finegrained.snl import SNLConfig
-    from relucut.cost import count
 
     spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
     relus = parse_budget(budget)

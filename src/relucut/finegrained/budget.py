@@ -23,7 +23,7 @@ def parse_budget(text: str | int) -> int:
         raise RelucutError(f"--budget takes a ReLU count like 25000, 25k or 1.2m, got '{text}'") from None
     if not math.isclose(value, round(value)):
         raise RelucutError(f"--budget must be a whole number of ReLUs, got '{text}'")
-    return int(round(value))
+    return round(value)
 
 
 def check_budget(budget: int, total: int) -> int:
@@ -84,7 +84,7 @@ def allocate_layer_budgets(weights: dict[str, float], sizes: dict[str, int], bud
             w = {n: float(sizes[n] - alloc[n]) for n in open_layers}
         norm = sum(w.values())
         exact = {n: remaining * w[n] / norm for n in open_layers}
-        share = {n: int(math.floor(exact[n])) for n in open_layers}
+        share = {n: math.floor(exact[n]) for n in open_layers}
         short = remaining - sum(share.values())
         for n in sorted(open_layers, key=lambda n: (-(exact[n] - share[n]), n))[:short]:
             share[n] += 1

@@ -130,12 +130,13 @@ def run_epochs(
     batch_size: int = 128,
     weight_decay: float = 5e-4,
     extra_optimizer: torch.optim.Optimizer | None = None,
-    hooks: EpochHooks = EpochHooks(),
+    hooks: EpochHooks | None = None,
     seed: int = 0,
     label: str = "train",
     progress: bool = True,
 ) -> int:
     """SGD (momentum 0.9) over the model's trainable weights; returns the epochs run."""
+    hooks = hooks or EpochHooks()
     device = next(model.parameters()).device
     extra = {id(p) for g in (extra_optimizer.param_groups if extra_optimizer else []) for p in g["params"]}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in extra]

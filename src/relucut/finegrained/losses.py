@@ -51,9 +51,10 @@ def combined_loss(
     targets: torch.Tensor,
     student_maps: Sequence[torch.Tensor] = (),
     teacher_maps: Sequence[torch.Tensor] = (),
-    weights: LossWeights = LossWeights(),
+    weights: LossWeights | None = None,
 ) -> torch.Tensor:
-    """Eq. 2; without a teacher it is plain cross-entropy."""
+    """Eq. 2 (default weights: the paper's); without a teacher it is plain cross-entropy."""
+    weights = weights or LossWeights()
     ce = F.cross_entropy(student_logits, targets)
     if teacher_logits is None:
         return ce

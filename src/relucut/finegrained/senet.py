@@ -22,7 +22,12 @@ from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget
 from relucut.finegrained.common import KDLoss, block_paths, freeze_all
 from relucut.finegrained.gated import (
-    GatedBranch, block_sensitivity, gate_value, install_gates, remove_main_branches, set_gates,
+    GatedBranch,
+    block_sensitivity,
+    gate_value,
+    install_gates,
+    remove_main_branches,
+    set_gates,
 )
 from relucut.finegrained.loop import Data, EpochHooks, run_epochs, train_batches
 from relucut.finegrained.losses import LossWeights, combined_loss

@@ -56,7 +56,7 @@ def pruning_keep_fractions(model: nn.Module, density: float) -> dict[str, float]
         raise RelucutError(f"--density must be in (0, 1) (the fraction of weights pruning keeps), got {density}")
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
     magnitudes = torch.cat([m.weight.detach().abs().flatten().cpu() for m in convs.values()])
-    keep = max(1, int(round(density * magnitudes.numel())))
+    keep = max(1, round(density * magnitudes.numel()))
     threshold = torch.topk(magnitudes, keep).values.min()
     return {n: float((m.weight.detach().abs().cpu() >= threshold).float().mean()) for n, m in convs.items()}
 
