@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -272,8 +273,6 @@ def export_model(
 
 
 def recipe_bytes(recipe: Recipe) -> bytes:
-    import json
-
     return json.dumps(recipe.to_dict(), indent=1).encode()
 
 
