@@ -147,3 +147,11 @@ def test_saved_criticality_and_teacher_skip_their_phases(uninterrupted, tmp_path
     assert cfg["teacher"] == str((whole / "teacher").resolve())
     assert json.loads((out / "frontier.json").read_text())["criticality_order"] == \
         json.loads((whole / "criticality.json").read_text())["order"]
+
+
+def test_a_criticality_file_for_another_model_is_refused_before_training(uninterrupted, tmp_path):
+    whole, _ = uninterrupted
+    other = ["resnet18" if a == "resnet20" else a for a in TINY if a not in ("--blocks", "1,1,1")]
+    proc = run_cli("deepreduce", *other, "--out", tmp_path / "o", "--criticality", whole / "criticality.json")
+    assert_one_line_error(proc, "this model's are s1, s2, s3, s4")
+    assert not (tmp_path / "o").exists()

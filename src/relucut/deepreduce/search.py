@@ -277,6 +277,8 @@ class Search:
         return self.criticality(teacher, teacher_final)
 
     def run(self, budget: int | None = None) -> SearchOutcome:
+        if self.settings.criticality_file:  # a bad file is refused before any training
+            self._load_criticality(Path(self.settings.criticality_file))
         if budget is not None:  # refuse before writing or training anything
             _check_budget(budget, self.smallest_reachable())
         self.out.mkdir(parents=True, exist_ok=True)
