@@ -186,3 +186,20 @@ def test_export_refuses_a_directory_that_is_not_an_export(tmp_path):
     with pytest.raises(RelucutError, match="not a relucut export"):
         export_model(_spec("resnet6"), ReLUPlan(), None, tmp_path, onnx=False)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_user_model_with_a_reused_relu_exports_per_call(tmp_path):
+    """An fx-traced user model: its ReLU module is called twice; the plan drops one call only."""
+    spec = ModelSpec("fixtures.tv_resnet:TorchvisionResNet18", 10, 3, 16, {"width": 8})
+    sites = find_sites(spec.build(), spec.input_size)
+    channel = torch.zeros(sites["layer2_0_relu"].shape[0], 1, 1, dtype=torch.bool)
+    channel[::2] = True
+    plan = ReLUPlan().drop("layer1_0_relu").set_mask("layer2_0_relu", channel)
+    applied = _trained_like(spec, plan)
+    export_model(spec, plan, applied.state_dict(), tmp_path / "exp")
+    loaded = load_export(tmp_path / "exp")
+    x = torch.randn(2, *spec.input_size)
+    with torch.no_grad():
+        assert (loaded(x) - applied(x)).abs().max().item() <= 1e-4
+    assert count(loaded, spec.input_size).relus == plan.count(sites)
+    assert _onnx_relus(tmp_path / "exp" / ONNX_FILE) == len(sites) - 1
