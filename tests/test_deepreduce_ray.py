@@ -40,3 +40,15 @@ def test_ray_runs_jobs_and_sequential_skips_them(local_ray, tmp_path):
     here = SequentialExecutor(progress=False).run([TrainJob("here", tiny(1), tmp_path / "here")], lambda *a: None)
     assert here["here"]["best_val_acc"] == out["job1"]["best_val_acc"]
     assert here["here"]["test_acc"] == out["job1"]["test_acc"]
+
+
+def test_an_unreachable_address_fails_fast_with_a_fix():
+    from relucut import RelucutError
+    from relucut.deepreduce.executors import _check_reachable, make_executor
+
+    with pytest.raises(RelucutError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        _check_reachable("127.0.0.1:1", timeout_s=2)
+    with pytest.raises(RelucutError, match="not host:port"):
+        _check_reachable("nowhere")
+    with pytest.raises(RelucutError, match="--address is for --executor ray"):
+        make_executor("sequential", address="127.0.0.1:6379")

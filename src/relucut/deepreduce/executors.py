@@ -7,6 +7,7 @@ finished job is skipped and an interrupted one resumes from its last.pt wherever
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
+            _check_reachable(self.address)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
@@ -144,6 +146,21 @@ class RayExecutor:
             out[job.key] = final
             on_done(job, final, False)
         return out
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fails fast on a 'host:port' (or ray://host:port) nobody listens on: Ray itself retries forever."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RelucutError(f"--address '{address}' is not host:port (or ray://host:port, auto); fix it")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RelucutError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); "
+                           "start one (ray start --head) or fix --address") from None
 
 
 def make_executor(name: str, address: str | None = None, progress: bool = True, cpus_per_job: int = 1) -> Executor:
