@@ -5,14 +5,14 @@ import json
 import onnx
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
 from torch import nn
 
 import relucut
-from relucut import PartialReLU, ReLUPlan, ReLUSite, RelucutError, count, find_sites
+from relucut import PartialReLU, RelucutError, ReLUPlan, ReLUSite, count, find_sites
 from relucut.export import MODEL_FILE, ONNX_FILE, export_model, load_checkpoint, load_export, planned_model
 from relucut.models.registry import ModelSpec
 from relucut.recipe import RECIPE_FILE
-from conftest import assert_one_line_error, run_cli
 
 IMAGE = 8  # tiny inputs and widths keep the whole zoo under a few seconds per model
 

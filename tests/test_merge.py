@@ -4,11 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from relucut import ReLUPlan, count, create_model, find_sites, trace
+from relucut import ReLUPlan, count, find_sites, trace
 from relucut.export import planned_model, reduce_model
 from relucut.merge import (
-    bn_affine, combine, compose, conv_affine, fold_bn, fold_bn_pairs, identity_affine, propagate_shapes,
-    shallow_block, shallow_replacement,
+    bn_affine,
+    combine,
+    compose,
+    conv_affine,
+    fold_bn,
+    fold_bn_pairs,
+    identity_affine,
+    propagate_shapes,
+    shallow_block,
+    shallow_replacement,
 )
 from relucut.models.registry import ModelSpec
 from relucut.models.resnet import BasicBlock
@@ -136,7 +144,7 @@ def test_force_merges_more_but_default_never_raises_macs():
     applied = _randomize(planned_model(spec, plan))
     base = count(applied, spec.input_size)
     default, _ = reduce_model(applied, spec.input_size)
-    forced, steps = reduce_model(applied, spec.input_size, force=True)
+    forced, _ = reduce_model(applied, spec.input_size, force=True)
     assert count(default, spec.input_size).macs <= base.macs
     forced_cost = count(forced, spec.input_size)
     assert forced_cost.conv_depth < count(default, spec.input_size).conv_depth

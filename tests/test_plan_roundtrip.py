@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-
-from relucut import ReLUPlan, RelucutError, apply_plan_, count, create_model, find_sites
 from conftest import assert_one_line_error, run_cli
+
+from relucut import RelucutError, ReLUPlan, apply_plan_, count, create_model, find_sites
 
 SIZE = (3, 8, 8)
 

@@ -26,7 +26,7 @@ from torch import fx, nn
 import relucut
 from relucut.cost import CostReport, count
 from relucut.errors import RelucutError
-from relucut.merge import finish_rewrite, apply_transform, fold_bn_pairs, plan_and_merge, propagate_shapes
+from relucut.merge import apply_transform, finish_rewrite, fold_bn_pairs, plan_and_merge, propagate_shapes
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan, apply_plan
 from relucut.recipe import RECIPE_FILE, Recipe, is_export_dir
@@ -46,7 +46,7 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise RelucutError(f"checkpoint '{path}' does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
         raise RelucutError(f"cannot read checkpoint '{path}' ({exc.__class__.__name__}); "
                            "pass a file written by torch.save") from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
@@ -194,7 +194,7 @@ def _onnx_bytes(gm: nn.Module, input_size: tuple[int, ...]) -> bytes:
             warnings.simplefilter("ignore")
             torch.onnx.export(gm, (example,), buffer, dynamo=False, input_names=["input"],
                               output_names=["output"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; all mean "not exportable"
         raise RelucutError(f"ONNX export failed ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                            "pass --no-onnx to write the recipe and state_dict only") from None
     return buffer.getvalue()

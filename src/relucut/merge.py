@@ -20,8 +20,9 @@ basic block without its middle ReLU) never compose exactly; they also cost more 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

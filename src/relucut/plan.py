@@ -19,7 +19,7 @@ from torch import nn
 
 from relucut.errors import RelucutError
 from relucut.site_module import ReLUSite, is_site_module
-from relucut.sites import SiteMap, Site, is_site_node, sitify, trace
+from relucut.sites import Site, SiteMap, is_site_node, sitify, trace
 
 PLAN_FORMAT = "relucut.plan"
 PLAN_VERSION = 1

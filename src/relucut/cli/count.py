@@ -16,9 +16,9 @@ from relucut.cli.options import (
 )
 from relucut.cost import CostReport, count as count_cost
 from relucut.errors import RelucutError
-from relucut.recipe import is_export_dir
 from relucut.models.registry import list_models, model_doc
 from relucut.plan import ReLUPlan
+from relucut.recipe import is_export_dir
 from relucut.sites import find_sites
 
 console = Console()

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, JsonOpt, ModelArg, NumClassesOpt,
-    RhoOpt, ThinOpt, WidthsOpt, model_spec, parse_names,
+    AlphaOpt,
+    BaseWidthOpt,
+    BlocksOpt,
+    CullOpt,
+    DatasetOpt,
+    JsonOpt,
+    ModelArg,
+    NumClassesOpt,
+    RhoOpt,
+    ThinOpt,
+    WidthsOpt,
+    model_spec,
+    parse_names,
 )
 from relucut.errors import RelucutError
 from relucut.export import export_model, load_checkpoint
@@ -25,8 +36,8 @@ console = Console()
 def export(
     model: ModelArg,
     out: Annotated[str, typer.Option("--out", "-o", help="Directory to write recipe.json, model.pt, model.onnx.")],
-    plan: Annotated[Optional[str], typer.Option("--plan", help="The ReLU plan JSON to export under.")] = None,
-    checkpoint: Annotated[Optional[str], typer.Option(
+    plan: Annotated[str | None, typer.Option("--plan", help="The ReLU plan JSON to export under.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
         "--checkpoint", help="Weights of the plan-applied model (a state_dict, or a dict with 'model'); "
         "without it, fresh weights from --seed.")] = None,
     dataset: DatasetOpt = "cifar10",
