@@ -100,3 +100,40 @@ def test_senet_masks_match_layer_budgets_and_stay_frozen(tmp_path):
         assert torch.equal(site.mask, frozen[path])
     export(tmp_path, model, SPEC)
     assert count(load_export(tmp_path), SPEC.input_size).relus == 900
+
+
+class Killed(Exception):
+    pass
+
+
+def test_rerun_after_a_kill_resumes_to_the_same_model(tmp_path, monkeypatch):
+    import importlib
+
+    senet_module = importlib.import_module("relucut.finegrained.senet")  # the package re-exports senet()
+
+    data = tiny_data()
+    base = trained_base(data)
+    cfg = SENetConfig(budget=900, mask_epochs=1, finetune_epochs=3, milestones=[2], batch_size=64,
+                      shallow=True, dth=0.3)
+    straight = copy.deepcopy(base)
+    senet(straight, base, data, SPEC.input_size, cfg, progress=False)
+
+    real_gate = senet_module.gate_value
+
+    def kill_in_third_epoch(epoch, ramp, schedule):
+        if epoch == 2:
+            raise Killed
+        return real_gate(epoch, ramp, schedule)
+
+    monkeypatch.setattr(senet_module, "gate_value", kill_in_third_epoch)
+    with pytest.raises(Killed):
+        senet(copy.deepcopy(base), base, data, SPEC.input_size, cfg, progress=False, workdir=tmp_path)
+    assert (tmp_path / "senet_stage2.pt").is_file()
+    assert torch.load(tmp_path / "senet_finetune.pt")["epoch"] == 2
+    monkeypatch.setattr(senet_module, "gate_value", real_gate)
+    resumed = copy.deepcopy(base)
+    senet(resumed, base, data, SPEC.input_size, cfg, progress=False, workdir=tmp_path)
+    got, want = resumed.state_dict(), straight.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.allclose(got[key].float(), want[key].float(), atol=1e-6), key

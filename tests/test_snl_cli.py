@@ -21,6 +21,13 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
     for name in ("config.json", "result.json", "export/plan.json", "export/recipe.json", "export/model.pt"):
         assert (tmp_path / name).is_file()
     assert count(load_export(tmp_path / "export"), (1, 8, 8)).relus == result["result"]["relus"]
+    assert (tmp_path / "snl_search.pt").is_file() and (tmp_path / "snl_finetune.pt").is_file()
+    # the same command again resumes from the finished checkpoints; other settings are refused
+    again = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--search-epochs", "1", "--finetune-epochs", "1",
+                    "--granularity", "channel", "-o", tmp_path, check=True, env={"OMP_NUM_THREADS": "1"})
+    assert json.loads(again.stdout)["result"] == result["result"]
+    other = run_cli("snl", "resnet18", "--budget", "900", *TINY, "-o", tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert_one_line_error(other, "other settings")
 
 
 @pytest.mark.parametrize(

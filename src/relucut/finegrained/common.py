@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,3 +67,20 @@ def freeze_all(masks: dict[str, LearnableMaskSite], binary: dict[str, torch.Tens
 
 def total_relus(masks: dict[str, LearnableMaskSite]) -> int:
     return sum(s.active_relus(s.shape) for s in masks.values())
+
+
+def save_frozen(path: Path, model: nn.Module, extra: dict) -> None:
+    """Saves a model whose learnable sites are frozen: masks, weights and ``extra`` (atomically)."""
+    state = {"masks": {n: m.mask for n, m in mask_sites(model).items()}, "state": model.state_dict(), **extra}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def restore_frozen(model: nn.Module, input_size: tuple[int, ...], granularity: str, saved: dict) -> None:
+    """Rebuilds what :func:`save_frozen` saved on a fresh copy of the same base model."""
+    from relucut.finegrained.mask_site import install_mask_sites
+
+    _, masks = install_mask_sites(model, input_size, granularity)
+    freeze_all(masks, saved["masks"])
+    model.load_state_dict(saved["state"])

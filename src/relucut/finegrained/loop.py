@@ -7,8 +7,10 @@ the budget. Data are in-memory uint8 splits (``relucut.data``), normalized per c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -134,8 +136,13 @@ def run_epochs(
     seed: int = 0,
     label: str = "train",
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> int:
-    """SGD (momentum 0.9) over the model's trainable weights; returns the epochs run."""
+    """SGD (momentum 0.9) over the model's trainable weights; returns the epochs run.
+
+    With ``checkpoint``, the model, optimizers and data order are saved after every epoch, and a
+    rerun with the same arguments continues after the last finished epoch (after a kill).
+    """
     hooks = hooks or EpochHooks()
     device = next(model.parameters()).device
     extra = {id(p) for g in (extra_optimizer.param_groups if extra_optimizer else []) for p in g["params"]}
@@ -144,11 +151,15 @@ def run_epochs(
     gen = torch.Generator().manual_seed(seed)
     steps = (len(data.train) + batch_size - 1) // batch_size
     milestones = list(milestones or [])
+    start = _resume(checkpoint, model, opt, extra_optimizer, gen)
+    if start is not None and start[1]:
+        return start[0]  # this stage finished before
+    first = start[0] if start else 0
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(label, total=epochs * steps)
-        for epoch in range(epochs):
+        task = bar.add_task(label, total=epochs * steps, completed=first * steps)
+        for epoch in range(first, epochs):
             for group in opt.param_groups:
                 group["lr"] = step_lr(lr, epoch, milestones)
             if hooks.on_epoch_start:
@@ -169,5 +180,30 @@ def run_epochs(
                     return epoch + 1
             if hooks.on_epoch_end:
                 hooks.on_epoch_end(epoch)
+            _save(checkpoint, model, opt, extra_optimizer, gen, epoch + 1, done=False)
     recalibrate_bn(model, data, seed=seed)
+    _save(checkpoint, model, opt, extra_optimizer, gen, epochs, done=True)
     return epochs
+
+
+def _save(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generator, epoch: int, done: bool) -> None:
+    if path is None:
+        return
+    state = {"epoch": epoch, "done": done, "model": model.state_dict(), "opt": opt.state_dict(),
+             "extra": extra.state_dict() if extra else None, "gen": gen.get_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generator) -> tuple[int, bool] | None:
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location=next(model.parameters()).device)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    if extra is not None and state["extra"] is not None:
+        extra.load_state_dict(state["extra"])
+    gen.set_state(state["gen"])
+    return int(state["epoch"]), bool(state["done"])

@@ -3,7 +3,9 @@
 An output folder holds ``config.json`` (the resolved settings), ``base.pt`` (the all-ReLU model
 the method starts from and distills from; reused when present, so a rerun skips its training),
 ``export/`` (plan.json, recipe.json, model.pt, cost.json), ``export_ac/`` for an AC exit, and
-``result.json`` with the paper's Table 1/2 columns.
+``result.json`` with the paper's Table 1/2 columns. Stage results and fine-tuning epochs are
+checkpointed there too (``*_search.pt``, ``*_stage2.pt``, ``*_finetune.pt``): rerunning the same
+command after a kill resumes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from relucut.cost import count
+from relucut.errors import RelucutError
 from relucut.finegrained.artifact import export
 from relucut.finegrained.aux import AuxExit
 from relucut.finegrained.loop import Data, evaluate, run_epochs
@@ -66,17 +69,26 @@ def _write(out: Path, name: str, data: dict[str, Any]) -> None:
     atomic_write_text(out / name, json.dumps(data, indent=1))
 
 
+def _claim(out: Path, config: dict[str, Any]) -> None:
+    """Writes the resolved settings; a folder holding another run's settings is refused, since
+    its checkpoints would be resumed under the wrong settings."""
+    config = json.loads(json.dumps(config))
+    path = out / "config.json"
+    if path.is_file() and json.loads(path.read_text()) != config:
+        raise RelucutError(f"'{out}' holds a run with other settings; choose another --out, or delete it to restart")
+    _write(out, "config.json", config)
+
+
 def run_snl(spec: ModelSpec, data: Data, out: Path, cfg: SNLConfig, *, base_epochs: int = 10,
             teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    _write(out, "config.json", {"method": "snl", "model": spec.to_dict(), "base_epochs": base_epochs,
-                                "snl": cfg.to_dict()})
+    _claim(out, {"method": "snl", "model": spec.to_dict(), "base_epochs": base_epochs, "snl": cfg.to_dict()})
     start = time.time()
     base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress)
     base_cost = _base_cost(base, spec)
     base_acc = evaluate(base, data)
     model = copy.deepcopy(base)
-    res = snl(model, frozen_copy(base), data, spec.input_size, cfg, progress=progress)
+    res = snl(model, frozen_copy(base), data, spec.input_size, cfg, progress=progress, workdir=out)
     cost = export(out / "export", model, spec, meta={"method": "snl", "budget": cfg.budget})
     result = {
         "method": f"snl-{cfg.granularity}", "budget": cfg.budget, "baseline": {**base_cost, "accuracy": base_acc},
@@ -91,8 +103,7 @@ def run_snl(spec: ModelSpec, data: Data, out: Path, cfg: SNLConfig, *, base_epoc
 def run_senet(spec: ModelSpec, data: Data, out: Path, cfg: SENetConfig, *, base_epochs: int = 10,
               teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    _write(out, "config.json", {"method": "senet", "model": spec.to_dict(), "base_epochs": base_epochs,
-                                "senet": asdict(cfg)})
+    _claim(out, {"method": "senet", "model": spec.to_dict(), "base_epochs": base_epochs, "senet": asdict(cfg)})
     start = time.time()
     base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress)
     base_cost = _base_cost(base, spec)
@@ -103,7 +114,8 @@ def run_senet(spec: ModelSpec, data: Data, out: Path, cfg: SENetConfig, *, base_
     def after_stage2(m: nn.Module) -> None:
         stage2["accuracy"] = evaluate(m, data)
 
-    res = senet(model, frozen_copy(base), data, spec.input_size, cfg, progress=progress, after_stage2=after_stage2)
+    res = senet(model, frozen_copy(base), data, spec.input_size, cfg, progress=progress,
+                after_stage2=after_stage2, workdir=out)
     meta = {"method": "senet", "budget": cfg.budget, "shallow_blocks": res.shallow_blocks}
     cost = export(out / "export", model, spec, shallow_blocks=res.shallow_blocks, meta=meta)
     without_gb = {"relus": cfg.budget, "conv_depth": base_cost["conv_depth"], "macs": base_cost["macs"]}

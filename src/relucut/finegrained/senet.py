@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from torch import nn
 from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget
-from relucut.finegrained.common import KDLoss, block_paths, freeze_all
+from relucut.finegrained.common import KDLoss, block_paths, freeze_all, restore_frozen, save_frozen
 from relucut.finegrained.gated import (
     GatedBranch,
     block_sensitivity,
@@ -111,10 +112,13 @@ def _block_sites(sites) -> dict[str, list[str]]:
 
 
 def senet(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int, ...], cfg: SENetConfig,
-          progress: bool = True, after_stage2: Callable[[nn.Module], None] | None = None) -> SENetResult:
+          progress: bool = True, after_stage2: Callable[[nn.Module], None] | None = None,
+          workdir: Path | None = None) -> SENetResult:
     """Runs the three stages on ``model`` in place; ``model`` should hold trained all-ReLU weights.
 
-    ``after_stage2(model)`` is called once the masks are frozen, before fine-tuning.
+    ``after_stage2(model)`` is called once the masks are frozen, before fine-tuning. With
+    ``workdir``, the stage-2 result and every fine-tuning epoch are saved there, and a rerun after
+    a kill continues from them.
     """
     torch.manual_seed(cfg.seed)
     teacher = copy.deepcopy(teacher).eval()
@@ -124,22 +128,30 @@ def senet(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[in
     check_budget(cfg.budget, sum(s.numel for s in sites))
     if cfg.shallow and not 0.0 < cfg.dth < 1.0:
         raise RelucutError(f"--dth must be in (0, 1) (a ReLU sensitivity), got {cfg.dth}")
-    # stage 1
-    sensitivity = relu_sensitivity(model, cfg.density)
-    budget = layer_budgets(sites, sensitivity, cfg.budget)
-    # stage 2
-    _, masks = install_mask_sites(model, input_size, "pixel")
-    relu_effect_scores(model, masks, data)
-    for name, site in masks.items():
-        site.use_topk(budget[name])
     weights = LossWeights(lam=cfg.lam, beta=cfg.beta, rho=cfg.rho)
     pram_paths = block_paths(model)
-    if cfg.mask_epochs:
-        run_epochs(model, data, KDLoss(model, teacher, LossWeights(cfg.lam, 0.0, cfg.rho)),
-                   epochs=cfg.mask_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                   extra_optimizer=torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr),
-                   seed=cfg.seed, label="SENet masks", progress=progress)
-    freeze_all(masks)
+    cache = workdir / "senet_stage2.pt" if workdir else None
+    if cache is not None and cache.is_file():  # stages 1 and 2 finished before a kill
+        saved = torch.load(cache, map_location="cpu")
+        sensitivity, budget = saved["sensitivity"], saved["layer_budget"]
+        restore_frozen(model, input_size, "pixel", saved)
+    else:
+        # stage 1
+        sensitivity = relu_sensitivity(model, cfg.density)
+        budget = layer_budgets(sites, sensitivity, cfg.budget)
+        # stage 2
+        _, masks = install_mask_sites(model, input_size, "pixel")
+        relu_effect_scores(model, masks, data)
+        for name, site in masks.items():
+            site.use_topk(budget[name])
+        if cfg.mask_epochs:
+            run_epochs(model, data, KDLoss(model, teacher, LossWeights(cfg.lam, 0.0, cfg.rho)),
+                       epochs=cfg.mask_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                       extra_optimizer=torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr),
+                       seed=cfg.seed, label="SENet masks", progress=progress)
+        freeze_all(masks)
+        if cache is not None:
+            save_frozen(cache, model, {"sensitivity": sensitivity, "layer_budget": budget})
     if after_stage2 is not None:
         after_stage2(model)
     # stage 3
@@ -167,7 +179,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[in
         if cfg.finetune_epochs:
             run_epochs(model, data, loss, epochs=cfg.finetune_epochs, lr=cfg.lr, milestones=cfg.milestones,
                        batch_size=cfg.batch_size, hooks=hooks, seed=cfg.seed + 1, label="SENet fine-tune",
-                       progress=progress)
+                       progress=progress, checkpoint=workdir / "senet_finetune.pt" if workdir else None)
     finally:
         loss.close()
         if tap:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from relucut.finegrained.budget import binarize_to_budget, check_budget
-from relucut.finegrained.common import KDLoss, freeze_all, total_relus
+from relucut.finegrained.common import KDLoss, freeze_all, restore_frozen, save_frozen, total_relus
 from relucut.finegrained.loop import Data, EpochHooks, run_epochs
 from relucut.finegrained.losses import LossWeights
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
@@ -62,21 +63,34 @@ def frozen_copy(teacher: nn.Module) -> nn.Module:
 
 
 def snl(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int, ...], cfg: SNLConfig,
-        progress: bool = True) -> SNLResult:
-    """Runs the search and fine-tuning on ``model`` in place (it ends with frozen masks)."""
+        progress: bool = True, workdir: Path | None = None) -> SNLResult:
+    """Runs the search and fine-tuning on ``model`` in place (it ends with frozen masks).
+
+    With ``workdir`` the searched masks and every fine-tuning epoch are saved there, and a rerun
+    after a kill continues from them.
+    """
     teacher = frozen_copy(teacher)
-    result = snl_search(model, teacher, data, input_size, cfg, progress)
-    snl_finetune(model, teacher, data, cfg, progress)
+    cache = workdir / "snl_search.pt" if workdir else None
+    if cache is not None and cache.is_file():
+        saved = torch.load(cache, map_location="cpu")
+        restore_frozen(model, input_size, cfg.granularity, saved)
+        result = SNLResult(model, **saved["result"])
+    else:
+        result = snl_search(model, teacher, data, input_size, cfg, progress)
+        if cache is not None:
+            save_frozen(cache, model, {"result": {k: v for k, v in vars(result).items() if k != "model"}})
+    snl_finetune(model, teacher, data, cfg, progress, checkpoint=workdir / "snl_finetune.pt" if workdir else None)
     return result
 
 
-def snl_finetune(model: nn.Module, teacher: nn.Module, data: Data, cfg: SNLConfig, progress: bool = True) -> None:
+def snl_finetune(model: nn.Module, teacher: nn.Module, data: Data, cfg: SNLConfig, progress: bool = True,
+                 checkpoint: Path | None = None) -> None:
     """KD fine-tuning with the masks frozen (only weights train)."""
     if cfg.finetune_epochs:
         weights = LossWeights(lam=cfg.lam, beta=0.0, rho=cfg.rho)
         run_epochs(model, data, KDLoss(model, teacher, weights), epochs=cfg.finetune_epochs, lr=cfg.lr,
                    milestones=cfg.milestones, batch_size=cfg.batch_size, seed=cfg.seed + 1,
-                   label="SNL fine-tune", progress=progress)
+                   label="SNL fine-tune", progress=progress, checkpoint=checkpoint)
 
 
 def snl_search(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int, ...], cfg: SNLConfig,
