@@ -68,10 +68,6 @@ class SearchSettings:
         cfg.resolved()  # checks values early, before any training
         return cfg
 
-    @property
-    def epochs(self) -> int:
-        return int(self.base_config().epochs)
-
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -97,6 +93,9 @@ def _pct(acc: float | None) -> float | None:
 
 
 class Search:
+    """One DeepReDuce search in ``out``: ``run()`` for the frontier, ``run_criticality()`` for the
+    criticality table alone. Every phase goes through ``executor`` as resumable training jobs."""
+
     def __init__(self, settings: SearchSettings, out: str | Path, executor: Executor | None = None,
                  console: Console | None = None):
         self.settings = settings
