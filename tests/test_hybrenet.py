@@ -69,3 +69,25 @@ def test_cli_counts_an_unlisted_hrn():
     # stem 4·1024 + s1 2·4·1024 + s2 2·24·256 + s3 2·120·64 + s4 2·240·16
     assert report["relus"] == 4096 + 8192 + 12288 + 15360 + 7680
     assert_one_line_error(run_cli("count", "hrn_5x5x3x", "--widths", "1,2,3,4"), "drop --widths")
+
+
+def test_register_family_resolves_patterns_after_fixed_names(monkeypatch):
+    from torch import nn
+
+    from relucut.models import registry
+    from relucut.models.registry import create_model as build, register_family, resolve_factory
+
+    monkeypatch.setattr(registry, "_FAMILIES", list(registry._FAMILIES))  # leave the real list untouched
+
+    def builder(match):
+        def factory(num_classes=10, in_chans=3):
+            return nn.Linear(int(match.group(1)), num_classes)
+
+        return factory
+
+    register_family(r"testfamily_(\d+)", builder)
+    assert build("testfamily_7", num_classes=3).weight.shape == (3, 7)
+    with pytest.raises(RelucutError, match="unknown model"):
+        build("testfamily_x")
+    register_family(r"hrn_2x2x2x", builder)  # a listed name is never shadowed by a pattern
+    assert resolve_factory("hrn_2x2x2x").__name__ == "hrn_2x2x2x"
