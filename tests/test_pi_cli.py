@@ -78,3 +78,11 @@ def test_calibrate_writes_a_profile_estimate_reads(tmp_path):
     assert est.online_s == pytest.approx(557_056 * 5e-5 + 17 * 0.02, rel=1e-3)
     with pytest.raises(RelucutError, match="not found"):
         read_measurements([tmp_path / "nope.json"])
+
+
+def test_count_shows_the_delphi_estimate():
+    proc = run_cli("count", "resnet18", "--dataset", "cifar100", "--cull", "stem,s1", "--json", check=True)
+    data = json.loads(proc.stdout)
+    assert data["relus"] == 229_376
+    assert data["pi_estimate"]["protocol"] == "delphi"
+    assert abs(data["pi_estimate"]["online_s"] / 4.61 - 1) < 0.25  # DeepReDuce Table 4, first row

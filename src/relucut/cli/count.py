@@ -95,10 +95,17 @@ def count(
 
 
 def _show(report: CostReport, as_json: bool, title: str) -> None:
+    from relucut.pi import estimate  # the PI cost model: estimated DELPHI latency beside the ReLUs
+
+    est = estimate(report, "delphi")
+    report.meta["pi_estimate"] = {"protocol": est.protocol, "online_s": est.online_s, "offline_s": est.offline_s,
+                                  "online_bytes": est.online_bytes, "offline_bytes": est.offline_bytes}
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:
         print_report(report, title)
+        console.print(f"estimated private inference (DELPHI, `relucut pi estimate`): online {est.online_s:.2f} s, "
+                      f"offline {est.offline_s:.1f} s")
 
 
 @app.command()
