@@ -1,5 +1,6 @@
 """Capacity–criticality designs (exact ReLUs <= budget, the regime switch) and the trained pipeline."""
 
+import dataclasses
 import json
 
 import pytest
@@ -78,6 +79,8 @@ def test_pipeline_trains_both_networks_per_budget_and_resumes(tmp_path):
     before = (tmp_path / "300_hybrenet" / "final.json").stat().st_mtime_ns
     again = train_designs(settings, config, tmp_path, progress=False)
     assert again == rows and (tmp_path / "300_hybrenet" / "final.json").stat().st_mtime_ns == before
+    with pytest.raises(RelucutError, match="pass a new --out"):  # another recipe must not reuse those runs
+        train_designs(settings, dataclasses.replace(config, epochs=2), tmp_path, progress=False)
     assert len(summary_rows(rows)) == 2
 
 

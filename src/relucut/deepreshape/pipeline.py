@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relucut.deepreshape.capacity import BudgetDesign, design_for_budget
+from relucut.errors import RelucutError
 from relucut.models.hybrenet import parse_hrn_name
 from relucut.plan import atomic_write_text
 
@@ -70,20 +71,31 @@ def train_designs(
     for per_budget in designs(settings):
         for role, design in per_budget.items():
             run_dir = out / f"{design.budget}_{role}"
-            final_file = run_dir / "final.json"
-            if final_file.is_file():
-                final = json.loads(final_file.read_text())
+            plan = design.plan(settings.num_classes, settings.input_size)
+            cfg = dataclasses.replace(
+                train_config,
+                model=design.spec(settings.num_classes, settings.input_size).to_dict(),
+                plan=plan.to_dict() if plan.decisions else None,
+            )
+            if (run_dir / "final.json").is_file():
+                _check_same_run(run_dir, cfg)
+                final = json.loads((run_dir / "final.json").read_text())
             else:
-                plan = design.plan(settings.num_classes, settings.input_size)
-                cfg = dataclasses.replace(
-                    train_config,
-                    model=design.spec(settings.num_classes, settings.input_size).to_dict(),
-                    plan=plan.to_dict() if plan.decisions else None,
-                )
                 final = train(cfg, run_dir, data=data, progress=progress)
             rows.append({"role": role, **design.to_dict(), **_accuracy(final)})
             atomic_write_text(out / RESULTS_FILE, json.dumps(rows, indent=1))
     return rows
+
+
+def _check_same_run(run_dir: Path, cfg: Any) -> None:
+    """A finished run dir is reused only for the very design and recipe it was trained with."""
+    from relucut.train import TrainConfig
+
+    differs = cfg.resolved().differences(TrainConfig.load(run_dir / "config.json"))
+    if differs:
+        raise RelucutError(
+            f"'{run_dir}' holds a finished run with different {', '.join(differs)}; pass a new --out"
+        )
 
 
 def _accuracy(final: dict[str, Any]) -> dict[str, Any]:
