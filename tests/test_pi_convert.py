@@ -22,8 +22,11 @@ def _randomize_bn(model):
     return model.eval()
 
 
-def test_converted_graphs_equal_pytorch():
+def test_converted_graphs_equal_pytorch(tmp_path):
     from fixtures.tv_resnet import TorchvisionResNet18
+
+    from relucut.export import export_model, load_export
+    from relucut.models.registry import ModelSpec
 
     torch.manual_seed(0)
     size = (3, 16, 16)
@@ -32,7 +35,18 @@ def test_converted_graphs_equal_pytorch():
     mask = torch.zeros(sites.sites[3].shape, dtype=torch.bool)
     mask[::2] = True  # a per-position mask on one site, another site dropped
     plan = ReLUPlan().set_mask(sites.sites[3].name, mask).drop(sites.sites[5].name)
+    spec = ModelSpec(name="resnet18", num_classes=10, in_chans=3, image_size=16,
+                     kwargs={"base_width": 4, "blocks": [1, 1, 1, 1]})
+    export_sites = find_sites(spec.build(), size)
+    export_plan = ReLUPlan.deepreduce(export_sites, cull=["s1"])
+    last = export_sites.sites[-1]
+    export_plan.set_mask(last.name, torch.ones(last.shape, dtype=torch.bool).tril())  # (32, 2, 2): 3 of 4 kept
+    export_model(spec, export_plan, None, tmp_path / "exp", onnx=False)
+    exported = load_export(tmp_path / "exp")
+    partial = [m for m in exported.modules() if isinstance(m, relucut.PartialReLU)]
+    assert len(partial) == 1 and partial[0].index.numel() == 3 * last.numel // 4
     models = [
+        exported,  # PartialReLU (gather -> ReLU -> gather), merged convs
         apply_plan(resnet, plan, size),  # avg-pool input resize, masked + dropped sites
         _randomize_bn(create_model("vgg16", num_classes=10, alpha=0.125)),  # max-pool (ceil), torch.mean
         _randomize_bn(create_model("mobilenet_v2", num_classes=10, alpha=0.25)),  # depthwise convs
