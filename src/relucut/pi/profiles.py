@@ -183,7 +183,7 @@ def load_profile(path: str | Path) -> Profile:
         raise RelucutError(f"profile file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
     if not isinstance(data, dict):
         raise RelucutError(f"profile file {path} must hold one object of profile fields")
-    base = get_profile(str(data.get("base", data.get("name", "delphi"))))
+    base = get_profile(str(data.get("base", "delphi")))
     data = {**data, "name": data.get("name", base.name)}
     return with_overrides(base, data)
 
