@@ -2,7 +2,7 @@
 
 Splits (the shared data's README): train = a prefix of the first 45,000 images, validation (model
 selection) = images 44,000-44,999, test = the held-out last 5,000 (second half of data_batch_5).
-Writes bench/results/deepreshape_cifar10.{json,md}; the run dirs under --out make it resume.
+Writes bench/results/<--name>.{json,md} (default deepreshape_cifar10); the run dirs under --out make it resume.
 
     nice -n 10 .venv/bin/python bench/deepreshape_cifar.py --data-dir /work/shared/data/cifar-10-batches-py
 """
@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench_deepreshape")
     ap.add_argument("--results", default="bench/results")
+    ap.add_argument("--name", default="deepreshape_cifar10", help="Stem of the result files.")
     args = ap.parse_args()
     if not 2 <= args.train_images <= VAL.start:
         raise SystemExit(f"--train-images must be in [2, {VAL.start}] (the validation images follow)")
@@ -88,10 +89,10 @@ def main() -> None:
     rows = train_designs(settings, config, args.out, data=cifar_splits(args.data_dir))
     wall = time.perf_counter() - started
     results = Path(args.results)
-    atomic_write_text(results / "deepreshape_cifar10.json", json.dumps(
+    atomic_write_text(results / f"{args.name}.json", json.dumps(
         {"args": vars(args), "settings": settings.to_dict(), "train": config.to_dict(), "rows": rows,
          "wall_seconds": wall}, indent=1))
-    atomic_write_text(results / "deepreshape_cifar10.md", markdown(rows, args, wall))
+    atomic_write_text(results / f"{args.name}.md", markdown(rows, args, wall))
     print(markdown(rows, args, wall))
 
 
