@@ -122,13 +122,13 @@ def main() -> None:
     shutil.copyfile(out / "search" / "pareto.png", RESULTS / "deepreduce_cifar10_pareto.png")
     lines = [
         "# DeepReDuce on CIFAR-10 at CPU scale", "",
-        "ResNet18, base width 8, inputs down-scaled to 16x16 (base rho 0.5), trained on the first "
+        ("ResNet18, base width 8, inputs down-scaled to 16x16 (base rho 0.5), trained on the first "
         f"{args.limit_train:,} of the 45,000 training images; validation = seeded 10% of the 45k (selection); "
         "test = the held-out last 5,000 images. SGD lr 0.05 cosine, batch 64, KD T=4 weight 0.9, "
         f"teacher {args.teacher_epochs} epochs, stage networks {args.criticality_epochs}, "
-        f"candidates {args.epochs}; one CPU thread.", "",
-        f"Teacher: val {100 * teacher_final.get('best_val_acc', 0):.2f}%, test "
-        f"{100 * (teacher_final.get('test_acc') or 0):.2f}%.", "",
+        f"candidates {args.epochs}; one CPU thread."), "",
+        (f"Teacher: val {100 * teacher_final.get('best_val_acc', 0):.2f}%, test "
+        f"{100 * (teacher_final.get('test_acc') or 0):.2f}%."), "",
         crit.to_markdown(), "",
         markdown_table(outcome.frontier, "## Pareto frontier (validation accuracy)"), "",
         "## Table 2 control: thinning vs alpha = 0.5 at equal ReLUs (KD)", "",
@@ -138,8 +138,8 @@ def main() -> None:
     for t in table2:
         lines.append(f"| {'+'.join(s.upper() for s in t['culled'] if s != 'stem')} | {t['relus_thinned']:,} "
                      f"| {t['val_thinned']:.2f} | {t['val_alpha']:.2f} | {t['test_thinned']:.2f} | {t['test_alpha']:.2f} |")
-    lines += ["", f"Training time of all {len(list(out.rglob('final.json')))} runs: {train_seconds / 60:.1f} min "
-              "(one CPU thread, on a 2-core machine shared with other jobs; evaluation and start-up excluded)."]
+    lines += ["", (f"Training time of all {len(list(out.rglob('final.json')))} runs: {train_seconds / 60:.1f} min "
+              "(one CPU thread, on a 2-core machine shared with other jobs; evaluation and start-up excluded).")]
     atomic_write_text(RESULTS / "deepreduce_cifar10.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"done in {seconds:.0f} s (this invocation)")

@@ -4,7 +4,11 @@ import pytest
 
 from relucut import ModelSpec, RelucutError, find_sites
 from relucut.deepreduce.candidates import (
-    Candidate, cost_candidate, relu_counts, generate_candidates, stage_blocks_of,
+    Candidate,
+    cost_candidate,
+    generate_candidates,
+    relu_counts,
+    stage_blocks_of,
 )
 from relucut.deepreduce.criticality import criticality_order, criticality_scores, stage_only_plan
 

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from relucut import RelucutError
 from relucut.deepreduce.frontier import (
-    CandidateResult, best_under_budget, mark_frontier, markdown_table, pareto_indices, parse_budget, to_csv,
+    CandidateResult,
+    best_under_budget,
+    mark_frontier,
+    markdown_table,
+    pareto_indices,
+    parse_budget,
+    to_csv,
     write_frontier,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,7 +13,15 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, DatasetOpt, ModelArg, NumClassesOpt, RhoOpt, WidthsOpt, model_spec,
+    AlphaOpt,
+    BaseWidthOpt,
+    BlocksOpt,
+    DatasetOpt,
+    ModelArg,
+    NumClassesOpt,
+    RhoOpt,
+    WidthsOpt,
+    model_spec,
 )
 from relucut.errors import RelucutError
 
@@ -21,22 +29,22 @@ from relucut.errors import RelucutError
 console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=140)
 
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Search directory; rerun the same command to resume.")]
-DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
 ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for selection.")]
-TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="A trained full-ReLU run dir or checkpoint (else one is trained).")]
+TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="A trained full-ReLU run dir or checkpoint (else one is trained).")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs for the teacher and every candidate.")]
-CritEpochsOpt = Annotated[Optional[int], typer.Option("--criticality-epochs", help="Fewer epochs for the stage networks: a proxy schedule (recorded).")]
+CritEpochsOpt = Annotated[int | None, typer.Option("--criticality-epochs", help="Fewer epochs for the stage networks: a proxy schedule (recorded).")]
 KdOnlyOpt = Annotated[bool, typer.Option("--criticality-kd-only", help="Skip the stage networks without KD (C_k uses the KD ones).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD).")]
 ScheduleOpt = Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")]
 StepOpt = Annotated[int, typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs.")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads in this process.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads in this process.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (one job per worker, a GPU each if any).")]
-AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")]
 CpusOpt = Annotated[int, typer.Option("--cpus-per-job", help="Ray: CPUs (and torch threads) per training job.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress bars.")]
 
@@ -159,12 +167,12 @@ def deepreduce(
     data_dir: DataDirOpt = None,
     val_fraction: ValFractionOpt = 0.1,
     teacher: TeacherOpt = None,
-    criticality_file: Annotated[Optional[str], typer.Option("--criticality", help="A saved criticality.json (else computed).")] = None,
+    criticality_file: Annotated[str | None, typer.Option("--criticality", help="A saved criticality.json (else computed).")] = None,
     epochs: EpochsOpt = 120,
     criticality_epochs: CritEpochsOpt = None,
     kd_only: KdOnlyOpt = False,
     one_block: Annotated[bool, typer.Option("--one-block/--no-one-block", help="Add the S* (one block per ReLU stage) candidates.")] = True,
-    budget: Annotated[Optional[str], typer.Option("--budget", help="Train only what fits, and return the best network under this many ReLUs (50k, 1.5M).")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="Train only what fits, and return the best network under this many ReLUs (50k, 1.5M).")] = None,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
     schedule: ScheduleOpt = "step",

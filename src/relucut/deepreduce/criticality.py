@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from relucut.deepreduce.candidates import STEM
 from relucut.errors import RelucutError
 from relucut.plan import ReLUPlan
 from relucut.sites import SiteMap
-
-from relucut.deepreduce.candidates import STEM
 
 CRITICALITY_WEIGHT = 0.07
 FORMAT = "relucut.criticality"
@@ -107,8 +106,8 @@ class CriticalityTable:
             return "-" if v is None else f"{v:.2f}"
 
         lines = [
-            f"Stage criticality of {self.model.get('name', '?')} on {self.dataset} "
-            f"(C_k from {self.selection}, w = {self.weight:g}; schedule: {describe_schedule(self.schedule)})",
+            (f"Stage criticality of {self.model.get('name', '?')} on {self.dataset} "
+            f"(C_k from {self.selection}, w = {self.weight:g}; schedule: {describe_schedule(self.schedule)})"),
             "",
             "| stage | #ReLUs | val w/o KD | val w/ KD | test w/o KD | test w/ KD | C_k |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -133,6 +132,12 @@ def describe_schedule(schedule: Mapping[str, Any]) -> str:
 
 
 __all__ = [
-    "CRITICALITY_WEIGHT", "CriticalityTable", "StageCriticality", "criticality_order", "criticality_scores",
-    "describe_schedule", "stage_only_plan", "STEM",
+    "CRITICALITY_WEIGHT",
+    "STEM",
+    "CriticalityTable",
+    "StageCriticality",
+    "criticality_order",
+    "criticality_scores",
+    "describe_schedule",
+    "stage_only_plan",
 ]

@@ -82,7 +82,8 @@ def _train_remote(config: dict, run_dir: str, threads: int) -> dict:
     """Runs on a Ray worker: one job, with as many torch threads as CPUs it was given."""
     import torch
 
-    from relucut.train import TrainConfig as Config, train
+    from relucut.train import TrainConfig as Config
+    from relucut.train import train
 
     torch.set_num_threads(max(1, threads))
     return train(Config.from_dict(config), run_dir, progress=False)

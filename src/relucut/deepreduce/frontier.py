@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from relucut.deepreduce.candidates import STEM, Candidate
 from relucut.errors import RelucutError
 from relucut.plan import atomic_write_text
-
-from relucut.deepreduce.candidates import STEM, Candidate
 
 
 @dataclass
@@ -106,7 +105,7 @@ def parse_budget(text: str) -> int:
     value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[match.group(2).lower()]
     if value < 1:
         raise RelucutError(f"--budget must be at least 1 ReLU, got '{text}'")
-    return int(round(value))
+    return round(value)
 
 
 def best_under_budget(results: Sequence[CandidateResult], budget: int) -> CandidateResult:
@@ -141,8 +140,8 @@ def markdown_table(rows: Sequence[CandidateResult], title: str = "") -> str:
     """Rows in the layout of DeepReDuce's Table 4 (the stem ReLU is always culled)."""
     lines = [title, ""] if title else []
     lines += [
-        "| Culled | Thinned | Channel (alpha) | Fmap (rho) | #ReLU | MACs | Val acc (%) | Test acc (%) "
-        "| Est. PI latency (s) | Val acc / kReLU |",
+        ("| Culled | Thinned | Channel (alpha) | Fmap (rho) | #ReLU | MACs | Val acc (%) | Test acc (%) "
+        "| Est. PI latency (s) | Val acc / kReLU |"),
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:

@@ -7,9 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from relucut.errors import RelucutError
-
 from relucut.deepreduce.frontier import CandidateResult
+from relucut.errors import RelucutError
 
 STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
 

@@ -20,21 +20,25 @@ from typing import Any
 
 from rich.console import Console
 
-from relucut.errors import RelucutError
-from relucut.models.registry import ModelSpec
-from relucut.plan import atomic_write_text
-from relucut.sites import find_sites
-from relucut.train import TrainConfig
-from relucut.train.checkpoint import find_checkpoint
-
 from relucut.deepreduce.candidates import (
-    STEM, Candidate, cost_candidate, generate_candidates, relu_counts, stage_blocks_of,
+    STEM,
+    Candidate,
+    cost_candidate,
+    generate_candidates,
+    relu_counts,
+    stage_blocks_of,
 )
 from relucut.deepreduce.criticality import CriticalityTable, StageCriticality, stage_only_plan
 from relucut.deepreduce.executors import Executor, SequentialExecutor, TrainJob
 from relucut.deepreduce.frontier import CandidateResult, best_under_budget, write_frontier
 from relucut.deepreduce.latency import estimate_latency_s
 from relucut.deepreduce.plot import plot_frontier
+from relucut.errors import RelucutError
+from relucut.models.registry import ModelSpec
+from relucut.plan import atomic_write_text
+from relucut.sites import find_sites
+from relucut.train import TrainConfig
+from relucut.train.checkpoint import find_checkpoint
 
 SEARCH_FORMAT = "relucut.deepreduce"
 # settings that change how a search runs, not what it computes: a rerun may change them
