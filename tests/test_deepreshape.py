@@ -54,6 +54,8 @@ def test_lower_budgets_cull_more():
 def test_budget_below_the_smallest_design_is_an_error():
     with pytest.raises(RelucutError, match="below the smallest design"):
         design_for_budget(10, (5, 5, 3), ORDER, input_size=SMALL)
+    with pytest.raises(RelucutError, match="rank each of the 4 stages"):
+        design_for_budget(1_000, (5, 5, 3), (2, 1, 3), input_size=SMALL)
 
 
 def test_parse_budgets():

@@ -119,6 +119,8 @@ def design_for_budget(
     if budget < 1 or min_width < 1:
         raise RelucutError(f"budget and min width must be >= 1, got {budget} and {min_width}")
     blocks = tuple(blocks)
+    if sorted(order) != list(range(len(blocks))):
+        raise RelucutError(f"the order must rank each of the {len(blocks)} stages once, got {tuple(order)}")
     widen_m = budget // _per_width(equalized, blocks, input_size)
     if widen_m >= min_width:
         return _final(budget, "widen", equalized, blocks, widen_m, (), (), input_size, num_classes)
