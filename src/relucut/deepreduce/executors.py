@@ -57,11 +57,12 @@ class SequentialExecutor:
         self._data: dict[tuple, Any] = {}
 
     def _dataset(self, cfg: TrainConfig):
-        from relucut.data import load_dataset
+        from relucut.train import load_data
 
-        key = (cfg.dataset.lower(), cfg.data_dir, cfg.val_fraction, cfg.seed)
+        # everything that shapes the split or the pixels: the training engine checks the same fields
+        key = (cfg.dataset.lower(), cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.val_from, cfg.spec().image_size)
         if key not in self._data:
-            self._data[key] = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+            self._data[key] = load_data(cfg)
         return self._data[key]
 
     def run(self, jobs: Sequence[TrainJob], on_done: DoneCallback) -> dict[str, dict]:
