@@ -103,14 +103,15 @@ PROFILES: dict[str, Profile] = {
         description="Cheetah (silent-OT ReLU, HE linear layers); bytes from the paper, times measured with SPU here",
         relu_online_s=25e-6, relu_online_bytes=55,
         mac_online_s=90e-9, mac_online_bytes=0.05,
-        layer_online_s=0.02, rounds_per_layer=8,
+        layer_online_s=0.005, rounds_per_layer=8,
         setup_s=2.7, setup_bytes=3.5e6, ref_threads=2,
         sources={
             "relu_online_bytes": "issue 6: Cheetah about 52-59 B per ReLU (midpoint)",
             "setup_bytes": "issue 6: one-time silent-OT set-up about 3.5 MB",
             "relu_online_s": f"{SPU_HERE}: slope of warm time vs ReLUs, 24.9 us",
             "mac_online_s": f"{SPU_HERE}: convolution op time 3.0-3.9 s for 35.0M MACs (public weights)",
-            "layer_online_s": f"{SPU_HERE}: time intercept (3.54 s) left after convolutions, per ReLU layer",
+            "layer_online_s": "SPU 0.9.5, tiny resnets of tests/test_pi_measure.py: warm time left after comparisons "
+                              "and convolutions, about 5 ms per ReLU layer",
             "setup_s": "SPU 0.9.5 first run minus warm run, tiny resnet (tests/test_pi_measure.py); larger "
                        "networks pay more because SPU makes OT correlations as it needs them",
             "mac_online_bytes": "assumption for HE linear layers with private weights; calibrate",
@@ -122,7 +123,7 @@ PROFILES: dict[str, Profile] = {
         description="SecretFlow SPU 0.9.5's Cheetah with public weights, as measured here (bytes fitted)",
         relu_online_s=25e-6, relu_online_bytes=101.4,
         mac_online_s=90e-9, mac_online_bytes=0.012,
-        layer_online_s=0.02, rounds_per_layer=8,
+        layer_online_s=0.005, rounds_per_layer=8,
         setup_s=2.7, setup_bytes=2.6e6, ref_threads=2,
         sources={
             "relu_online_bytes": f"{SPU_HERE}: linear fit of warm bytes vs ReLUs (r2 = 1.000)",
