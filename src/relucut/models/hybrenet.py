@@ -35,7 +35,10 @@ def hrn_name(ratios: Sequence[int]) -> str:
 def parse_hrn_name(name: str) -> tuple[int, ...]:
     match = re.fullmatch(HRN_PATTERN, name)
     if not match:
-        raise RelucutError(f"'{name}' is not a HybReNet name; write hrn_AxBxCx with integer ratios, e.g. hrn_5x5x3x")
+        raise RelucutError(
+            f"'{name}' is not a HybReNet name; write hrn_AxBxCx with integer ratios, e.g. hrn_5x5x3x "
+            "('relucut reshape' finds them; the plain ResNet18 is hrn_2x2x2x)"
+        )
     return _ratios(match)
 
 
