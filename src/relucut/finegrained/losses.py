@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from relucut.train.kd import soft_kd
+
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, rho: float) -> torch.Tensor:
     """KL(softmax(teacher / rho) || softmax(student / rho)) * rho^2, averaged over the batch."""
-    log_p = F.log_softmax(student_logits / rho, dim=1)
-    q = F.softmax(teacher_logits / rho, dim=1)
-    return F.kl_div(log_p, q, reduction="batchmean") * rho * rho
+    return soft_kd(student_logits, teacher_logits, rho)
 
 
 def pram(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
