@@ -212,3 +212,19 @@ def test_bf16_autocast_and_channels_last_paths_train(tmp_path, digits):
     # the CUDA defaults, exercised on CPU: autocast to bf16 and channels_last inputs and weights
     final = train(digits_config(epochs=2, bf16=True, channels_last=True), tmp_path, progress=False, data=digits)
     assert final["bf16"] is True and final["test_acc"] > 0.3
+
+
+def test_cli_train_takes_cull_and_thin_like_count(tmp_path):
+    from typer.testing import CliRunner
+
+    from relucut.cli.app import _register, app
+
+    _register()
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "resnet10", "--dataset", "digits", "--base-width", "4", "--epochs", "1",
+                                      "--limit-train", "64", "--cull", "stem,s1", "--thin", "s2", "--out", str(out),
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    dropped = sorted(name for name, d in plan["sites"].items() if d["action"] == "drop")
+    assert dropped == ["s1_0_relu1", "s1_0_relu2", "s2_0_relu1", "stem_relu"]

@@ -226,6 +226,20 @@ class ReLUPlan:
             raise RelucutError(f"{path}: corrupt plan (not UTF-8 text)") from None
 
 
+def build_plan(spec, plan_file: str | Path | None = None, cull: Iterable[str] = (),
+               thin: Iterable[str] = ()) -> ReLUPlan:
+    """A plan for ``spec`` (a ModelSpec): loaded from ``plan_file``, then DeepReDuce edits on top."""
+    from relucut.sites import find_sites
+
+    plan = ReLUPlan.load(plan_file) if plan_file else ReLUPlan()
+    cull, thin = list(cull), list(thin)
+    if cull or thin:
+        edits = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size), cull=cull, thin=thin)
+        plan.decisions.update(edits.decisions)
+        plan.meta.update(edits.meta)
+    return plan
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Writes ``text`` so that readers see the old file or the new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)

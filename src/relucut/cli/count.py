@@ -12,14 +12,12 @@ from rich.table import Table
 from relucut.cli.app import app
 from relucut.cli.options import (
     AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, JsonOpt, ModelArg, NumClassesOpt,
-    RhoOpt, ThinOpt, WidthsOpt, model_spec, parse_names,
+    RhoOpt, ThinOpt, WidthsOpt, model_spec, resolve_plan,
 )
 from relucut.cost import CostReport, count as count_cost
 from relucut.errors import RelucutError
 from relucut.models.registry import list_models, model_doc
-from relucut.plan import ReLUPlan
 from relucut.recipe import is_export_dir
-from relucut.sites import find_sites
 
 console = Console()
 
@@ -83,13 +81,7 @@ def count(
         return
     spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
     net = spec.build()
-    relu_plan = ReLUPlan.load(plan) if plan else ReLUPlan()
-    if cull or thin:
-        sites = find_sites(net, spec.input_size)
-        edits = ReLUPlan.deepreduce(sites, cull=parse_names(cull), thin=parse_names(thin))
-        relu_plan.decisions.update(edits.decisions)
-        relu_plan.meta.update(edits.meta)
-    report = count_cost(net, spec.input_size, plan=relu_plan)
+    report = count_cost(net, spec.input_size, plan=resolve_plan(spec, plan, cull, thin))
     report.meta.update({"model": spec.name, "dataset": dataset, "spec": spec.to_dict()})
     _show(report, as_json, f"{spec.name} / {dataset}")
 

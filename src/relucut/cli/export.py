@@ -22,12 +22,10 @@ from relucut.cli.options import (
     ThinOpt,
     WidthsOpt,
     model_spec,
-    parse_names,
+    resolve_plan,
 )
 from relucut.errors import RelucutError
 from relucut.export import export_model, load_checkpoint
-from relucut.plan import ReLUPlan
-from relucut.sites import find_sites
 
 console = Console()
 
@@ -63,12 +61,7 @@ def export(
     if plan is None and not (cull or thin):
         raise RelucutError("export needs a plan: pass --plan plan.json, or --cull/--thin stages")
     spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
-    relu_plan = ReLUPlan.load(plan) if plan else ReLUPlan()
-    if cull or thin:
-        edits = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size),
-                                    cull=parse_names(cull), thin=parse_names(thin))
-        relu_plan.decisions.update(edits.decisions)
-        relu_plan.meta.update(edits.meta)
+    relu_plan = resolve_plan(spec, plan, cull, thin)
     state = load_checkpoint(checkpoint) if checkpoint else None
     result = export_model(spec, relu_plan, state, out, merge=not no_merge, force_merge=force_merge, bias_maps=bias_maps,
                           onnx=not no_onnx, seed=seed, meta={"checkpoint": checkpoint, "dataset": dataset})

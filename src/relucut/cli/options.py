@@ -8,6 +8,7 @@ import typer
 
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
+from relucut.plan import ReLUPlan, build_plan
 from relucut.presets import get_preset
 
 ModelArg = Annotated[str, typer.Argument(help="Zoo model name ('relucut models'), or 'package.module:factory'.")]
@@ -64,3 +65,9 @@ def model_spec(
         image_size=preset.image_size,
         kwargs={k: v for k, v in kwargs.items() if v is not None},
     )
+
+
+
+def resolve_plan(spec: ModelSpec, plan_file: str | None, cull: str | None, thin: str | None) -> ReLUPlan:
+    """The plan a command runs under: ``--plan`` FILE, then ``--cull``/``--thin`` edits on top."""
+    return build_plan(spec, plan_file, parse_names(cull), parse_names(thin))

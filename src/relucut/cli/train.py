@@ -11,11 +11,10 @@ import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, DatasetOpt, ModelArg, NumClassesOpt, RhoOpt, WidthsOpt, model_spec,
-    parse_ints,
+    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, ModelArg, NumClassesOpt, RhoOpt, ThinOpt, WidthsOpt,
+    model_spec, parse_ints, resolve_plan,
 )
 from relucut.errors import RelucutError
-from relucut.plan import ReLUPlan
 
 
 @app.command()
@@ -28,6 +27,8 @@ def train(
     blocks: BlocksOpt = None,
     alpha: AlphaOpt = None,
     rho: RhoOpt = None,
+    cull: CullOpt = None,
+    thin: ThinOpt = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")] = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch CIFAR into --data-dir if absent (needs internet).")] = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for model selection.")] = 0.1,
@@ -71,7 +72,7 @@ def train(
         spec.num_classes = num_classes or data.num_classes
     config = TrainConfig(
         model=spec.to_dict(), dataset=dataset, data_dir=data_dir, val_fraction=val_fraction, val_from=val_from,
-        plan=ReLUPlan.load(plan).to_dict() if plan else None,
+        plan=(resolve_plan(spec, plan, cull, thin).to_dict() if plan or cull or thin else None),
         teacher=str(Path(teacher).resolve()) if teacher else None,
         epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
         schedule=schedule, step_size=step_size, milestones=parse_ints(milestones, "--milestones"),

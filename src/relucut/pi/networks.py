@@ -8,7 +8,7 @@ from torch import nn
 
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
-from relucut.plan import ReLUPlan, apply_plan_
+from relucut.plan import ReLUPlan, apply_plan_, build_plan
 from relucut.sites import find_sites
 
 RECIPE_FILE = "recipe.json"
@@ -39,10 +39,7 @@ def planned_zoo_model(spec: ModelSpec, plan_file: str | None, cull: list[str], t
 
     torch.manual_seed(seed)
     model = spec.build().eval()
-    plan = ReLUPlan.load(plan_file) if plan_file else ReLUPlan()
-    if cull or thin:
-        edits = ReLUPlan.deepreduce(find_sites(model, spec.input_size), cull=cull, thin=thin)
-        plan.decisions.update(edits.decisions)
+    plan = build_plan(spec, plan_file, cull, thin)
     if plan.decisions:
         plan.validate(find_sites(model, spec.input_size))
         apply_plan_(model, plan)
