@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from torch import nn
 
 from relucut.finegrained.losses import ActivationTap, LossWeights, combined_loss
 from relucut.finegrained.mask_site import LearnableMaskSite
+from relucut.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
 
 
 def block_paths(model: nn.Module) -> list[str]:
@@ -70,17 +70,21 @@ def total_relus(masks: dict[str, LearnableMaskSite]) -> int:
 
 
 def save_frozen(path: Path, model: nn.Module, extra: dict) -> None:
-    """Saves a model whose learnable sites are frozen: masks, weights and ``extra`` (atomically)."""
-    state = {"masks": {n: m.mask for n, m in mask_sites(model).items()}, "state": model.state_dict(), **extra}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Saves a model whose learnable sites are frozen: masks, weights, RNGs and ``extra`` (atomically)."""
+    state = {"masks": {n: m.mask for n, m in mask_sites(model).items()}, "state": model.state_dict(),
+             "rng": rng_state(), **extra}
+    atomic_torch_save(state, path)
 
 
 def restore_frozen(model: nn.Module, input_size: tuple[int, ...], granularity: str, saved: dict) -> None:
-    """Rebuilds what :func:`save_frozen` saved on a fresh copy of the same base model."""
+    """Rebuilds what :func:`save_frozen` saved on a fresh copy of the same base model.
+
+    The global RNGs are put back as they were, so the stages after it draw what they would have.
+    """
     from relucut.finegrained.mask_site import install_mask_sites
 
     _, masks = install_mask_sites(model, input_size, granularity)
     freeze_all(masks, saved["masks"])
     model.load_state_dict(saved["state"])
+    if saved.get("rng") is not None:
+        set_rng_state(saved["rng"])

@@ -7,7 +7,6 @@ the budget. Data are in-memory uint8 splits (``relucut.data``), normalized per c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from relucut.data.splits import Split
+from relucut.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
 
 
 @dataclass
@@ -119,6 +119,9 @@ class EpochHooks:
     on_epoch_start: Callable[[int], None] | None = None
     after_step: Callable[[], bool] | None = None  # returns True to stop training now
     on_epoch_end: Callable[[int], None] | None = None
+    # the hooks' own state (e.g. SNL's L1 controller), checkpointed with the model
+    state_dict: Callable[[], dict] | None = None
+    load_state_dict: Callable[[dict], None] | None = None
 
 
 def run_epochs(
@@ -140,8 +143,10 @@ def run_epochs(
 ) -> int:
     """SGD (momentum 0.9) over the model's trainable weights; returns the epochs run.
 
-    With ``checkpoint``, the model, optimizers and data order are saved after every epoch, and a
-    rerun with the same arguments continues after the last finished epoch (after a kill).
+    With ``checkpoint``, the model, optimizers, data order, global RNGs and the hooks' state are
+    saved (atomically) after every epoch and when a hook stops training, and a rerun with the same
+    arguments continues after the last finished epoch (after a kill), ending bit-identical to an
+    uninterrupted run. The learning rate is a function of the epoch, so the epoch restores it.
     """
     hooks = hooks or EpochHooks()
     device = next(model.parameters()).device
@@ -151,7 +156,7 @@ def run_epochs(
     gen = torch.Generator().manual_seed(seed)
     steps = (len(data.train) + batch_size - 1) // batch_size
     milestones = list(milestones or [])
-    start = _resume(checkpoint, model, opt, extra_optimizer, gen)
+    start = _resume(checkpoint, model, opt, extra_optimizer, gen, hooks)
     if start is not None and start[1]:
         return start[0]  # this stage finished before
     first = start[0] if start else 0
@@ -177,27 +182,28 @@ def run_epochs(
                 bar.advance(task)
                 if hooks.after_step and hooks.after_step():
                     recalibrate_bn(model, data, seed=seed)
+                    _save(checkpoint, model, opt, extra_optimizer, gen, hooks, epoch + 1, done=True)
                     return epoch + 1
             if hooks.on_epoch_end:
                 hooks.on_epoch_end(epoch)
-            _save(checkpoint, model, opt, extra_optimizer, gen, epoch + 1, done=False)
+            _save(checkpoint, model, opt, extra_optimizer, gen, hooks, epoch + 1, done=False)
     recalibrate_bn(model, data, seed=seed)
-    _save(checkpoint, model, opt, extra_optimizer, gen, epochs, done=True)
+    _save(checkpoint, model, opt, extra_optimizer, gen, hooks, epochs, done=True)
     return epochs
 
 
-def _save(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generator, epoch: int, done: bool) -> None:
+def _save(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generator, hooks: EpochHooks,
+          epoch: int, done: bool) -> None:
     if path is None:
         return
     state = {"epoch": epoch, "done": done, "model": model.state_dict(), "opt": opt.state_dict(),
-             "extra": extra.state_dict() if extra else None, "gen": gen.get_state()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+             "extra": extra.state_dict() if extra else None, "gen": gen.get_state(), "rng": rng_state(),
+             "hooks": hooks.state_dict() if hooks.state_dict else None}
+    atomic_torch_save(state, path)
 
 
-def _resume(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generator) -> tuple[int, bool] | None:
+def _resume(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generator, hooks: EpochHooks
+            ) -> tuple[int, bool] | None:
     if path is None or not path.is_file():
         return None
     state = torch.load(path, map_location=next(model.parameters()).device)
@@ -206,4 +212,8 @@ def _resume(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generato
     if extra is not None and state["extra"] is not None:
         extra.load_state_dict(state["extra"])
     gen.set_state(state["gen"])
+    if state.get("rng") is not None:
+        set_rng_state(state["rng"])
+    if hooks.load_state_dict and state.get("hooks") is not None:
+        hooks.load_state_dict(state["hooks"])
     return int(state["epoch"]), bool(state["done"])

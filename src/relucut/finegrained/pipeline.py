@@ -3,9 +3,10 @@
 An output folder holds ``config.json`` (the resolved settings), ``base.pt`` (the all-ReLU model
 the method starts from and distills from; reused when present, so a rerun skips its training),
 ``export/`` (plan.json, recipe.json, model.pt, cost.json), ``export_ac/`` for an AC exit, and
-``result.json`` with the paper's Table 1/2 columns. Stage results and fine-tuning epochs are
-checkpointed there too (``*_search.pt``, ``*_stage2.pt``, ``*_finetune.pt``): rerunning the same
-command after a kill resumes.
+``result.json`` with the paper's Table 1/2 columns. Every epoch of every stage is checkpointed
+there too (``*_progress.pt`` while the base, the SNL search or SENet's mask learning runs,
+``*_search.pt`` / ``*_stage2.pt`` once its masks are frozen, ``*_finetune.pt``): rerunning the
+same command after a kill resumes from the last epoch and ends as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from relucut.finegrained.senet import SENetConfig, senet
 from relucut.finegrained.snl import SNLConfig, frozen_copy, snl
 from relucut.models.registry import ModelSpec
 from relucut.plan import atomic_write_text
+from relucut.train.loop import seed_everything
 
 
 def base_model(spec: ModelSpec, data: Data, out: Path, *, epochs: int, lr: float = 0.05, seed: int = 0,
@@ -38,14 +40,15 @@ def base_model(spec: ModelSpec, data: Data, out: Path, *, epochs: int, lr: float
     if teacher is not None:
         return teacher
     path = out / "base.pt"
-    torch.manual_seed(seed)
+    seed_everything(seed)
     model = spec.build()
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu"))
         return model
     milestones = [epochs // 2, 3 * epochs // 4] if epochs >= 4 else []
     run_epochs(model, data, lambda x, y: F.cross_entropy(model(x), y), epochs=epochs, lr=lr,
-               milestones=milestones, seed=seed, label="all-ReLU base", progress=progress)
+               milestones=milestones, seed=seed, label="all-ReLU base", progress=progress,
+               checkpoint=out / "base_progress.pt")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".base.pt.tmp"
     torch.save(model.state_dict(), tmp)

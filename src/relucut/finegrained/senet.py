@@ -35,6 +35,7 @@ from relucut.finegrained.losses import LossWeights, combined_loss
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
 from relucut.finegrained.sensitivity import layer_budgets, relu_sensitivity
 from relucut.sites import find_sites
+from relucut.train.loop import seed_everything
 
 
 @dataclass
@@ -117,10 +118,10 @@ def senet(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[in
     """Runs the three stages on ``model`` in place; ``model`` should hold trained all-ReLU weights.
 
     ``after_stage2(model)`` is called once the masks are frozen, before fine-tuning. With
-    ``workdir``, the stage-2 result and every fine-tuning epoch are saved there, and a rerun after
-    a kill continues from them.
+    ``workdir``, every stage-2 epoch, the stage-2 result and every fine-tuning epoch are saved
+    there, and a rerun after a kill continues from them.
     """
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     teacher = copy.deepcopy(teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -148,7 +149,8 @@ def senet(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[in
             run_epochs(model, data, KDLoss(model, teacher, LossWeights(cfg.lam, 0.0, cfg.rho)),
                        epochs=cfg.mask_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                        extra_optimizer=torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr),
-                       seed=cfg.seed, label="SENet masks", progress=progress)
+                       seed=cfg.seed, label="SENet masks", progress=progress,
+                       checkpoint=workdir / "senet_stage2_progress.pt" if workdir else None)
         freeze_all(masks)
         if cache is not None:
             save_frozen(cache, model, {"sensitivity": sensitivity, "layer_budget": budget})

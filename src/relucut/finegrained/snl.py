@@ -22,6 +22,7 @@ from relucut.finegrained.common import KDLoss, freeze_all, restore_frozen, save_
 from relucut.finegrained.loop import Data, EpochHooks, run_epochs
 from relucut.finegrained.losses import LossWeights
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
+from relucut.train.loop import seed_everything
 
 
 @dataclass
@@ -66,8 +67,8 @@ def snl(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int,
         progress: bool = True, workdir: Path | None = None) -> SNLResult:
     """Runs the search and fine-tuning on ``model`` in place (it ends with frozen masks).
 
-    With ``workdir`` the searched masks and every fine-tuning epoch are saved there, and a rerun
-    after a kill continues from them.
+    With ``workdir`` every search epoch, the searched masks and every fine-tuning epoch are saved
+    there, and a rerun after a kill continues from them.
     """
     teacher = frozen_copy(teacher)
     cache = workdir / "snl_search.pt" if workdir else None
@@ -76,7 +77,8 @@ def snl(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int,
         restore_frozen(model, input_size, cfg.granularity, saved)
         result = SNLResult(model, **saved["result"])
     else:
-        result = snl_search(model, teacher, data, input_size, cfg, progress)
+        result = snl_search(model, teacher, data, input_size, cfg, progress,
+                            checkpoint=workdir / "snl_search_progress.pt" if workdir else None)
         if cache is not None:
             save_frozen(cache, model, {"result": {k: v for k, v in vars(result).items() if k != "model"}})
     snl_finetune(model, teacher, data, cfg, progress, checkpoint=workdir / "snl_finetune.pt" if workdir else None)
@@ -94,9 +96,13 @@ def snl_finetune(model: nn.Module, teacher: nn.Module, data: Data, cfg: SNLConfi
 
 
 def snl_search(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int, ...], cfg: SNLConfig,
-               progress: bool = True) -> SNLResult:
-    """Installs relaxed masks, searches down to the budget, binarizes to it and freezes."""
-    torch.manual_seed(cfg.seed)
+               progress: bool = True, checkpoint: Path | None = None) -> SNLResult:
+    """Installs relaxed masks, searches down to the budget, binarizes to it and freezes.
+
+    With ``checkpoint`` the search state (weights, masks, optimizers, L1 controller, RNGs) is
+    saved every epoch and a rerun resumes from the last one.
+    """
+    seed_everything(cfg.seed)
     sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0)
     check_budget(cfg.budget, sum(s.numel for s in sites))
     full = sum(s.numel for s in sites)
@@ -123,12 +129,19 @@ def snl_search(model: nn.Module, teacher: nn.Module, data: Data, input_size: tup
             state["last"] = now
         return False
 
+    def controller_state() -> dict:
+        return {**state, "history": list(history)}
+
+    def load_controller_state(saved: dict) -> None:
+        state.update({k: saved[k] for k in state})
+        history[:] = saved["history"]
+
     search_loss = KDLoss(model, teacher, weights, extra=l1)
     mask_opt = torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr)
     epochs_run = run_epochs(
         model, data, search_loss, epochs=cfg.search_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-        extra_optimizer=mask_opt, hooks=EpochHooks(after_step=after_step), seed=cfg.seed,
-        label="SNL search", progress=progress,
+        extra_optimizer=mask_opt, seed=cfg.seed, label="SNL search", progress=progress, checkpoint=checkpoint,
+        hooks=EpochHooks(after_step=after_step, state_dict=controller_state, load_state_dict=load_controller_state),
     )
     relaxed = total_relus(masks)
     freeze_all(masks, binarize_to_budget(masks, cfg.budget))
