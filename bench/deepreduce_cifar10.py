@@ -63,8 +63,10 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--criticality-epochs", type=int, default=3)
     parser.add_argument("--limit-train", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core box)")
+    parser.add_argument("--name", default="deepreduce_cifar10", help="results file stem in bench/results")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # measured: 2 threads are several times slower on the shared 2-core box
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data_dir = held_out_layout(SOURCE, Path(args.data))
     spec = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8, "rho": 0.5})
@@ -106,7 +108,7 @@ def main() -> None:
         "setting": {"model": spec.to_dict(), "dataset": "cifar10 (first 45k train / last 5k held-out test)",
                     "train_images": args.limit_train, "val": "seeded 10% of the 45k", "epochs": args.epochs,
                     "teacher_epochs": args.teacher_epochs, "criticality_epochs": args.criticality_epochs,
-                    **{k: v for k, v in common.items() if k != "data_dir"}, "threads": 1},
+                    **{k: v for k, v in common.items() if k != "data_dir"}, "threads": args.threads},
         "teacher": teacher_final,
         "criticality": crit.to_dict(),
         "s1_least_critical": crit.order[0] == "s1",
@@ -118,15 +120,15 @@ def main() -> None:
         "train_seconds_all_runs": train_seconds,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "deepreduce_cifar10.json", json.dumps(result, indent=1))
-    shutil.copyfile(out / "search" / "pareto.png", RESULTS / "deepreduce_cifar10_pareto.png")
+    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(result, indent=1))
+    shutil.copyfile(out / "search" / "pareto.png", RESULTS / f"{args.name}_pareto.png")
     lines = [
         "# DeepReDuce on CIFAR-10 at CPU scale", "",
         ("ResNet18, base width 8, inputs down-scaled to 16x16 (base rho 0.5), trained on the first "
         f"{args.limit_train:,} of the 45,000 training images; validation = seeded 10% of the 45k (selection); "
         "test = the held-out last 5,000 images. SGD lr 0.05 cosine, batch 64, KD T=4 weight 0.9, "
         f"teacher {args.teacher_epochs} epochs, stage networks {args.criticality_epochs}, "
-        f"candidates {args.epochs}; one CPU thread."), "",
+        f"candidates {args.epochs}; {args.threads} CPU thread(s)."), "",
         (f"Teacher: val {100 * teacher_final.get('best_val_acc', 0):.2f}%, test "
         f"{100 * (teacher_final.get('test_acc') or 0):.2f}%."), "",
         crit.to_markdown(), "",
@@ -139,8 +141,8 @@ def main() -> None:
         lines.append(f"| {'+'.join(s.upper() for s in t['culled'] if s != 'stem')} | {t['relus_thinned']:,} "
                      f"| {t['val_thinned']:.2f} | {t['val_alpha']:.2f} | {t['test_thinned']:.2f} | {t['test_alpha']:.2f} |")
     lines += ["", (f"Training time of all {len(list(out.rglob('final.json')))} runs: {train_seconds / 60:.1f} min "
-              "(one CPU thread, on a 2-core machine shared with other jobs; evaluation and start-up excluded).")]
-    atomic_write_text(RESULTS / "deepreduce_cifar10.md", "\n".join(lines) + "\n")
+              f"({args.threads} CPU thread(s) on a 2-core machine; evaluation and start-up excluded).")]
+    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"done in {seconds:.0f} s (this invocation)")
 
