@@ -14,6 +14,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is fastest and keeps CI's 2 shared cores free."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def run_cli(*args, check=None, env=None, timeout=600, cwd=None):
     """Runs ``python -m relucut ARGS`` in a subprocess, the way a user's shell would."""
     import subprocess

@@ -17,12 +17,7 @@ from relucut.recipe import RECIPE_FILE
 IMAGE = 8  # tiny inputs and widths keep the whole zoo under a few seconds per model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spec(name):

@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 from conftest import TESTS
-from fixtures.finegrained import SPEC, one_thread, tiny_data, trained_base
+from fixtures.finegrained import SPEC, tiny_data, trained_base
 
 from relucut.finegrained.loop import EpochHooks
 from relucut.finegrained.senet import SENetConfig
 
-_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCRIPT = r"""
 import dataclasses, json, os, random, signal, sys

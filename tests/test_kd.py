@@ -15,12 +15,7 @@ from relucut.train.checkpoint import atomic_torch_save
 from relucut.train.loop import checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digits_config(model="resnet6", base_width=8, num_classes=10, **kw):

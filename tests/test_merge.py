@@ -22,12 +22,7 @@ from relucut.models.registry import ModelSpec
 from relucut.models.resnet import BasicBlock
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: threads only contend
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _affine_of(module, x):

@@ -11,12 +11,7 @@ import torch
 from conftest import TESTS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCRIPT = r"""
 import os, signal, sys

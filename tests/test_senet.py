@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, TOTAL_RELUS, one_thread, tiny_data, trained_base
+from fixtures.finegrained import SPEC, TOTAL_RELUS, tiny_data, trained_base
 
 from relucut import RelucutError, count, find_sites
 from relucut.finegrained import LearnableMaskSite, allocate_layer_budgets, export, load_export
@@ -17,7 +17,7 @@ from relucut.finegrained.sensitivity import (
     relu_sensitivity,
 )
 
-_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_allocation_sums_exactly_and_respects_caps():

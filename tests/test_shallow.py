@@ -4,14 +4,14 @@ import copy
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, one_thread, tiny_data, trained_base
+from fixtures.finegrained import SPEC, tiny_data, trained_base
 
 from relucut import count
 from relucut.finegrained import GatedBranch, export, gate_value, load_export
 from relucut.finegrained.gated import install_gates, shallow_twin
 from relucut.finegrained.senet import SENetConfig, senet
 
-_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gate_schedules():

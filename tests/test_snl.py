@@ -4,14 +4,14 @@ import copy
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, TOTAL_RELUS, one_thread, tiny_data, trained_base
+from fixtures.finegrained import SPEC, TOTAL_RELUS, tiny_data, trained_base
 
 from relucut import RelucutError, count
 from relucut.finegrained import LearnableMaskSite, binarize_to_budget, export, install_mask_sites, load_export
 from relucut.finegrained.budget import parse_budget
 from relucut.finegrained.snl import SNLConfig, frozen_copy, snl_finetune, snl_search
 
-_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

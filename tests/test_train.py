@@ -14,13 +14,7 @@ from relucut.sites import find_sites
 from relucut.train import TrainConfig, build_model, evaluate, load_checkpoint_model, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: one thread is fastest and keeps shared CI cores free
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
