@@ -198,3 +198,41 @@ def test_user_model_with_a_reused_relu_exports_per_call(tmp_path):
         assert (loaded(x) - applied(x)).abs().max().item() <= 1e-4
     assert count(loaded, spec.input_size).relus == plan.count(sites)
     assert _onnx_relus(tmp_path / "exp" / ONNX_FILE) == len(sites) - 1
+
+
+def test_trained_run_exports_with_its_own_model_plan_and_weights(tmp_path):
+    """`relucut export RUN_DIR`: the run's config gives spec and plan, best.pt the weights, and the
+    export classifies the test split exactly as the trained run did."""
+    from typer.testing import CliRunner
+
+    from relucut.cli.app import _register, app
+    from relucut.data import load_dataset
+    from relucut.train import TrainConfig, evaluate, load_checkpoint_model, train
+
+    spec = ModelSpec("resnet6", 10, 1, 8, {"base_width": 4})
+    plan = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size), cull=["stem", "s1"])
+    digits = load_dataset("digits")
+    cfg = TrainConfig(model=spec.to_dict(), dataset="digits", plan=plan.to_dict(), epochs=2, lr=0.05,
+                      schedule="cosine", batch_size=64)
+    final = train(cfg, tmp_path / "run", progress=False, data=digits)
+
+    _register()
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["after"]["relus"] == plan.count(find_sites(spec.build(), spec.input_size))
+    assert summary["before"]["relus"] == summary["after"]["relus"] and "fold_bn" in summary["transforms"]
+    exported = load_export(tmp_path / "exp")
+    meta = exported.relucut_recipe.meta
+    assert meta["normalize"]["mean"] == pytest.approx(list(digits.mean))
+    assert meta["epochs_trained"] == final["best_epoch"] + 1
+    trained = load_checkpoint_model(tmp_path / "run")
+    x = torch.randn(4, *spec.input_size)
+    with torch.no_grad():
+        assert (exported(x) - trained(x)).abs().max().item() <= 1e-4
+    test_acc = evaluate(exported, digits, split="test")["acc"]
+    assert abs(test_acc - final["test_acc"]) <= 1 / len(digits.test.labels)  # a BN-folding rounding tie at most
+
+    proc = run_cli("export", tmp_path / "run", "--out", tmp_path / "other", "--cull", "s2")
+    assert_one_line_error(proc, "trained run", "--cull")
+    assert not (tmp_path / "other").exists()

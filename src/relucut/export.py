@@ -272,6 +272,27 @@ def export_model(
     return ExportResult(out, recipe, reduced)
 
 
+def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportResult:
+    """Exports a trained relucut run: a run directory (its best.pt, else last.pt) or a checkpoint file.
+
+    The model spec and plan come from the run's config and the weights from its checkpoint, so the
+    export is the network that was trained and selected; the recipe's meta records the run, the
+    epochs its weights had trained and the input normalization (mean, std) the weights expect. ``options`` go to
+    ``export_model`` (merge, force_merge, bias_maps, onnx)."""
+    from relucut.train.checkpoint import find_checkpoint, read_checkpoint
+    from relucut.train.config import TrainConfig
+
+    file = find_checkpoint(run)
+    ckpt = read_checkpoint(file)
+    config = TrainConfig.from_dict(ckpt["config"])
+    plan = ReLUPlan.from_dict(config.plan) if config.plan else ReLUPlan()
+    state = ckpt.get("state") or {}
+    meta = {"run": str(run), "checkpoint": str(file), "dataset": config.dataset,
+            "epochs_trained": state.get("epoch"),
+            "normalize": {"mean": list(ckpt.get("mean", ())), "std": list(ckpt.get("std", ()))}}
+    return export_model(config.spec(), plan, ckpt["model"], out_dir, meta=meta, **options)
+
+
 def recipe_bytes(recipe: Recipe) -> bytes:
     return json.dumps(recipe.to_dict(), indent=1).encode()
 
@@ -288,4 +309,4 @@ def load_export(path: str | Path) -> fx.GraphModule:
     return gm.eval()
 
 
-__all__ = ["ExportResult", "export_model", "load_checkpoint", "load_export", "reduce_model", "replay"]
+__all__ = ["ExportResult", "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model", "replay"]

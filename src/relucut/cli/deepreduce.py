@@ -107,6 +107,10 @@ def _report(outcome) -> None:
         console.print(f"[bold]best under the budget[/]: {b.name}  {b.relus:,} ReLUs  val {b.val_acc:.2f}%"
                       + (f"  test {b.test_acc:.2f}%" if b.test_acc is not None else "")
                       + f"  ({outcome.out / 'best.json'})", highlight=False)
+    if outcome.frontier:
+        pick = outcome.best or outcome.frontier[-1]
+        console.print(f"export one for private inference: relucut export {outcome.out / pick.run_dir} "
+                      f"--out {outcome.out / 'export' / pick.name}", highlight=False)
 
 
 @app.command()

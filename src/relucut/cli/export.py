@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -14,9 +15,7 @@ from relucut.cli.options import (
     BaseWidthOpt,
     BlocksOpt,
     CullOpt,
-    DatasetOpt,
     JsonOpt,
-    ModelArg,
     NumClassesOpt,
     RhoOpt,
     ThinOpt,
@@ -25,20 +24,31 @@ from relucut.cli.options import (
     resolve_plan,
 )
 from relucut.errors import RelucutError
-from relucut.export import export_model, load_checkpoint
+from relucut.export import export_model, export_run, load_checkpoint
 
 console = Console()
 
 
+RunOrModelArg = Annotated[str, typer.Argument(
+    help="Zoo model name, 'package.module:factory', or a training run directory (or its .pt checkpoint): "
+         "a run brings its own model settings, plan and weights.")]
+
+
+def _is_run(model: str) -> bool:
+    path = Path(model)
+    return path.is_dir() or (path.is_file() and path.suffix == ".pt")
+
+
 @app.command()
 def export(
-    model: ModelArg,
+    model: RunOrModelArg,
     out: Annotated[str, typer.Option("--out", "-o", help="Directory to write recipe.json, model.pt, model.onnx.")],
     plan: Annotated[str | None, typer.Option("--plan", help="The ReLU plan JSON to export under.")] = None,
     checkpoint: Annotated[str | None, typer.Option(
         "--checkpoint", help="Weights of the plan-applied model (a state_dict, or a dict with 'model'); "
         "without it, fresh weights from --seed.")] = None,
-    dataset: DatasetOpt = "cifar10",
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", "-d", help="Dataset preset: input shape and classes (default cifar10).")] = None,
     num_classes: NumClassesOpt = None,
     base_width: BaseWidthOpt = None,
     widths: WidthsOpt = None,
@@ -57,19 +67,35 @@ def export(
     seed: Annotated[int, typer.Option("--seed", help="Seed of fresh weights (no --checkpoint).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export MODEL under a plan: dropped ReLUs removed, BN folded, exact linear merges applied."""
-    if plan is None and not (cull or thin):
-        raise RelucutError("export needs a plan: pass --plan plan.json, or --cull/--thin stages")
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
-    relu_plan = resolve_plan(spec, plan, cull, thin)
-    state = load_checkpoint(checkpoint) if checkpoint else None
-    result = export_model(spec, relu_plan, state, out, merge=not no_merge, force_merge=force_merge, bias_maps=bias_maps,
-                          onnx=not no_onnx, seed=seed, meta={"checkpoint": checkpoint, "dataset": dataset})
+    """Export MODEL under a plan, or a trained run: dropped ReLUs removed, BN folded, exact linear
+    merges applied."""
+    options = {"merge": not no_merge, "force_merge": force_merge, "bias_maps": bias_maps, "onnx": not no_onnx}
+    if _is_run(model):
+        given = [flag for flag, value in (("--plan", plan), ("--checkpoint", checkpoint), ("--dataset", dataset),
+                                          ("--num-classes", num_classes), ("--base-width", base_width),
+                                          ("--widths", widths), ("--blocks", blocks), ("--alpha", alpha),
+                                          ("--rho", rho), ("--cull", cull), ("--thin", thin)) if value is not None]
+        if given:
+            raise RelucutError(f"'{model}' is a trained run: its config fixes the model, plan and weights, so "
+                               f"{', '.join(given)} cannot change them; drop {'it' if len(given) == 1 else 'them'}")
+        result = export_run(model, out, **options)
+        spec_name = result.recipe.model.name
+    else:
+        if plan is None and not (cull or thin):
+            raise RelucutError("export needs a plan: pass --plan plan.json, or --cull/--thin stages "
+                               "(or a trained run directory instead of a model name)")
+        dataset = dataset or "cifar10"
+        spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+        relu_plan = resolve_plan(spec, plan, cull, thin)
+        state = load_checkpoint(checkpoint) if checkpoint else None
+        result = export_model(spec, relu_plan, state, out, seed=seed,
+                              meta={"checkpoint": checkpoint, "dataset": dataset}, **options)
+        spec_name = spec.name
     before, after = result.recipe.before, result.recipe.after
     if as_json:
         typer.echo(json.dumps({"out": str(result.out_dir), "before": before, "after": after,
                                "transforms": [t["op"] for t in result.recipe.transforms]}))
         return
-    console.print(f"[bold]exported[/] {spec.name} to {result.out_dir}")
+    console.print(f"[bold]exported[/] {spec_name} to {result.out_dir}")
     for key in ("relus", "macs", "params", "conv_depth"):
         console.print(f"  {key:<10} {before[key]:>14,} -> {after[key]:,}")
