@@ -13,7 +13,7 @@ TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "128", "--b
 
 def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
     proc = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--search-epochs", "1", "--finetune-epochs", "1",
-                   "--granularity", "channel", "-o", tmp_path, check=True,
+                   "--granularity", "channel", "-o", tmp_path, "--device", "cpu", check=True,
                    env={"OMP_NUM_THREADS": "1"})
     result = json.loads(proc.stdout)
     assert result["method"] == "snl-channel"
@@ -22,7 +22,8 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
         assert (tmp_path / name).is_file()
     assert count(load_export(tmp_path / "export"), (1, 8, 8)).relus == result["result"]["relus"]
     assert (tmp_path / "snl_search.pt").is_file() and (tmp_path / "snl_finetune.pt").is_file()
-    # the same command again resumes from the finished checkpoints; other settings are refused
+    # the same command again (the device is not a setting) resumes from the finished checkpoints;
+    # other settings are refused
     again = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--search-epochs", "1", "--finetune-epochs", "1",
                     "--granularity", "channel", "-o", tmp_path, check=True, env={"OMP_NUM_THREADS": "1"})
     assert json.loads(again.stdout)["result"] == result["result"]
@@ -51,6 +52,7 @@ def test_cli_errors(args, needles):
         ("snl", {"budget": "500", "granularity": "row"}, "--granularity"),
         ("senet", {"budget": "500", "shallow": True, "dth": 1.5}, "--dth"),
         ("senet", {"budget": "500", "aux_classifier": True, "aux_after": "s4"}, "stage before the last"),
+        ("snl", {"budget": "500", "device": "tpu"}, "unknown device"),
     ],
 )
 def test_option_checks_before_any_training(command, kwargs, needle):

@@ -222,3 +222,16 @@ def test_cli_train_takes_cull_and_thin_like_count(tmp_path):
     plan = json.loads((out / "config.json").read_text())["plan"]
     dropped = sorted(name for name, d in plan["sites"].items() if d["action"] == "drop")
     assert dropped == ["s1_0_relu1", "s1_0_relu2", "s2_0_relu1", "stem_relu"]
+
+
+def test_device_names_are_checked():
+    from relucut.train.distributed import Dist, resolve_device
+
+    assert resolve_device("cpu", Dist()) == torch.device("cpu")
+    with pytest.raises(RelucutError, match="unknown device 'tpu'"):
+        resolve_device("tpu", Dist())
+    if torch.cuda.is_available():
+        assert resolve_device("cuda", Dist()).type == "cuda"
+    else:
+        with pytest.raises(RelucutError, match="no GPU is visible"):
+            resolve_device("cuda", Dist())

@@ -17,6 +17,7 @@ from relucut.cli.options import (
     BaseWidthOpt,
     BlocksOpt,
     DatasetOpt,
+    DeviceOpt,
     ModelArg,
     NumClassesOpt,
     RhoOpt,
@@ -41,7 +42,6 @@ ScheduleOpt = Annotated[str, typer.Option("--schedule", help="step | cosine | co
 StepOpt = Annotated[int, typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads in this process.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (one job per worker, a GPU each if any).")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")]

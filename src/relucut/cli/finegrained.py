@@ -14,6 +14,7 @@ from relucut.cli.options import (
     BaseWidthOpt,
     BlocksOpt,
     DatasetOpt,
+    DeviceOpt,
     ModelArg,
     NumClassesOpt,
     RhoOpt,
@@ -58,6 +59,14 @@ def _teacher(path: str | None):
     return load_checkpoint_model(path).train()
 
 
+def _device(name: str):
+    """The device the methods run on (checked before any data is read); the run folder does not
+    record it, so a run started on a GPU may resume on the CPU."""
+    from relucut.train.distributed import Dist, resolve_device
+
+    return resolve_device(name, Dist())
+
+
 def _out(out: str | None, method: str, model: str, dataset: str, budget: int) -> Path:
     return Path(out) if out else Path("runs") / f"{method}-{model.replace(':', '_')}-{dataset}-{budget}"
 
@@ -87,6 +96,7 @@ def snl(
     limit_train: LimitOpt = None,
     seed: SeedOpt = 0,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """SNL: learn per-pixel or per-channel ReLU masks with an adaptive L1 penalty down to BUDGET ReLUs."""
@@ -103,9 +113,10 @@ def snl(
     cfg = SNLConfig(budget=relus, granularity=granularity, search_epochs=search_epochs,
                     finetune_epochs=finetune_epochs, lr=lr, mask_lr=mask_lr, l1_init=l1_init,
                     milestones=parse_ints(milestones, "--milestones") or [], seed=seed)
+    target = _device(device)
     data = _data(dataset, data_dir, val_fraction, seed, limit_train)
     result = run_snl(spec, data, _out(out, "snl", model, dataset, relus), cfg, base_epochs=base_epochs,
-                     teacher=_teacher(teacher), progress=not quiet)
+                     teacher=_teacher(teacher), progress=not quiet, device=target)
     typer.echo(json.dumps(result))
 
 
@@ -141,6 +152,7 @@ def senet(
     limit_train: LimitOpt = None,
     seed: SeedOpt = 0,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """SENet: per-layer budgets from pruning sensitivity, masks within them, frozen fine-tuning (+ shallow)."""
@@ -169,8 +181,9 @@ def senet(
         lam=lam, beta=beta, rho=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,
         aux_after=aux_after if aux_classifier else None, seed=seed,
     )
+    target = _device(device)
     data = _data(dataset, data_dir, val_fraction, seed, limit_train)
     method = "senet" + ("-shallow" if shallow else "")
     result = run_senet(spec, data, _out(out, method, model, dataset, relus), cfg, base_epochs=base_epochs,
-                       teacher=_teacher(teacher), progress=not quiet)
+                       teacher=_teacher(teacher), progress=not quiet, device=target)
     typer.echo(json.dumps(result))

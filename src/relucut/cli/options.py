@@ -22,6 +22,7 @@ RhoOpt = Annotated[Optional[float], typer.Option("--rho", help="Input resolution
 CullOpt = Annotated[Optional[str], typer.Option("--cull", help="Stages whose ReLUs are all removed, e.g. stem,s1.")]
 ThinOpt = Annotated[Optional[str], typer.Option("--thin", help="Stages that lose every other ReLU layer.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 
 
 def parse_ints(text: str | None, option: str) -> list[int] | None:

@@ -11,8 +11,8 @@ import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, ModelArg, NumClassesOpt, RhoOpt, ThinOpt, WidthsOpt,
-    model_spec, parse_ints, resolve_plan,
+    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, DeviceOpt, ModelArg, NumClassesOpt, RhoOpt, ThinOpt,
+    WidthsOpt, model_spec, parse_ints, resolve_plan,
 )
 from relucut.errors import RelucutError
 
@@ -49,7 +49,7 @@ def train(
     image_size: Annotated[int, typer.Option("--image-size", help="imagefolder: side images are resized to.")] = 32,
     limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Log to RUN_DIR/tensorboard (extra).")] = False,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default runs/MODEL-DATASET-HASH).")] = None,

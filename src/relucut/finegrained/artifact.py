@@ -41,7 +41,7 @@ def plan_of(model: nn.Module, meta: dict[str, Any] | None = None) -> ReLUPlan:
         if isinstance(module, LearnableMaskSite):
             if module.state != "frozen":
                 raise RelucutError(f"site '{path}' is still learning its mask; freeze masks before exporting")
-            plan.set_mask(path.replace(".", "_"), module.mask)
+            plan.set_mask(path.replace(".", "_"), module.mask.cpu())
     return plan
 
 

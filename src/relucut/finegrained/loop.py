@@ -206,7 +206,8 @@ def _resume(path: Path | None, model: nn.Module, opt, extra, gen: torch.Generato
             ) -> tuple[int, bool] | None:
     if path is None or not path.is_file():
         return None
-    state = torch.load(path, map_location=next(model.parameters()).device)
+    # on the CPU: generator and RNG states must be CPU tensors; the loads below move the rest
+    state = torch.load(path, map_location="cpu")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     if extra is not None and state["extra"] is not None:

@@ -35,13 +35,15 @@ from relucut.train.loop import seed_everything
 
 
 def base_model(spec: ModelSpec, data: Data, out: Path, *, epochs: int, lr: float = 0.05, seed: int = 0,
-               teacher: nn.Module | None = None, progress: bool = True) -> nn.Module:
-    """The all-ReLU model: ``teacher`` if given, else ``out/base.pt`` if present, else trained now."""
+               teacher: nn.Module | None = None, progress: bool = True,
+               device: str | torch.device = "cpu") -> nn.Module:
+    """The all-ReLU model on ``device``: ``teacher`` if given, else ``out/base.pt`` if present, else
+    trained now. Everything the methods build from it follows its device."""
     if teacher is not None:
-        return teacher
+        return teacher.to(device)
     path = out / "base.pt"
     seed_everything(seed)
-    model = spec.build()
+    model = spec.build().to(device)
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu"))
         return model
@@ -51,7 +53,7 @@ def base_model(spec: ModelSpec, data: Data, out: Path, *, epochs: int, lr: float
                checkpoint=out / "base_progress.pt")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".base.pt.tmp"
-    torch.save(model.state_dict(), tmp)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     tmp.replace(path)
     return model
 
@@ -83,11 +85,13 @@ def _claim(out: Path, config: dict[str, Any]) -> None:
 
 
 def run_snl(spec: ModelSpec, data: Data, out: Path, cfg: SNLConfig, *, base_epochs: int = 10,
-            teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
+            teacher: nn.Module | None = None, progress: bool = True,
+            device: str | torch.device = "cpu") -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, {"method": "snl", "model": spec.to_dict(), "base_epochs": base_epochs, "snl": cfg.to_dict()})
     start = time.time()
-    base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress)
+    base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress,
+                      device=device)
     base_cost = _base_cost(base, spec)
     base_acc = evaluate(base, data)
     model = copy.deepcopy(base)
@@ -104,11 +108,13 @@ def run_snl(spec: ModelSpec, data: Data, out: Path, cfg: SNLConfig, *, base_epoc
 
 
 def run_senet(spec: ModelSpec, data: Data, out: Path, cfg: SENetConfig, *, base_epochs: int = 10,
-              teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
+              teacher: nn.Module | None = None, progress: bool = True,
+              device: str | torch.device = "cpu") -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, {"method": "senet", "model": spec.to_dict(), "base_epochs": base_epochs, "senet": asdict(cfg)})
     start = time.time()
-    base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress)
+    base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress,
+                      device=device)
     base_cost = _base_cost(base, spec)
     base_acc = evaluate(base, data)
     model = copy.deepcopy(base)

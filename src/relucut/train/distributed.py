@@ -45,13 +45,18 @@ def init_distributed() -> Dist:
 
 
 def resolve_device(name: str, ranks: Dist) -> torch.device:
+    from relucut.errors import RelucutError
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise RelucutError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            from relucut.errors import RelucutError
-
             raise RelucutError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
         if device.index is None:
             device = torch.device("cuda", ranks.local_rank)
