@@ -110,7 +110,7 @@ def _report(outcome) -> None:
     if outcome.frontier:
         pick = outcome.best or outcome.frontier[-1]
         console.print(f"export one for private inference: relucut export {outcome.out / pick.run_dir} "
-                      f"--out {outcome.out / 'export' / pick.name}", highlight=False)
+                      f"--out {outcome.out / 'export' / pick.name}", highlight=False, soft_wrap=True)
 
 
 @app.command()
