@@ -39,13 +39,15 @@ def cifar_splits(root: str) -> DataSplits:
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
+    fine = ("; low budgets reached with SNL pixel masks (search and KD fine-tuning of --epochs each, after "
+            "an all-ReLU base of --epochs; SNL's own lr 0.01)") if args.fine_grained else ""
     lines = [
         "# DeepReShape vs ResNet18 at equal ReLU budgets (CPU scale, CIFAR-10)",
         "",
         f"Scale: {args.train_images:,} training images (first of the 45,000), {args.epochs} epochs, batch "
         f"{args.batch_size}, SGD lr {args.lr} cosine, crop+flip, seed {args.seed}; validation 1,000 "
         f"(images 44,000-44,999) picks the epoch; test = the held-out last 5,000. Order {args.order}, "
-        f"min width {args.min_width}. Wall {wall / 60:.1f} min (2 shared CPU cores, nice 10).",
+        f"min width {args.min_width}{fine}. Wall {wall / 60:.1f} min (2 shared CPU cores, nice 10).",
         "",
         "| budget | network | design | ReLUs | MACs | test acc % | train s |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
@@ -53,6 +55,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
     for r in rows:
         cut = "+".join(s for s in r["culled"] if s != "stem")
         edits = (f", cull {cut}" if cut else "") + (f", thin {'+'.join(r['thinned'])}" if r["thinned"] else "")
+        edits += f", {r['method']} to the budget" if r.get("method") else ""
         lines.append(
             f"| {r['budget']:,} | {r['role']} | {r['model']} m={r['base_width']}{edits} | {r['relus']:,} | "
             f"{r['macs'] / 1e6:.1f}M | {100 * r['test_acc']:.2f} | {r['seconds']:.0f} |"
@@ -75,6 +78,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_deepreshape")
     ap.add_argument("--results", default="bench/results")
     ap.add_argument("--name", default="deepreshape_cifar10", help="Stem of the result files.")
+    ap.add_argument("--fine-grained", action="store_true",
+                    help="Low budgets: SNL masks on the design's network instead of culling/thinning.")
     args = ap.parse_args()
     if not 2 <= args.train_images <= VAL.start:
         raise SystemExit(f"--train-images must be in [2, {VAL.start}] (the validation images follow)")
@@ -82,7 +87,7 @@ def main() -> None:
     started = time.perf_counter()
     settings = PipelineSettings(
         model=args.model, budgets=[int(b) for b in args.budgets.split(",")], order=list(parse_order(args.order, 4)),
-        min_width=args.min_width, input_size=(3, 32, 32), num_classes=10,
+        min_width=args.min_width, input_size=(3, 32, 32), num_classes=10, fine_grained=args.fine_grained,
     )
     config = TrainConfig(dataset="cifar10", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          schedule="cosine", seed=args.seed, device="cpu", limit_train=args.train_images)

@@ -86,6 +86,28 @@ def test_pipeline_trains_both_networks_per_budget_and_resumes(tmp_path):
     assert len(summary_rows(rows)) == 2
 
 
+def test_fine_grained_low_budgets_are_masked_to_exactly_the_budget(tmp_path):
+    from relucut.finegrained import load_export
+    from relucut.train import TrainConfig
+
+    settings = PipelineSettings(model="hrn_5x5x3x", budgets=[300], order=list(ORDER), blocks=[1, 1, 1, 1],
+                                min_width=2, input_size=(1, 8, 8), num_classes=10, fine_grained=True)
+    config = TrainConfig(dataset="digits", epochs=1, batch_size=64, limit_train=256, schedule="constant", lr=0.05)
+    coarse = designs(dataclasses.replace(settings, fine_grained=False))[0]
+    assert {d.regime for d in coarse.values()} == {"cull"}  # this budget is in the low regime
+    rows = train_designs(settings, config, tmp_path, progress=False)
+    for r in rows:
+        design = coarse[r["role"]]
+        assert r["method"] == "snl-pixel" and r["relus"] == 300 and (r["culled"], r["thinned"]) == ([], [])
+        assert (r["model"], r["base_width"]) == (design.model, design.base_width)  # the same network, masked
+        assert r["macs"] == design.macs  # masks, like culling, leave the convs as they are
+        exported = load_export(tmp_path / f"300_{r['role']}_snl" / "export")
+        assert count(exported, (1, 8, 8)).relus == 300
+        assert 0.0 <= r["test_acc"] <= 1.0 and sum(r["distribution"].values()) == pytest.approx(100, abs=0.1)
+    assert [c[2].split()[-1] for c in summary_rows(rows)] == ["snl-pixel", "snl-pixel"]
+    assert train_designs(settings, config, tmp_path, progress=False) == rows  # a rerun reuses the runs
+
+
 def test_baseline_keeps_resnet18_ratios():
     settings = PipelineSettings(model="hrn_7x5x2x", budgets=[300, 6_000], order=list(ORDER),
                                 min_width=4, input_size=SMALL)

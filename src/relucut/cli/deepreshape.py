@@ -102,14 +102,17 @@ def deepreshape(
     limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory (one run dir per design; resumes).")] = "runs/deepreshape",
+    fine_grained: Annotated[bool, typer.Option(
+        "--fine-grained", help="Low budgets: SNL pixel masks on the design's network to exactly the budget, "
+        "instead of culling/thinning.")] = False,
     design_only: Annotated[bool, typer.Option("--design-only", help="Print the designs; train nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Capacity–criticality trade-off: per ReLU budget, a HybReNet design next to the plain ResNet18.
 
-    High budgets widen MODEL (raise m); low ones cull/thin a least-critical-heavy HybReNet. With
-    training, reports accuracy too.
+    High budgets widen MODEL (raise m); low ones cull/thin a least-critical-heavy HybReNet (or, with
+    --fine-grained, mask it with SNL to exactly the budget). With training, reports accuracy too.
     """
     from relucut.deepreshape.capacity import parse_budgets
     from relucut.deepreshape.pipeline import PipelineSettings, designs, summary_rows, train_designs
@@ -122,6 +125,7 @@ def deepreshape(
     settings = PipelineSettings(
         model=model, budgets=parse_budgets(budgets), order=list(parse_order(order, len(phi))), blocks=phi,
         min_width=min_width, baseline=baseline, input_size=preset.input_size, num_classes=preset.num_classes,
+        fine_grained=fine_grained,
     )
     if design_only:
         rows = [{"role": role, **d.to_dict()} for per in designs(settings) for role, d in per.items()]

@@ -37,18 +37,10 @@ ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the trai
 
 
 def _data(dataset: str, data_dir: str | None, val_fraction: float, seed: int, limit: int | None):
-    import torch
-
     from relucut.data import load_dataset
     from relucut.finegrained.loop import Data
 
-    splits = load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed)
-    train = splits.train if limit is None else splits.train.subset(torch.arange(min(limit, len(splits.train))))
-    if len(splits.val) == 0:
-        raise RelucutError("the fine-grained methods report held-out accuracy; use --val-fraction > 0")
-    digits = splits.name == "digits"
-    side = splits.input_size[-1]
-    return Data(train, splits.val, splits.mean, splits.std, flip=not digits, crop_padding=max(1, side // 8))
+    return Data.from_splits(load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed), limit)
 
 
 def _teacher(path: str | None):

@@ -34,6 +34,8 @@ class PipelineSettings:
     baseline: str = BASELINE
     input_size: tuple[int, int, int] = (3, 32, 32)
     num_classes: int = 10
+    # low budgets: the design's network with SNL pixel masks to exactly the budget, not culled/thinned
+    fine_grained: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -70,6 +72,10 @@ def train_designs(
     rows: list[dict[str, Any]] = []
     for per_budget in designs(settings):
         for role, design in per_budget.items():
+            if settings.fine_grained and design.regime == "cull":
+                rows.append({"role": role, **_train_snl(settings, design, role, train_config, out, data, progress)})
+                atomic_write_text(out / RESULTS_FILE, json.dumps(rows, indent=1))
+                continue
             run_dir = out / f"{design.budget}_{role}"
             plan = design.plan(settings.num_classes, settings.input_size)
             cfg = dataclasses.replace(
@@ -85,6 +91,44 @@ def train_designs(
             rows.append({"role": role, **design.to_dict(), **_accuracy(final)})
             atomic_write_text(out / RESULTS_FILE, json.dumps(rows, indent=1))
     return rows
+
+
+def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, train_config: Any, out: Path,
+               data: Any, progress: bool) -> dict[str, Any]:
+    """A low-budget design reached with fine-grained masks instead of culling/thinning.
+
+    The design's network keeps all its ReLUs, is trained for ``epochs`` as SNL's all-ReLU base,
+    then SNL (``relucut snl``, its own learning rates) masks it down to exactly the budget and
+    fine-tunes it with KD for ``epochs``. Accuracy is the exported network's on the test split, as
+    the coarse rows report; ``best_val_acc`` is SNL's held-out accuracy. Resumes like ``relucut snl``.
+    """
+    from relucut.cost import count
+    from relucut.deepreshape.describe import distribution
+    from relucut.finegrained import load_export
+    from relucut.finegrained.loop import Data
+    from relucut.finegrained.pipeline import run_snl
+    from relucut.finegrained.snl import SNLConfig
+    from relucut.train import evaluate, load_data
+    from relucut.train.distributed import Dist, resolve_device
+
+    spec = design.spec(settings.num_classes, settings.input_size)
+    splits = data if data is not None else load_data(dataclasses.replace(train_config, model=spec.to_dict()))
+    epochs = train_config.epochs
+    cfg = SNLConfig(budget=design.budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs,
+                    batch_size=train_config.batch_size, seed=train_config.seed)
+    run_dir = out / f"{design.budget}_{role}_snl"
+    finished = run_dir / "result.json"
+    first_seconds = json.loads(finished.read_text())["seconds"] if finished.is_file() else None
+    # a finished run resumes from its last checkpoints at once (and refuses other settings)
+    result = run_snl(spec, Data.from_splits(splits, train_config.limit_train), run_dir, cfg, base_epochs=epochs,
+                     progress=progress, device=resolve_device(train_config.device, Dist()))
+    exported = load_export(run_dir / "export")
+    report = count(exported, spec.input_size)
+    test_acc = evaluate(exported, splits, split="test")["acc"] if splits.test is not None else None
+    return {**design.to_dict(), "method": "snl-pixel", "culled": [], "thinned": [], "relus": report.relus,
+            "macs": report.macs, "distribution": distribution(report.relus_by_stage), "test_acc": test_acc,
+            "best_val_acc": result["result"]["accuracy"], "best_epoch": None, "epochs": epochs,
+            "seconds": result["seconds"] if first_seconds is None else first_seconds}
 
 
 def _check_same_run(run_dir: Path, cfg: Any) -> None:
@@ -108,6 +152,7 @@ def summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     for r in rows:
         edits = "+".join(s for s in r["culled"] if s != "stem")
         edits = (f"cull {edits}" if edits else "") + (f" thin {'+'.join(r['thinned'])}" if r["thinned"] else "")
+        edits = " ".join(part for part in (edits.strip(), r.get("method", "")) if part)
         acc = r.get("test_acc") if r.get("test_acc") is not None else r.get("best_val_acc")
         out.append([f"{r['budget']:,}", r["role"], f"{r['model']} m={r['base_width']} {edits}".strip(),
                     f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M", "-" if acc is None else f"{100 * acc:.2f}"])

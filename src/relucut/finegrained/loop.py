@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from relucut.data.splits import Split
+from relucut.data.splits import DataSplits, Split
 from relucut.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
 
 
@@ -28,6 +28,21 @@ class Data:
     std: tuple[float, ...]
     flip: bool = True  # mirror augmentation (off for digits)
     crop_padding: int = 4
+
+    @classmethod
+    def from_splits(cls, splits: DataSplits, limit_train: int | None = None) -> Data:
+        """The engine's splits (``relucut.data.load_dataset``) as this loop's data: the first
+        ``limit_train`` training images, the validation split for evaluation, no mirroring of digits."""
+        from relucut.errors import RelucutError
+
+        train = splits.train
+        if limit_train is not None:
+            train = train.subset(torch.arange(min(limit_train, len(train))))
+        if len(splits.val) == 0:
+            raise RelucutError("the fine-grained methods report held-out accuracy; use --val-fraction > 0")
+        side = splits.input_size[-1]
+        return cls(train, splits.val, splits.mean, splits.std, flip=splits.name != "digits",
+                   crop_padding=max(1, side // 8))
 
     def normalize(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
         x = images.to(device, torch.float32).div_(255.0)
