@@ -97,8 +97,9 @@ def main() -> None:
         "",
         "| seed | teacher test % | KD val % | KD test % | no-KD val % | no-KD test % |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        *(f"| {r['seed']} | {100 * r['teacher_test']:.2f} | {100 * r['kd_val']:.2f} | {100 * r['kd_test']:.2f} | {100 * r['plain_val']:.2f} | "
-          f"{100 * r['plain_test']:.2f} |" for r in rows),
+        *("| " + " | ".join([str(r["seed"])] + [f"{100 * r[k]:.2f}" for k in
+                                                 ("teacher_test", "kd_val", "kd_test", "plain_val", "plain_test")])
+          + " |" for r in rows),
         "",
         f"Test accuracy, mean ± std over {s['seeds']} seeds: KD {100 * s['kd_test_mean']:.2f} ± "
         f"{100 * s['kd_test_std']:.2f}%, no KD {100 * s['plain_test_mean']:.2f} ± {100 * s['plain_test_std']:.2f}%; "

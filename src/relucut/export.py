@@ -277,8 +277,8 @@ def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportRe
 
     The model spec and plan come from the run's config and the weights from its checkpoint, so the
     export is the network that was trained and selected; the recipe's meta records the run, the
-    epochs its weights had trained and the input normalization (mean, std) the weights expect. ``options`` go to
-    ``export_model`` (merge, force_merge, bias_maps, onnx)."""
+    epochs its weights had trained and the input normalization (mean, std) they expect.
+    ``options`` go to ``export_model`` (merge, force_merge, bias_maps, onnx)."""
     from relucut.train.checkpoint import find_checkpoint, read_checkpoint
     from relucut.train.config import TrainConfig
 
