@@ -230,6 +230,9 @@ def test_device_names_are_checked():
     assert resolve_device("cpu", Dist()) == torch.device("cpu")
     with pytest.raises(RelucutError, match="unknown device 'tpu'"):
         resolve_device("tpu", Dist())
+    digits_config(device="cuda:1").resolved()  # a name is checked here; whether the GPU exists, at training
+    with pytest.raises(RelucutError, match="unknown device 'cuda1'"):  # before any run dir is written
+        digits_config(device="cuda1").resolved()
     if torch.cuda.is_available():
         assert resolve_device("cuda", Dist()).type == "cuda"
     else:

@@ -11,6 +11,7 @@ from typing import Any
 
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
+from relucut.train.distributed import DEVICE_HELP, is_device_name
 
 SCHEDULES = ("step", "cosine", "constant")
 AUGMENTS = ("crop+flip", "crop", "flip", "none")
@@ -87,6 +88,7 @@ class TrainConfig:
         need(self.limit_train is None or self.limit_train >= 2, "limit_train must be >= 2")
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         need(self.val_from in ("random", "tail"), f"val_from must be 'random' or 'tail', got '{self.val_from}'")
+        need(is_device_name(self.device), f"unknown device '{self.device}'; {DEVICE_HELP}")
 
     def digest(self) -> str:
         """A short hash of what the run computes (runtime fields excluded): names default run dirs."""

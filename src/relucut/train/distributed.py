@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -44,17 +45,23 @@ def init_distributed() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is a device relucut runs on (whether that GPU exists is checked later)."""
+    return DEVICE_NAME.fullmatch(str(name)) is not None
+
+
 def resolve_device(name: str, ranks: Dist) -> torch.device:
     from relucut.errors import RelucutError
 
+    if not is_device_name(name):
+        raise RelucutError(f"unknown device '{name}'; {DEVICE_HELP}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise RelucutError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RelucutError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
