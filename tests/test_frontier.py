@@ -90,3 +90,47 @@ def test_markdown_marks_reshaping_and_one_block():
     line = markdown_table([r]).splitlines()[-1]
     assert line.startswith("| S1 | S2*+S3* | 0.5x | 0.5x | 7.17K |")
     assert to_csv([r]).splitlines()[1].split(",")[3:6] == ["0.5", "0.5", "True"]
+
+
+def timed(name, relus, val, latency):
+    return CandidateResult(name, 1, "thinned", ["stem", "s1"], ["s2"], 1.0, 1.0, False, relus, 10 * relus, 100, val,
+                           None, latency)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40).map(lambda v: v / 10), st.integers(0, 30).map(float)), min_size=1,
+                max_size=20))
+def test_latency_frontier_is_exactly_the_undominated_points(pts):
+    from relucut.deepreduce.plot import latency_frontier
+
+    rs = [timed(str(i), 100, acc, lat) for i, (lat, acc) in enumerate(pts)]
+    front = latency_frontier(rs)
+    assert [r.est_latency_s for r in front] == sorted(r.est_latency_s for r in front)
+    for r in rs:
+        dominated = any(dominates((o.est_latency_s, o.val_acc), (r.est_latency_s, r.val_acc)) for o in rs)
+        # one of equal points stays on it: (latency, accuracy) pairs on the frontier are the undominated ones
+        assert dominated == ((r.est_latency_s, r.val_acc) not in {(f.est_latency_s, f.val_acc) for f in front})
+
+
+def test_plot_has_a_latency_panel_whose_frontier_can_differ_from_the_relu_one(tmp_path):
+    from relucut.deepreduce.plot import draw_frontier, latency_frontier, plot_frontier
+
+    # b has fewer ReLUs than a but more ReLU layers: slower, so only the ReLU frontier keeps it
+    rs = [timed("a", 2048, 90.0, 0.11), timed("b", 1536, 88.0, 0.17), timed("c", 512, 80.0, 0.08)]
+    mark_frontier(rs)
+    assert [r.name for r in rs if r.on_frontier] == ["a", "b", "c"]
+    assert [r.name for r in latency_frontier(rs)] == ["c", "a"]
+    fig = draw_frontier(rs, "t", teacher=(4096, 95.0), teacher_latency_s=0.3)
+    assert len(fig.axes) == 2 and "latency" in fig.axes[1].get_xlabel()
+    labels = [t.get_text() for t in fig.axes[1].texts]
+    assert any(text.endswith("0.08s") for text in labels) and not any("0.17s" in text for text in labels)
+    path = plot_frontier(rs, tmp_path / "p.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    untimed = [result("a", 1000, 90.0)]
+    mark_frontier(untimed)
+    single = draw_frontier(untimed)
+    assert len(single.axes) == 1  # no estimates: the ReLU panel alone
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    plt.close(single)

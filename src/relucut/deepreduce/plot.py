@@ -1,4 +1,6 @@
-"""The Pareto plot: ReLU count (log scale) against validation accuracy, frontier highlighted."""
+"""The Pareto plot: validation accuracy against ReLU count (log scale), frontier highlighted, and
+beside it against the estimated private-inference latency (DELPHI online, ``relucut.pi``), where
+ReLU layers and MACs count too, so its frontier can differ from the ReLU one."""
 
 from __future__ import annotations
 
@@ -13,9 +15,19 @@ from relucut.errors import RelucutError
 STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
 
 
-def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "DeepReDuce",
-                  teacher: tuple[int, float] | None = None) -> Path:
-    """Writes a PNG; ``teacher`` is (ReLUs, validation accuracy) of the full-ReLU network."""
+def latency_frontier(results: Sequence[CandidateResult]) -> list[CandidateResult]:
+    """The networks no other beats on both estimated latency and validation accuracy, fastest first."""
+    timed = sorted((r for r in results if r.est_latency_s is not None), key=lambda r: (r.est_latency_s, -r.val_acc))
+    front: list[CandidateResult] = []
+    for r in timed:
+        if not front or r.val_acc > front[-1].val_acc:
+            front.append(r)
+    return front
+
+
+def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
+                  teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None):
+    """The figure (matplotlib, Agg): ReLUs panel, plus a latency panel when estimates exist."""
     try:
         import matplotlib
 
@@ -23,12 +35,11 @@ def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "
         import matplotlib.pyplot as plt
     except ImportError:
         raise RelucutError("the Pareto plot needs matplotlib; pip install 'relucut[plot]'") from None
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    for step, marker in STEP_MARKERS.items():
-        pts = [r for r in results if r.step == step]
-        if pts:
-            ax.scatter([r.relus for r in pts], [r.val_acc for r in pts], marker=marker, s=36,
-                       color="0.6", label=step, zorder=2)
+    timed = any(r.est_latency_s is not None for r in results)
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(13, 5) if timed else (7.5, 5), dpi=120,
+                             squeeze=False)
+    ax = axes[0][0]
+    _points(ax, results, lambda r: r.relus)
     front = sorted((r for r in results if r.on_frontier), key=lambda r: r.relus)
     if front:
         ax.plot([r.relus for r in front], [r.val_acc for r in front], "-", color="tab:red", lw=1.8,
@@ -43,15 +54,62 @@ def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "
     if teacher is not None:
         ax.scatter([teacher[0]], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
                    label="full-ReLU teacher")
-    ax.set_xscale("log")
-    xs = [r.relus for r in results] + ([teacher[0]] if teacher else [])
-    if xs:  # room on the log axis for the labels of the end points
-        ax.set_xlim(min(xs) / 2.5, max(xs) * 2)
+    _log_axis(ax, [r.relus for r in results] + ([teacher[0]] if teacher else []))
     ax.set_xlabel("ReLUs per input (log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    if timed:
+        _latency_panel(axes[0][1], results, teacher, teacher_latency_s)
+    return fig
+
+
+def _points(ax, results: Sequence[CandidateResult], x) -> None:
+    for step, marker in STEP_MARKERS.items():
+        pts = [r for r in results if r.step == step and x(r) is not None]
+        if pts:
+            ax.scatter([x(r) for r in pts], [r.val_acc for r in pts], marker=marker, s=36, color="0.6",
+                       label=step, zorder=2)
+
+
+def _log_axis(ax, xs: list[float]) -> None:
+    ax.set_xscale("log")
+    if xs:  # room on the log axis for the labels of the end points
+        ax.set_xlim(min(xs) / 2.5, max(xs) * 2)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _latency_panel(ax, results: Sequence[CandidateResult], teacher: tuple[int, float] | None,
+                   teacher_latency_s: float | None) -> None:
+    _points(ax, results, lambda r: r.est_latency_s)
+    relu_front = [r for r in results if r.on_frontier and r.est_latency_s is not None]
+    ax.scatter([r.est_latency_s for r in relu_front], [r.val_acc for r in relu_front], s=48, facecolors="none",
+               edgecolors="tab:red", zorder=4, label="on the ReLU frontier")
+    front = latency_frontier(results)
+    ax.step([r.est_latency_s for r in front], [r.val_acc for r in front], where="post", color="black", lw=1.4,
+            zorder=3, label="latency frontier")
+    for i, r in enumerate(front):
+        offset, align = ((6, -11), "left") if i % 2 == 0 else ((-6, 6), "right")
+        ax.annotate(f"{r.network_label()} {r.est_latency_s:.3g}s", (r.est_latency_s, r.val_acc),
+                    textcoords="offset points", xytext=offset, ha=align, fontsize=7)
+    xs = [r.est_latency_s for r in results if r.est_latency_s is not None]
+    if teacher is not None and teacher_latency_s is not None:
+        ax.scatter([teacher_latency_s], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
+                   label="full-ReLU teacher")
+        xs.append(teacher_latency_s)
+    _log_axis(ax, xs)
+    ax.set_xlabel("estimated private-inference latency, DELPHI online (s, log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("the same networks by estimated latency (ReLUs, ReLU layers, MACs)")
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "DeepReDuce",
+                  teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None) -> Path:
+    """Writes the PNG atomically; ``teacher`` is (ReLUs, validation accuracy) of the full-ReLU network."""
+    fig = draw_frontier(results, title, teacher, teacher_latency_s)  # a clear error without matplotlib
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
+from relucut.cost import count
 from relucut.deepreduce.candidates import (
     STEM,
     Candidate,
@@ -303,7 +304,8 @@ class Search:
         teacher_point = None
         if teacher_final.get("best_val_acc") is not None:
             teacher_point = (sum(s.numel for s in self.sites), _pct(teacher_final["best_val_acc"]))
-        plot_frontier(results, self.out / "pareto.png", f"DeepReDuce: {title}", teacher_point)
+        teacher_latency = estimate_latency_s(count(self.spec.build(), self.spec.input_size))
+        plot_frontier(results, self.out / "pareto.png", f"DeepReDuce: {title}", teacher_point, teacher_latency)
         best = best_under_budget(results, budget) if budget is not None else None
         if best is not None:
             atomic_write_text(self.out / "best.json", json.dumps({"budget": budget, **best.to_dict()}, indent=1))
