@@ -75,7 +75,7 @@ def _points(ax, results: Sequence[CandidateResult], x) -> None:
 def _log_axis(ax, xs: list[float]) -> None:
     ax.set_xscale("log")
     if xs:  # room on the log axis for the labels of the end points
-        ax.set_xlim(min(xs) / 2.5, max(xs) * 2)
+        ax.set_xlim(min(xs) / 4, max(xs) * 2)
     ax.grid(True, which="both", alpha=0.3)
 
 
