@@ -101,19 +101,20 @@ def timed(name, relus, val, latency):
 @given(st.lists(st.tuples(st.integers(1, 40).map(lambda v: v / 10), st.integers(0, 30).map(float)), min_size=1,
                 max_size=20))
 def test_latency_frontier_is_exactly_the_undominated_points(pts):
-    from relucut.deepreduce.plot import latency_frontier
+    from relucut.deepreduce.frontier import latency_frontier
 
     rs = [timed(str(i), 100, acc, lat) for i, (lat, acc) in enumerate(pts)]
     front = latency_frontier(rs)
     assert [r.est_latency_s for r in front] == sorted(r.est_latency_s for r in front)
-    for r in rs:
-        dominated = any(dominates((o.est_latency_s, o.val_acc), (r.est_latency_s, r.val_acc)) for o in rs)
-        # one of equal points stays on it: (latency, accuracy) pairs on the frontier are the undominated ones
-        assert dominated == ((r.est_latency_s, r.val_acc) not in {(f.est_latency_s, f.val_acc) for f in front})
+    undominated = [r for r in rs
+                   if not any(dominates((o.est_latency_s, o.val_acc), (r.est_latency_s, r.val_acc)) for o in rs)]
+    assert {id(r) for r in front} == {id(r) for r in undominated}
+    assert latency_frontier(rs + [timed("untimed", 1, 100.0, None)]) == front  # no estimate: left out
 
 
 def test_plot_has_a_latency_panel_whose_frontier_can_differ_from_the_relu_one(tmp_path):
-    from relucut.deepreduce.plot import draw_frontier, latency_frontier, plot_frontier
+    from relucut.deepreduce.frontier import latency_frontier
+    from relucut.deepreduce.plot import draw_frontier, plot_frontier
 
     # b has fewer ReLUs than a but more ReLU layers: slower, so only the ReLU frontier keeps it
     rs = [timed("a", 2048, 90.0, 0.11), timed("b", 1536, 88.0, 0.17), timed("c", 512, 80.0, 0.08)]

@@ -94,6 +94,15 @@ def mark_frontier(results: list[CandidateResult]) -> list[CandidateResult]:
     return sorted((r for r in results if r.on_frontier), key=lambda r: (-r.relus, -r.val_acc))
 
 
+def latency_frontier(results: Sequence[CandidateResult]) -> list[CandidateResult]:
+    """The networks no other beats on both estimated PI latency and validation accuracy, fastest
+    first (those without an estimate are left out). ReLU layers and MACs cost time too, so this can
+    differ from the ReLU frontier."""
+    timed = [r for r in results if r.est_latency_s is not None]
+    front = [timed[i] for i in pareto_indices([(r.est_latency_s, r.val_acc) for r in timed])]
+    return sorted(front, key=lambda r: (r.est_latency_s, -r.val_acc))
+
+
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*$")
 
 

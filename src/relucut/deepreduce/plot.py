@@ -9,20 +9,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from relucut.deepreduce.frontier import CandidateResult
+from relucut.deepreduce.frontier import CandidateResult, latency_frontier
 from relucut.errors import RelucutError
 
 STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
-
-
-def latency_frontier(results: Sequence[CandidateResult]) -> list[CandidateResult]:
-    """The networks no other beats on both estimated latency and validation accuracy, fastest first."""
-    timed = sorted((r for r in results if r.est_latency_s is not None), key=lambda r: (r.est_latency_s, -r.val_acc))
-    front: list[CandidateResult] = []
-    for r in timed:
-        if not front or r.val_acc > front[-1].val_acc:
-            front.append(r)
-    return front
 
 
 def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
