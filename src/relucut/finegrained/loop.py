@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from relucut.data.splits import DataSplits, Split
+from relucut.errors import RelucutError
 from relucut.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
 
 
@@ -33,8 +34,6 @@ class Data:
     def from_splits(cls, splits: DataSplits, limit_train: int | None = None) -> Data:
         """The engine's splits (``relucut.data.load_dataset``) as this loop's data: the first
         ``limit_train`` training images, the validation split for evaluation, no mirroring of digits."""
-        from relucut.errors import RelucutError
-
         train = splits.train
         if limit_train is not None:
             train = train.subset(torch.arange(min(limit_train, len(train))))
