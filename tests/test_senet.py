@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, TOTAL_RELUS, tiny_data, trained_base
+from fixtures.finegrained import BASE, SPEC, TOTAL_RELUS, tiny_data, trained_base
 
 from relucut import RelucutError, count, find_sites
 from relucut.finegrained import LearnableMaskSite, allocate_layer_budgets, export, load_export
@@ -91,15 +91,15 @@ def test_senet_masks_match_layer_budgets_and_stay_frozen(tmp_path):
     def snapshot(m):
         frozen.update({n: s.mask.clone() for n, s in m.named_modules() if isinstance(s, LearnableMaskSite)})
 
-    cfg = SENetConfig(budget=900, mask_epochs=1, finetune_epochs=1, milestones=[], batch_size=64)
-    result = senet(model, base, data, SPEC.input_size, cfg, progress=False, after_stage2=snapshot)
+    cfg = SENetConfig(budget=900, mask_epochs=1, finetune_epochs=1, milestones=[])
+    result = senet(model, base, data, BASE, cfg, tmp_path / "run", progress=False, after_stage2=snapshot)
     assert sum(result.layer_budget.values()) == 900
     sites = {n: s for n, s in model.named_modules() if isinstance(s, LearnableMaskSite)}
     for path, site in sites.items():
         assert int(site.mask.sum()) == result.layer_budget[path.replace(".", "_")]
         assert torch.equal(site.mask, frozen[path])
-    export(tmp_path, model, SPEC)
-    assert count(load_export(tmp_path), SPEC.input_size).relus == 900
+    export(tmp_path / "export", model, SPEC)
+    assert count(load_export(tmp_path / "export"), SPEC.input_size).relus == 900
 
 
 class Killed(Exception):
@@ -113,10 +113,10 @@ def test_rerun_after_a_kill_resumes_to_the_same_model(tmp_path, monkeypatch):
 
     data = tiny_data()
     base = trained_base(data)
-    cfg = SENetConfig(budget=900, mask_epochs=1, finetune_epochs=3, milestones=[2], batch_size=64,
+    cfg = SENetConfig(budget=900, mask_epochs=1, finetune_epochs=3, milestones=[2],
                       shallow=True, dth=0.3)
     straight = copy.deepcopy(base)
-    senet(straight, base, data, SPEC.input_size, cfg, progress=False)
+    senet(straight, base, data, BASE, cfg, tmp_path / "straight", progress=False)
 
     real_gate = senet_module.gate_value
 
@@ -127,12 +127,12 @@ def test_rerun_after_a_kill_resumes_to_the_same_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(senet_module, "gate_value", kill_in_third_epoch)
     with pytest.raises(Killed):
-        senet(copy.deepcopy(base), base, data, SPEC.input_size, cfg, progress=False, workdir=tmp_path)
-    assert (tmp_path / "senet_stage2.pt").is_file()
-    assert torch.load(tmp_path / "senet_finetune.pt")["epoch"] == 2
+        senet(copy.deepcopy(base), base, data, BASE, cfg, tmp_path / "killed", progress=False)
+    assert (tmp_path / "killed" / "masks" / "final.json").is_file()  # stage 2 had finished
+    assert torch.load(tmp_path / "killed" / "finetune" / "last.pt", weights_only=True)["state"]["epoch"] == 2
     monkeypatch.setattr(senet_module, "gate_value", real_gate)
     resumed = copy.deepcopy(base)
-    senet(resumed, base, data, SPEC.input_size, cfg, progress=False, workdir=tmp_path)
+    senet(resumed, base, data, BASE, cfg, tmp_path / "killed", progress=False)
     got, want = resumed.state_dict(), straight.state_dict()
     assert got.keys() == want.keys()
     for key in want:

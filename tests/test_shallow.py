@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, tiny_data, trained_base
+from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 
 from relucut import count
 from relucut.finegrained import GatedBranch, export, gate_value, load_export
@@ -34,13 +34,13 @@ def test_gated_branch_blends_main_and_shallow():
 
 
 @pytest.fixture(scope="module")
-def shallow_run():
+def shallow_run(tmp_path_factory):
     data = tiny_data()
     base = trained_base(data)
     model = copy.deepcopy(base)
-    cfg = SENetConfig(budget=600, mask_epochs=1, finetune_epochs=2, milestones=[1], batch_size=64,
+    cfg = SENetConfig(budget=600, mask_epochs=1, finetune_epochs=2, milestones=[1],
                       shallow=True, dth=0.2, aux_after="s3")
-    result = senet(model, base, data, SPEC.input_size, cfg, progress=False)
+    result = senet(model, base, data, BASE, cfg, tmp_path_factory.mktemp("senet"), progress=False)
     return base, model, result
 
 

@@ -4,12 +4,13 @@ import copy
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, TOTAL_RELUS, tiny_data, trained_base
+from fixtures.finegrained import BASE, SPEC, TOTAL_RELUS, tiny_data, trained_base
 
 from relucut import RelucutError, count
 from relucut.finegrained import LearnableMaskSite, binarize_to_budget, export, install_mask_sites, load_export
 from relucut.finegrained.budget import parse_budget
-from relucut.finegrained.snl import SNLConfig, frozen_copy, snl_finetune, snl_search
+from relucut.finegrained.common import frozen_copy
+from relucut.finegrained.snl import SNLConfig, snl_finetune, snl_search
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,7 +23,7 @@ def setup():
 
 def _cfg(budget, granularity, **kw):
     base = {"budget": budget, "granularity": granularity, "search_epochs": 1, "finetune_epochs": 1,
-            "batch_size": 64, "mask_lr": 0.2, "check_every": 1, "l1_init": 1.0, "l1_growth": 2.0}
+            "mask_lr": 0.2, "check_every": 1, "l1_init": 1.0, "l1_growth": 2.0}
     return SNLConfig(**{**base, **kw})
 
 
@@ -30,17 +31,17 @@ def _cfg(budget, granularity, **kw):
 def test_export_meets_budget_and_masks_stay_frozen(setup, tmp_path, granularity, budget):
     data, base = setup
     model, teacher = copy.deepcopy(base), frozen_copy(base)
-    snl_search(model, teacher, data, SPEC.input_size, _cfg(budget, granularity))
+    snl_search(model, teacher, data, BASE, _cfg(budget, granularity), tmp_path / "search", progress=False)
     sites = {n: m for n, m in model.named_modules() if isinstance(m, LearnableMaskSite)}
     masks = {n: m.mask.clone() for n, m in sites.items()}
     weights = model.s1[0].conv1.weight.detach().clone()
-    snl_finetune(model, teacher, data, _cfg(budget, granularity))
+    snl_finetune(model, teacher, data, BASE, _cfg(budget, granularity), tmp_path / "finetune", progress=False)
     assert all(torch.equal(masks[n], m.mask) for n, m in sites.items())
     assert not torch.equal(weights, model.s1[0].conv1.weight)  # the weights did train
     if granularity == "channel":
         assert all(m.mask.shape[1:] == (1, 1) for m in sites.values())
-    summary = export(tmp_path, model, SPEC)
-    loaded = load_export(tmp_path)
+    summary = export(tmp_path / "export", model, SPEC)
+    loaded = load_export(tmp_path / "export")
     relus = count(loaded, SPEC.input_size).relus
     assert summary["relus"] == relus
     assert 0.99 * budget <= relus <= budget
@@ -51,23 +52,24 @@ def test_export_meets_budget_and_masks_stay_frozen(setup, tmp_path, granularity,
     assert torch.allclose(loaded(x), model(x), atol=1e-4)
 
 
-def test_l1_coefficient_grows_while_count_stalls(setup):
+def test_l1_coefficient_grows_while_count_stalls(setup, tmp_path):
     data, base = setup
     model = copy.deepcopy(base)
-    # masks cannot move (lr 0): the count never falls, so every check multiplies the coefficient
-    result = snl_search(model, frozen_copy(base), data, SPEC.input_size,
-                        _cfg(500, "pixel", mask_lr=0.0, check_every=1, l1_init=0.5, l1_growth=2.0))
+    # masks cannot move (lr ~0): the count never falls, so every check multiplies the coefficient
+    result = snl_search(model, frozen_copy(base), data, BASE,
+                        _cfg(500, "pixel", mask_lr=1e-12, check_every=1, l1_init=0.5, l1_growth=2.0), tmp_path,
+                        progress=False)
     steps = len(result.history)
     assert steps == 3  # 192 images, batch 64
     assert result.l1_final == pytest.approx(0.5 * 2.0 ** steps)
     assert result.relaxed_relus_at_stop == TOTAL_RELUS
 
 
-def test_search_stops_at_budget(setup):
+def test_search_stops_at_budget(setup, tmp_path):
     data, base = setup
     model = copy.deepcopy(base)
-    result = snl_search(model, frozen_copy(base), data, SPEC.input_size,
-                        _cfg(2000, "pixel", search_epochs=20, mask_lr=0.5, l1_init=10.0))
+    result = snl_search(model, frozen_copy(base), data, BASE,
+                        _cfg(2000, "pixel", search_epochs=20, mask_lr=0.5, l1_init=10.0), tmp_path, progress=False)
     assert result.relaxed_relus_at_stop <= 2000
     assert result.search_epochs_run < 20
 
@@ -108,3 +110,16 @@ def test_relaxed_site_interpolates_relu_and_identity():
     site.freeze(torch.tensor([[[True, False, True]], [[False, False, True]]]))
     assert site.active_relus((2, 1, 3)) == 3
     assert torch.equal(site(x), torch.tensor([[[[0.0, 2.0, 0.0]], [[4.0, -5.0, 6.0]]]]))
+
+
+def test_binarize_breaks_ties_by_relu_effect_not_site_order():
+    model = SPEC.build()
+    _, masks = install_mask_sites(model, SPEC.input_size, "pixel")
+    for m in masks.values():
+        m.alpha.data.zero_()  # every score clamped to 0, as when the search stops below the budget
+    names = list(masks)
+    effect = {n: torch.zeros_like(m.alpha) for n, m in masks.items()}
+    effect[names[-1]].fill_(1.0)  # only the last site (s4) changes its input
+    chosen = binarize_to_budget(masks, 20, tiebreak=effect)  # the last site has 32 entries
+    assert int(chosen[names[-1]].sum()) == 20
+    assert int(chosen[names[0]].sum()) == 0  # not the stem, which a stable sort by position would pick

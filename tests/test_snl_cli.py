@@ -21,7 +21,8 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
     for name in ("config.json", "result.json", "export/plan.json", "export/recipe.json", "export/model.pt"):
         assert (tmp_path / name).is_file()
     assert count(load_export(tmp_path / "export"), (1, 8, 8)).relus == result["result"]["relus"]
-    assert (tmp_path / "snl_search.pt").is_file() and (tmp_path / "snl_finetune.pt").is_file()
+    for stage in ("base", "search", "finetune"):  # every stage is a run of the training engine
+        assert (tmp_path / stage / "final.json").is_file() and (tmp_path / stage / "metrics.jsonl").is_file()
     # the same command again (the device is not a setting) resumes from the finished checkpoints;
     # other settings are refused
     again = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--search-epochs", "1", "--finetune-epochs", "1",
@@ -53,6 +54,10 @@ def test_cli_errors(args, needles):
         ("senet", {"budget": "500", "shallow": True, "dth": 1.5}, "--dth"),
         ("senet", {"budget": "500", "aux_classifier": True, "aux_after": "s4"}, "stage before the last"),
         ("snl", {"budget": "500", "device": "tpu"}, "unknown device"),
+        ("snl", {"budget": "500", "l1_init": -1.0}, "L1 coefficient must be > 0"),
+        ("snl", {"budget": "500", "search_epochs": 0}, "search_epochs must be >= 1"),
+        ("senet", {"budget": "500", "density": 2.0}, "--density"),
+        ("senet", {"budget": "500", "mask_epochs": 0, "finetune_epochs": 0}, "nothing would train"),
     ],
 )
 def test_option_checks_before_any_training(command, kwargs, needle):

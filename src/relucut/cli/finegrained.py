@@ -28,7 +28,10 @@ BudgetOpt = Annotated[str, typer.Option("--budget", "-b", help="Global ReLU budg
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
 TeacherOpt = Annotated[str | None, typer.Option(
     "--teacher", help="Trained all-ReLU run dir or checkpoint (relucut train): start point and KD teacher.")]
-BaseEpochsOpt = Annotated[int, typer.Option("--base-epochs", help="Without --teacher: epochs to train the all-ReLU base.")]
+BaseEpochsOpt = Annotated[int, typer.Option("--base-epochs", help="Without --teacher: epochs to train the all-ReLU base (relucut train's recipe).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size of every stage.")]
+KDWeightOpt = Annotated[float, typer.Option("--kd-weight", "--lam", help="KD weight (CE gets 1 - it).")]
+KDTemperatureOpt = Annotated[float, typer.Option("--kd-temperature", help="KD temperature.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
 OutOpt = Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default runs/METHOD-MODEL-DATASET-BUDGET).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -36,27 +39,17 @@ SeedOpt = Annotated[int, typer.Option("--seed")]
 ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for evaluation.")]
 
 
-def _data(dataset: str, data_dir: str | None, val_fraction: float, seed: int, limit: int | None):
-    from relucut.data import load_dataset
-    from relucut.finegrained.loop import Data
+def _base(model: str, dataset: str, data_dir: str | None, val_fraction: float, seed: int, limit: int | None,
+          base_epochs: int, batch_size: int, device: str, spec):
+    """The engine config the method's stages derive from, and the data it names (checked first)."""
+    from relucut.train import TrainConfig, load_data
 
-    return Data.from_splits(load_dataset(dataset, data_dir, val_fraction=val_fraction, seed=seed), limit)
-
-
-def _teacher(path: str | None):
-    if path is None:
-        return None
-    from relucut.train.build import load_checkpoint_model
-
-    return load_checkpoint_model(path).train()
-
-
-def _device(name: str):
-    """The device the methods run on (checked before any data is read); the run folder does not
-    record it, so a run started on a GPU may resume on the CPU."""
-    from relucut.train.distributed import Dist, resolve_device
-
-    return resolve_device(name, Dist())
+    base = TrainConfig(model=spec.to_dict(), dataset=dataset, data_dir=data_dir, val_fraction=val_fraction,
+                       seed=seed, limit_train=limit, epochs=base_epochs, batch_size=batch_size,
+                       device=device).resolved()
+    if val_fraction <= 0:
+        raise RelucutError("the fine-grained methods select and report on held-out images; use --val-fraction > 0")
+    return base, load_data(base)
 
 
 def _out(out: str | None, method: str, model: str, dataset: str, budget: int) -> Path:
@@ -81,8 +74,11 @@ def snl(
     mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
     l1_init: Annotated[float, typer.Option("--l1", help="Initial L1 coefficient (grows while the count stalls).")] = 0.1,
     milestones: Annotated[str | None, typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8.")] = None,
+    kd_weight: KDWeightOpt = 0.9,
+    kd_temperature: KDTemperatureOpt = 4.0,
     teacher: TeacherOpt = None,
     base_epochs: BaseEpochsOpt = 10,
+    batch_size: BatchOpt = 128,
     data_dir: DataDirOpt = None,
     val_fraction: ValOpt = 0.1,
     limit_train: LimitOpt = None,
@@ -104,11 +100,12 @@ def snl(
         raise RelucutError(f"unknown --granularity '{granularity}'; use pixel or channel")
     cfg = SNLConfig(budget=relus, granularity=granularity, search_epochs=search_epochs,
                     finetune_epochs=finetune_epochs, lr=lr, mask_lr=mask_lr, l1_init=l1_init,
-                    milestones=parse_ints(milestones, "--milestones") or [], seed=seed)
-    target = _device(device)
-    data = _data(dataset, data_dir, val_fraction, seed, limit_train)
-    result = run_snl(spec, data, _out(out, "snl", model, dataset, relus), cfg, base_epochs=base_epochs,
-                     teacher=_teacher(teacher), progress=not quiet, device=target)
+                    milestones=parse_ints(milestones, "--milestones") or [], kd_weight=kd_weight,
+                    kd_temperature=kd_temperature)
+    cfg.check()
+    base, data = _base(model, dataset, data_dir, val_fraction, seed, limit_train, base_epochs, batch_size, device, spec)
+    result = run_snl(spec, data, _out(out, "snl", model, dataset, relus), cfg, base=base,
+                     teacher=teacher, progress=not quiet)
     typer.echo(json.dumps(result))
 
 
@@ -129,9 +126,10 @@ def senet(
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate (paper: 0.01).")] = 0.01,
     mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
     milestones: Annotated[str, typer.Option("--milestones", help="Stage 3 LR / 10 epochs; the gate ramps until the first.")] = "90,140,160",
-    lam: Annotated[float, typer.Option("--lam", help="KD weight lambda (CE gets 1 - lambda).")] = 0.9,
-    beta: Annotated[float, typer.Option("--beta", help="PRAM weight.")] = 1000.0,
-    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD temperature rho.")] = 4.0,
+    kd_weight: KDWeightOpt = 0.9,
+    feature_weight: Annotated[float, typer.Option("--feature-weight", "--beta", help="Weight (beta) of the feature-map term.")] = 1000.0,
+    feature_loss: Annotated[str, typer.Option("--feature-loss", help="attention (attention transfer on stage outputs) or pram (eq. 2 literally).")] = "attention",
+    kd_temperature: KDTemperatureOpt = 4.0,
     shallow: Annotated[bool, typer.Option("--shallow", help="Gated branching: blocks below --dth become one conv-BN.")] = False,
     dth: Annotated[float, typer.Option("--dth", help="ReLU sensitivity below which a block is made shallow.")] = 0.05,
     gate_schedule: Annotated[str, typer.Option("--gate-schedule", help="linear (i/ramp) or cosine.")] = "linear",
@@ -139,6 +137,7 @@ def senet(
     aux_after: Annotated[str, typer.Option("--aux-after", help="Stage the auxiliary classifier follows.")] = "s3",
     teacher: TeacherOpt = None,
     base_epochs: BaseEpochsOpt = 10,
+    batch_size: BatchOpt = 128,
     data_dir: DataDirOpt = None,
     val_fraction: ValOpt = 0.1,
     limit_train: LimitOpt = None,
@@ -150,19 +149,14 @@ def senet(
     """SENet: per-layer budgets from pruning sensitivity, masks within them, frozen fine-tuning (+ shallow)."""
     from relucut.cost import count
     from relucut.finegrained.budget import check_budget, parse_budget
-    from relucut.finegrained.gated import GATE_SCHEDULES
     from relucut.finegrained.pipeline import run_senet
     from relucut.finegrained.senet import SENetConfig
 
     spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
     relus = parse_budget(budget)
     check_budget(relus, count(spec.build(), spec.input_size).relus)
-    if gate_schedule not in GATE_SCHEDULES:
-        raise RelucutError(f"unknown --gate-schedule '{gate_schedule}'; use linear or cosine")
     if dth != 0.05 and not shallow:
         raise RelucutError("--dth applies to gated branching; add --shallow")
-    if not 0.0 < dth < 1.0:
-        raise RelucutError(f"--dth must be in (0, 1) (a ReLU sensitivity), got {dth}")
     if aux_classifier:
         from relucut.finegrained.aux import check_aux_model
 
@@ -170,12 +164,13 @@ def senet(
     cfg = SENetConfig(
         budget=relus, density=density, mask_epochs=mask_epochs, mask_lr=mask_lr, lr=lr,
         finetune_epochs=finetune_epochs, milestones=parse_ints(milestones, "--milestones") or [],
-        lam=lam, beta=beta, rho=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,
-        aux_after=aux_after if aux_classifier else None, seed=seed,
+        kd_weight=kd_weight, feature_weight=feature_weight, feature_loss=feature_loss,
+        kd_temperature=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,
+        aux_after=aux_after if aux_classifier else None,
     )
-    target = _device(device)
-    data = _data(dataset, data_dir, val_fraction, seed, limit_train)
+    cfg.check()  # before any data is read or anything written
+    base, data = _base(model, dataset, data_dir, val_fraction, seed, limit_train, base_epochs, batch_size, device, spec)
     method = "senet" + ("-shallow" if shallow else "")
-    result = run_senet(spec, data, _out(out, method, model, dataset, relus), cfg, base_epochs=base_epochs,
-                       teacher=_teacher(teacher), progress=not quiet, device=target)
+    result = run_senet(spec, data, _out(out, method, model, dataset, relus), cfg, base=base,
+                       teacher=teacher, progress=not quiet)
     typer.echo(json.dumps(result))

@@ -36,8 +36,13 @@ def check_budget(budget: int, total: int) -> int:
     return budget
 
 
-def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int) -> dict[str, torch.Tensor]:
+def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int,
+                       tiebreak: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Global top-k over all mask entries, weighted by the ReLUs each stands for.
+
+    Equal scores (SNL clamps many to exactly 0) are ordered by ``tiebreak`` (same shapes, larger
+    first, e.g. how much each ReLU changes its input), never by position: a stable sort alone
+    would hand the leftover slots to the first sites (the stem, then s1).
 
     Pixel masks hit the budget exactly. Channel masks (a channel costs H*W ReLUs) are filled
     greedily by score, skipping channels that no longer fit, so the total is <= budget and
@@ -48,7 +53,11 @@ def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int) -> dict
     costs = torch.cat([torch.full((masks[n].alpha.numel(),), masks[n].unit_relus) for n in names])
     total = int(costs.sum())
     check_budget(budget, total)
-    order = torch.argsort(scores, descending=True, stable=True)
+    order = torch.arange(scores.numel())
+    if tiebreak is not None:
+        secondary = torch.cat([tiebreak[n].detach().flatten().cpu().float() for n in names])
+        order = torch.argsort(secondary, descending=True, stable=True)
+    order = order[torch.argsort(scores[order], descending=True, stable=True)]
     chosen = torch.zeros_like(scores, dtype=torch.bool)
     if bool((costs == 1).all()):
         chosen[order[:budget]] = True

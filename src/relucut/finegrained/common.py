@@ -1,58 +1,81 @@
-"""Pieces the SNL and SENet pipelines share: the KD(+PRAM) fine-tuning step and mask freezing."""
+"""Pieces SNL and SENet share: stages on the training engine, the feature-map loss, mask helpers.
+
+Every stage of a fine-grained method (base training, SNL search and fine-tuning, SENet mask
+learning and fine-tuning) is one run of ``relucut.train.train`` in its own run directory under
+the method's output folder, so each gets device-resident batches, bf16, channels_last, compile,
+DDP, metrics.jsonl, progress, TensorBoard and the engine's bit-identical resume.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
+import copy
+import dataclasses
 import torch
 from torch import nn
 
-from relucut.finegrained.losses import ActivationTap, LossWeights, combined_loss
+from relucut.data.splits import DataSplits
+from relucut.finegrained.losses import ActivationTap, LossWeights, feature_distance
 from relucut.finegrained.mask_site import LearnableMaskSite
-from relucut.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
+from relucut.train.batches import DeviceBatches
+from relucut.train.config import TrainConfig
+from relucut.train.hooks import LossContext
+
+
+# Batch-norm statistics are re-estimated before each validation of a stage (unless the base config
+# sets a count): masks and gates move the activations faster than the running averages follow.
+BN_RECALIBRATION_BATCHES = 20
+
+
+def stage_config(base: TrainConfig, **changes) -> TrainConfig:
+    """``base`` (dataset, split, seed, batch size, device, ...) with one stage's schedule."""
+    changes.setdefault("bn_recalibrate", base.bn_recalibrate or BN_RECALIBRATION_BATCHES)
+    return dataclasses.replace(base, teacher=None, plan=None, **changes)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy to distill from: eval mode, no gradients."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def stage_paths(model: nn.Module) -> list[str]:
+    """Declared stages after the stem ('s1', 's2', ...): where attention transfer compares maps."""
+    return [s for s in getattr(model, "stage_names", ())[1:] if isinstance(getattr(model, s, None), nn.Module)]
 
 
 def block_paths(model: nn.Module) -> list[str]:
-    """Paths of zoo blocks (children of declared stages, e.g. 's1.0'): where PRAM compares maps."""
+    """Paths of zoo blocks (children of declared stages, e.g. 's1.0'): where literal PRAM compares."""
     out = []
-    for stage in getattr(model, "stage_names", ())[1:]:
-        module = getattr(model, stage, None)
+    for stage in stage_paths(model):
+        module = getattr(model, stage)
         if isinstance(module, nn.Sequential):
             out += [f"{stage}.{i}" for i in range(len(module))]
     return out
 
 
-class KDLoss:
-    """Eq. 2 between ``student`` and a frozen ``teacher``; PRAM over ``pram_paths`` when beta > 0."""
+class FeatureLoss:
+    """``feature_weight / 2 * D(student maps, teacher maps)`` as an engine ``extra_loss``.
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, weights: LossWeights,
-                 pram_paths: list[str] = (), extra: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
-        self.student, self.teacher, self.weights, self.extra = student, teacher, weights, extra
-        use_pram = teacher is not None and weights.beta > 0 and len(pram_paths) > 0
-        self.s_tap = ActivationTap(student, pram_paths) if use_pram else None
-        self.t_tap = ActivationTap(teacher, pram_paths) if use_pram else None
-        self.last_teacher_logits: torch.Tensor | None = None
+    Forward hooks on both networks record the maps during the engine's forward passes. Attention
+    transfer compares stage outputs, literal PRAM block outputs (as eq. 2 is written).
+    """
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        t_logits = None
-        if self.teacher is not None:
-            with torch.no_grad():
-                self.teacher.eval()
-                t_logits = self.teacher(x)
-        self.last_teacher_logits = t_logits
-        s_logits = self.student(x)
-        s_maps = self.s_tap.take() if self.s_tap else ()
-        t_maps = [m.detach() for m in self.t_tap.take()] if self.t_tap else ()
-        loss = combined_loss(s_logits, t_logits, y, s_maps, t_maps, self.weights)
-        if self.extra is not None:
-            loss = loss + self.extra(x, y)
-        return loss
+    def __init__(self, student: nn.Module, teacher: nn.Module, weights: LossWeights):
+        paths = stage_paths(student) if weights.feature_loss == "attention" else block_paths(student)
+        self.weights = weights
+        self.student_tap = ActivationTap(student, paths)
+        self.teacher_tap = ActivationTap(teacher, paths)
+
+    def __call__(self, ctx: LossContext) -> torch.Tensor:
+        s_maps = self.student_tap.take()
+        t_maps = [m.detach() for m in self.teacher_tap.take()]
+        return self.weights.feature_weight / 2 * feature_distance(self.weights.feature_loss, s_maps, t_maps)
 
     def close(self) -> None:
-        for tap in (self.s_tap, self.t_tap):
-            if tap:
-                tap.close()
+        self.student_tap.close()
+        self.teacher_tap.close()
 
 
 def mask_sites(model: nn.Module) -> dict[str, LearnableMaskSite]:
@@ -69,22 +92,31 @@ def total_relus(masks: dict[str, LearnableMaskSite]) -> int:
     return sum(s.active_relus(s.shape) for s in masks.values())
 
 
-def save_frozen(path: Path, model: nn.Module, extra: dict) -> None:
-    """Saves a model whose learnable sites are frozen: masks, weights, RNGs and ``extra`` (atomically)."""
-    state = {"masks": {n: m.mask for n, m in mask_sites(model).items()}, "state": model.state_dict(),
-             "rng": rng_state(), **extra}
-    atomic_torch_save(state, path)
-
-
-def restore_frozen(model: nn.Module, input_size: tuple[int, ...], granularity: str, saved: dict) -> None:
-    """Rebuilds what :func:`save_frozen` saved on a fresh copy of the same base model.
-
-    The global RNGs are put back as they were, so the stages after it draw what they would have.
-    """
-    from relucut.finegrained.mask_site import install_mask_sites
-
-    _, masks = install_mask_sites(model, input_size, granularity)
-    freeze_all(masks, saved["masks"])
-    model.load_state_dict(saved["state"])
-    if saved.get("rng") is not None:
-        set_rng_state(saved["rng"])
+@torch.no_grad()
+def relu_effect(model: nn.Module, masks: dict[str, LearnableMaskSite], data: DataSplits, batches: int = 2,
+                batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Per mask entry, the mean squared change its ReLU makes, E[(relu(x) - x)^2] = E[x^2; x < 0],
+    on fixed un-augmented training images (eval mode): how much the network needs that ReLU."""
+    device = next(model.parameters()).device
+    sums = {n: torch.zeros_like(m.alpha) for n, m in masks.items()}
+    handles = []
+    for n, m in masks.items():
+        def hook(mod, inputs, _out, n=n):
+            effect = (torch.relu(inputs[0]) - inputs[0]).float().square().mean(0)
+            if mod.granularity == "channel":
+                effect = effect.mean(dim=tuple(range(1, effect.dim())), keepdim=True)
+            sums[n] += effect
+        handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        split = DeviceBatches(data.train, data.mean, data.std, device)
+        for i, (x, _) in enumerate(split.batches(batch_size)):
+            model(x)
+            if i + 1 >= batches:
+                break
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return sums

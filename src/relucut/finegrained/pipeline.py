@@ -1,66 +1,78 @@
-"""End-to-end runs (used by the CLI and the benchmark): base model, method, evaluation, export.
+"""End-to-end runs (used by the CLI, ``relucut.reduce`` and the benchmarks): base model, method,
+evaluation, export.
 
-An output folder holds ``config.json`` (the resolved settings), ``base.pt`` (the all-ReLU model
-the method starts from and distills from; reused when present, so a rerun skips its training),
-``export/`` (plan.json, recipe.json, model.pt, cost.json), ``export_ac/`` for an AC exit, and
-``result.json`` with the paper's Table 1/2 columns. Every epoch of every stage is checkpointed
-there too (``*_progress.pt`` while the base, the SNL search or SENet's mask learning runs,
-``*_search.pt`` / ``*_stage2.pt`` once its masks are frozen, ``*_finetune.pt``): rerunning the
-same command after a kill resumes from the last epoch and ends as an uninterrupted run would.
+An output folder holds ``config.json`` (the resolved settings), ``base/`` (the all-ReLU model the
+method starts from and distills from, a ``relucut train`` run; absent when a teacher is given),
+one engine run directory per stage (``search/`` + ``finetune/`` for SNL, ``masks/`` +
+``finetune/`` for SENet), ``export/`` (and ``export_ac/`` for an AC exit), and ``result.json``.
+Rerunning the same command after a kill resumes the stage that was running, from its last epoch,
+and ends as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from relucut.cost import count
+from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.artifact import export
 from relucut.finegrained.aux import AuxExit
-from relucut.finegrained.loop import Data, evaluate, run_epochs
+from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.senet import SENetConfig, senet
-from relucut.finegrained.snl import SNLConfig, frozen_copy, snl
+from relucut.finegrained.snl import SNLConfig, snl
 from relucut.models.registry import ModelSpec
 from relucut.plan import atomic_write_text
-from relucut.train.loop import seed_everything
+from relucut.train.build import load_checkpoint_model
+from relucut.train.config import RUNTIME_FIELDS, TrainConfig
+from relucut.train.evaluate import evaluate
+from relucut.train.loop import train
 
 
-def base_model(spec: ModelSpec, data: Data, out: Path, *, epochs: int, lr: float = 0.05, seed: int = 0,
-               teacher: nn.Module | None = None, progress: bool = True,
-               device: str | torch.device = "cpu") -> nn.Module:
-    """The all-ReLU model on ``device``: ``teacher`` if given, else ``out/base.pt`` if present, else
-    trained now. Everything the methods build from it follows its device."""
-    if teacher is not None:
-        return teacher.to(device)
-    path = out / "base.pt"
-    seed_everything(seed)
-    model = spec.build().to(device)
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu"))
-        return model
-    milestones = [epochs // 2, 3 * epochs // 4] if epochs >= 4 else []
-    run_epochs(model, data, lambda x, y: F.cross_entropy(model(x), y), epochs=epochs, lr=lr,
-               milestones=milestones, seed=seed, label="all-ReLU base", progress=progress,
-               checkpoint=out / "base_progress.pt")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".base.pt.tmp"
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+def base_config(spec: ModelSpec, data: DataSplits, base: TrainConfig | None) -> TrainConfig:
+    """The engine config every stage derives from: ``base`` (or the engine's defaults) for ``spec``
+    on ``data``'s dataset and split."""
+    base = base or TrainConfig()
+    carve = data.carve or {}
+    return dataclasses.replace(
+        base, model=spec.to_dict(), dataset=data.name, plan=None, teacher=None,
+        val_fraction=carve.get("val_fraction", base.val_fraction), val_from=carve.get("val_from", base.val_from),
+        seed=carve.get("seed", base.seed),
+    ).resolved()
+
+
+def base_model(base: TrainConfig, data: DataSplits, out: Path, teacher: nn.Module | str | Path | None,
+               progress: bool = True) -> nn.Module:
+    """The all-ReLU model the method starts from: ``teacher`` (a module, run dir or checkpoint), or
+    one trained now by the engine into ``out/base`` with ``base``'s recipe (resumed if present)."""
+    if isinstance(teacher, nn.Module):
+        return teacher
+    if teacher is None:
+        train(base, out / "base", data=data, progress=progress, label="all-ReLU base")
+        teacher = out / "base"
+    model = load_checkpoint_model(teacher)
+    if model.relucut_config.dataset != data.name:
+        raise RelucutError(f"teacher '{teacher}' was trained on {model.relucut_config.dataset}, not {data.name}; "
+                           "pass a teacher trained on this dataset")
     return model
 
 
-def _columns(cost: dict[str, Any], base: dict[str, Any], accuracy: float | None) -> dict[str, Any]:
+def _accuracy(model: nn.Module, data: DataSplits) -> dict[str, float | None]:
+    val = evaluate(model, data, split="val")["acc"] if len(data.val) else None
+    test = evaluate(model, data, split="test")["acc"] if data.test is not None and len(data.test) else None
+    return {"val_acc": val, "test_acc": test}
+
+
+def _columns(cost: dict[str, Any], base: dict[str, Any], accuracy: dict[str, float | None]) -> dict[str, Any]:
     return {
-        "relus": cost["relus"], "accuracy": accuracy, "conv_depth": cost["conv_depth"], "macs": cost["macs"],
+        "relus": cost["relus"], **accuracy, "conv_depth": cost["conv_depth"], "macs": cost["macs"],
         "mac_saving": base["macs"] / max(1, cost["macs"]), "relu_reduction": base["relus"] / max(1, cost["relus"]),
     }
 
@@ -84,63 +96,73 @@ def _claim(out: Path, config: dict[str, Any]) -> None:
     _write(out, "config.json", config)
 
 
-def run_snl(spec: ModelSpec, data: Data, out: Path, cfg: SNLConfig, *, base_epochs: int = 10,
-            teacher: nn.Module | None = None, progress: bool = True,
-            device: str | torch.device = "cpu") -> dict[str, Any]:
+def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
+    train_settings = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
+    return {"method": method, "train": train_settings, method: cfg.to_dict(),
+            "teacher": str(teacher) if isinstance(teacher, (str, Path)) else None}
+
+
+def _start(spec, data, out, cfg, method, base, teacher, progress):
+    cfg.check()
+    base = base_config(spec, data, base)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _claim(out, {"method": "snl", "model": spec.to_dict(), "base_epochs": base_epochs, "snl": cfg.to_dict()})
-    start = time.time()
-    base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress,
-                      device=device)
-    base_cost = _base_cost(base, spec)
-    base_acc = evaluate(base, data)
-    model = copy.deepcopy(base)
-    res = snl(model, frozen_copy(base), data, spec.input_size, cfg, progress=progress, workdir=out)
+    _claim(out, _settings(method, base, cfg, teacher))
+    teacher_model = base_model(base, data, out, teacher, progress)
+    return out, base, teacher_model
+
+
+def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SNLConfig, *, base: TrainConfig | None = None,
+            teacher: nn.Module | str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """SNL on ``spec`` to ``cfg.budget`` ReLUs: stages, export and ``result.json`` under ``out``."""
+    started = time.time()
+    out, base, teacher_model = _start(spec, data, out, cfg, "snl", base, teacher, progress)
+    base_cost = _base_cost(teacher_model, spec)
+    base_acc = _accuracy(teacher_model, data)
+    model = copy.deepcopy(teacher_model).train()
+    res = snl(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress)
     cost = export(out / "export", model, spec, meta={"method": "snl", "budget": cfg.budget})
     result = {
-        "method": f"snl-{cfg.granularity}", "budget": cfg.budget, "baseline": {**base_cost, "accuracy": base_acc},
+        "method": f"snl-{cfg.granularity}", "budget": cfg.budget, "baseline": {**base_cost, **base_acc},
         "search_epochs_run": res.search_epochs_run, "relaxed_relus_at_stop": res.relaxed_relus_at_stop,
-        "l1_final": res.l1_final, "result": _columns(cost, base_cost, evaluate(model, data)),
-        "seconds": time.time() - start,
+        "l1_final": res.l1_final, "result": _columns(cost, base_cost, _accuracy(model, data)),
+        "seconds": time.time() - started,
     }
     _write(out, "result.json", result)
     return result
 
 
-def run_senet(spec: ModelSpec, data: Data, out: Path, cfg: SENetConfig, *, base_epochs: int = 10,
-              teacher: nn.Module | None = None, progress: bool = True,
-              device: str | torch.device = "cpu") -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    _claim(out, {"method": "senet", "model": spec.to_dict(), "base_epochs": base_epochs, "senet": asdict(cfg)})
-    start = time.time()
-    base = base_model(spec, data, out, epochs=base_epochs, seed=cfg.seed, teacher=teacher, progress=progress,
-                      device=device)
-    base_cost = _base_cost(base, spec)
-    base_acc = evaluate(base, data)
-    model = copy.deepcopy(base)
+def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConfig, *,
+              base: TrainConfig | None = None, teacher: nn.Module | str | Path | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """SENet (optionally shallow, with an AC exit) on ``spec`` to ``cfg.budget`` ReLUs under ``out``."""
+    started = time.time()
+    out, base, teacher_model = _start(spec, data, out, cfg, "senet", base, teacher, progress)
+    base_cost = _base_cost(teacher_model, spec)
+    base_acc = _accuracy(teacher_model, data)
+    model = copy.deepcopy(teacher_model).train()
     stage2 = {}
 
     def after_stage2(m: nn.Module) -> None:
-        stage2["accuracy"] = evaluate(m, data)
+        stage2.update(_accuracy(m, data))
 
-    res = senet(model, frozen_copy(base), data, spec.input_size, cfg, progress=progress,
-                after_stage2=after_stage2, workdir=out)
+    res = senet(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress, after_stage2=after_stage2)
     meta = {"method": "senet", "budget": cfg.budget, "shallow_blocks": res.shallow_blocks}
     cost = export(out / "export", model, spec, shallow_blocks=res.shallow_blocks, meta=meta)
     without_gb = {"relus": cfg.budget, "conv_depth": base_cost["conv_depth"], "macs": base_cost["macs"]}
+    no_accuracy = {"val_acc": None, "test_acc": None}
     result: dict[str, Any] = {
         "method": "senet" + ("+shallow" if cfg.shallow else "") + ("+ac" if cfg.aux_after else ""),
-        "budget": cfg.budget, "baseline": {**base_cost, "accuracy": base_acc},
+        "budget": cfg.budget, "baseline": {**base_cost, **base_acc},
         "layer_budget": res.layer_budget, "block_sensitivity": res.block_sensitivity,
-        "shallow_blocks": res.shallow_blocks, "stage2_accuracy": stage2.get("accuracy"),
-        "result": _columns(cost, base_cost, evaluate(model, data)),
-        "masks_only": _columns(without_gb, base_cost, None) if cfg.shallow else None,
+        "shallow_blocks": res.shallow_blocks, "stage2": stage2,
+        "result": _columns(cost, base_cost, _accuracy(model, data)),
+        "masks_only": _columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
     }
     if res.aux_head is not None:
         ac_cost = export(out / "export_ac", model, spec, shallow_blocks=res.shallow_blocks,
                          aux=(res.aux_head, cfg.aux_after), meta=meta)
-        ac_model = AuxExit(model, res.aux_head, cfg.aux_after)
-        result["ac_output"] = _columns(ac_cost, base_cost, evaluate(ac_model, data))
-    result["seconds"] = time.time() - start
+        result["ac_output"] = _columns(ac_cost, base_cost, _accuracy(AuxExit(model, res.aux_head, cfg.aux_after), data))
+    result["seconds"] = time.time() - started
     _write(out, "result.json", result)
     return result

@@ -2,15 +2,16 @@
 
 Stage 1: per-layer ReLU budgets from pruning sensitivity (``sensitivity.layer_budgets``).
 Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD.
-Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + PRAM). With ``shallow``, blocks whose
-ReLU sensitivity is below ``dth`` get a gated conv-BN branch whose gate ramps to 1 by the first
-LR decay, and lose their main branch at the end; with ``aux_after`` an auxiliary classifier is
-trained by KD from the all-ReLU teacher.
+Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
+by default). With ``shallow``, blocks whose ReLU sensitivity is below ``dth`` get a gated conv-BN
+branch whose gate ramps to 1 by the first LR decay, and lose their main branch at the end; with
+``aux_after`` an auxiliary classifier is trained by KD from the all-ReLU teacher.
+
+Stages 2 and 3 are runs of the training engine (``masks/`` and ``finetune/`` under the workdir).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget
-from relucut.finegrained.common import KDLoss, block_paths, freeze_all, restore_frozen, save_frozen
+from relucut.finegrained.common import FeatureLoss, block_paths, freeze_all, frozen_copy, relu_effect, stage_config
 from relucut.finegrained.gated import (
+    GATE_SCHEDULES,
     GatedBranch,
     block_sensitivity,
     gate_value,
@@ -30,12 +33,13 @@ from relucut.finegrained.gated import (
     remove_main_branches,
     set_gates,
 )
-from relucut.finegrained.loop import Data, EpochHooks, run_epochs, train_batches
-from relucut.finegrained.losses import LossWeights, combined_loss
+from relucut.finegrained.losses import FEATURE_LOSSES, LossWeights, combined_loss
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
 from relucut.finegrained.sensitivity import layer_budgets, relu_sensitivity
 from relucut.sites import find_sites
-from relucut.train.loop import seed_everything
+from relucut.train.config import TrainConfig
+from relucut.train.hooks import LossContext
+from relucut.train.loop import seed_everything, train
 
 
 @dataclass
@@ -47,15 +51,36 @@ class SENetConfig:
     lr: float = 0.01
     finetune_epochs: int = 180
     milestones: list[int] = field(default_factory=lambda: [90, 140, 160])
-    batch_size: int = 128
-    lam: float = 0.9
-    beta: float = 1000.0
-    rho: float = 4.0
+    kd_weight: float = 0.9
+    feature_weight: float = 1000.0  # beta
+    feature_loss: str = "attention"  # or "pram": eq. 2 read literally (see relucut.finegrained.losses)
+    kd_temperature: float = 4.0
     shallow: bool = False
     dth: float = 0.05
     gate_schedule: str = "linear"
     aux_after: str | None = None  # stage after which the auxiliary classifier sits
-    seed: int = 0
+
+    def check(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise RelucutError(message)
+
+        need(0.0 < self.density < 1.0, f"--density must be in (0, 1) (the fraction of weights pruning keeps), "
+                                       f"got {self.density}")
+        need(self.mask_epochs >= 0 and self.finetune_epochs >= 0, "epochs must be >= 0")
+        need(self.mask_epochs + self.finetune_epochs >= 1, "nothing would train: give --mask-epochs or --finetune-epochs")
+        need(self.lr > 0 and self.mask_lr > 0, "lr and mask_lr must be > 0")
+        need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
+        need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
+        need(self.feature_weight >= 0, f"feature_weight must be >= 0, got {self.feature_weight}")
+        need(self.feature_loss in FEATURE_LOSSES, f"unknown feature loss '{self.feature_loss}'; "
+                                                  f"use {' or '.join(FEATURE_LOSSES)}")
+        need(not self.shallow or 0.0 < self.dth < 1.0, f"--dth must be in (0, 1) (a ReLU sensitivity), got {self.dth}")
+        need(self.gate_schedule in GATE_SCHEDULES, f"unknown gate schedule '{self.gate_schedule}'; use linear or cosine")
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(self.kd_weight, self.feature_weight, self.kd_temperature, self.feature_loss)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,37 +96,14 @@ class SENetResult:
     aux_head: AuxHead | None
 
 
-@torch.no_grad()
-def relu_effect_scores(model: nn.Module, masks: dict, data: Data, batches: int = 2, batch_size: int = 256
-                       ) -> None:
-    """Initial mask scores: the mean squared change a ReLU makes at each position (x^2 where x<0).
+class GateRamp:
+    """Engine callback: gamma of every gated block follows the epoch (so a resumed run replays it)."""
 
-    Mask learning starts from the positions where the ReLU matters most instead of at random.
-    """
-    device = next(model.parameters()).device
-    sums = {n: torch.zeros_like(m.alpha) for n, m in masks.items()}
-    handles = []
-    for n, m in masks.items():
-        def hook(mod, inputs, _out, n=n):
-            x = inputs[0]
-            effect = (torch.relu(x) - x).square().mean(0)
-            if mod.granularity == "channel":
-                effect = effect.mean(dim=tuple(range(1, effect.dim())), keepdim=True)
-            sums[n] += effect
-        handles.append(m.register_forward_hook(hook))
-    gen = torch.Generator().manual_seed(0)
-    model.eval()
-    try:
-        for i, (x, _) in enumerate(train_batches(data, batch_size, gen, device)):
-            model(x)
-            if i + 1 >= batches:
-                break
-    finally:
-        for h in handles:
-            h.remove()
-    for n, m in masks.items():
-        scale = sums[n].max().clamp_min(1e-12)
-        m.alpha.copy_(sums[n] / scale)
+    def __init__(self, gates: dict[str, GatedBranch], ramp_epochs: int, schedule: str):
+        self.gates, self.ramp, self.schedule = gates, ramp_epochs, schedule
+
+    def on_epoch_start(self, epoch: int, _model: nn.Module) -> None:
+        set_gates(self.gates, gate_value(epoch, self.ramp, self.schedule))
 
 
 def _block_sites(sites) -> dict[str, list[str]]:
@@ -112,89 +114,87 @@ def _block_sites(sites) -> dict[str, list[str]]:
     return out
 
 
-def senet(model: nn.Module, teacher: nn.Module, data: Data, input_size: tuple[int, ...], cfg: SENetConfig,
-          progress: bool = True, after_stage2: Callable[[nn.Module], None] | None = None,
-          workdir: Path | None = None) -> SENetResult:
+def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg: SENetConfig,
+          workdir: Path, progress: bool = True,
+          after_stage2: Callable[[nn.Module], None] | None = None) -> SENetResult:
     """Runs the three stages on ``model`` in place; ``model`` should hold trained all-ReLU weights.
 
-    ``after_stage2(model)`` is called once the masks are frozen, before fine-tuning. With
-    ``workdir``, every stage-2 epoch, the stage-2 result and every fine-tuning epoch are saved
-    there, and a rerun after a kill continues from them.
+    ``base`` is the engine config the stages derive from. ``after_stage2(model)`` is called once
+    the masks are frozen, before fine-tuning. Each stage resumes from its run directory under
+    ``workdir`` after a kill.
     """
-    seed_everything(cfg.seed)
-    teacher = copy.deepcopy(teacher).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    cfg.check()
+    teacher = frozen_copy(teacher)  # the engine freezes the teacher it is given: not the caller's
+    workdir = Path(workdir)
+    input_size = base.spec().input_size
     sites = find_sites(model, input_size)
     check_budget(cfg.budget, sum(s.numel for s in sites))
-    if cfg.shallow and not 0.0 < cfg.dth < 1.0:
-        raise RelucutError(f"--dth must be in (0, 1) (a ReLU sensitivity), got {cfg.dth}")
-    weights = LossWeights(lam=cfg.lam, beta=cfg.beta, rho=cfg.rho)
-    pram_paths = block_paths(model)
-    cache = workdir / "senet_stage2.pt" if workdir else None
-    if cache is not None and cache.is_file():  # stages 1 and 2 finished before a kill
-        saved = torch.load(cache, map_location="cpu")
-        sensitivity, budget = saved["sensitivity"], saved["layer_budget"]
-        restore_frozen(model, input_size, "pixel", saved)
-    else:
-        # stage 1
-        sensitivity = relu_sensitivity(model, cfg.density)
-        budget = layer_budgets(sites, sensitivity, cfg.budget)
-        # stage 2
-        _, masks = install_mask_sites(model, input_size, "pixel")
-        relu_effect_scores(model, masks, data)
-        for name, site in masks.items():
-            site.use_topk(budget[name])
-        if cfg.mask_epochs:
-            run_epochs(model, data, KDLoss(model, teacher, LossWeights(cfg.lam, 0.0, cfg.rho)),
-                       epochs=cfg.mask_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                       extra_optimizer=torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr),
-                       seed=cfg.seed, label="SENet masks", progress=progress,
-                       checkpoint=workdir / "senet_stage2_progress.pt" if workdir else None)
-        freeze_all(masks)
-        if cache is not None:
-            save_frozen(cache, model, {"sensitivity": sensitivity, "layer_budget": budget})
+    # stage 1: deterministic from the base weights, so a rerun recomputes it
+    sensitivity = relu_sensitivity(model, cfg.density)
+    budget = layer_budgets(sites, sensitivity, cfg.budget)
+    # stage 2
+    _, masks = install_mask_sites(model, input_size, "pixel")
+    with torch.no_grad():
+        for name, effect in relu_effect(model, masks, data).items():  # start where ReLUs matter most
+            masks[name].alpha.copy_(effect / effect.max().clamp_min(1e-12))
+    for name, site in masks.items():
+        site.use_topk(budget[name])
+    if cfg.mask_epochs:
+        stage = stage_config(base, epochs=cfg.mask_epochs, lr=cfg.lr, schedule="constant", select="last",
+                             kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
+        train(stage, workdir / "masks", model=model, teacher=teacher, data=data, progress=progress,
+              label="SENet masks",
+              extra_optimizers=[lambda _m: torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr)])
+    freeze_all(masks)
     if after_stage2 is not None:
         after_stage2(model)
     # stage 3
     sizes = {s.name: s.numel for s in sites}
     block_sens = block_sensitivity(_block_sites(sites), budget, sizes)
-    shallow_blocks: list[str] = []
+    seed_everything(base.seed)  # the new branches and heads start alike in a resumed run
     gates: dict[str, GatedBranch] = {}
+    shallow_blocks: list[str] = []
     if cfg.shallow:
         candidates = set(block_paths(model))
         shallow_blocks = [b for b, d in block_sens.items() if d < cfg.dth and b in candidates]
         gates = install_gates(model, shallow_blocks)
-    aux_head = tap = None
-    if cfg.aux_after:
-        aux_head = make_aux_head(model, cfg.aux_after, input_size, int(_num_classes(model)))
-        model.add_module("aux_head", aux_head)  # trained with the model
-        tap = AuxTap(model, aux_head, cfg.aux_after)
-
-    def aux_kd(_x, y):
-        return combined_loss(tap.logits, loss.last_teacher_logits, y, weights=LossWeights(cfg.lam, 0.0, cfg.rho))
-
-    loss = KDLoss(model, teacher, weights, pram_paths, extra=aux_kd if tap else None)
-    ramp = min(cfg.milestones[0], cfg.finetune_epochs) if cfg.milestones else cfg.finetune_epochs
-    hooks = EpochHooks(on_epoch_start=lambda e: set_gates(gates, gate_value(e, ramp, cfg.gate_schedule)))
-    try:
-        if cfg.finetune_epochs:
-            run_epochs(model, data, loss, epochs=cfg.finetune_epochs, lr=cfg.lr, milestones=cfg.milestones,
-                       batch_size=cfg.batch_size, hooks=hooks, seed=cfg.seed + 1, label="SENet fine-tune",
-                       progress=progress, checkpoint=workdir / "senet_finetune.pt" if workdir else None)
-    finally:
-        loss.close()
-        if tap:
-            tap.close()
-    if aux_head is not None:
-        del model.aux_head
+    aux_head = make_aux_head(model, cfg.aux_after, input_size, base.spec().num_classes) if cfg.aux_after else None
+    if cfg.finetune_epochs:
+        _finetune(model, teacher, data, base, cfg, gates, aux_head, workdir / "finetune", progress)
     set_gates(gates, 1.0)  # also when fine-tuning ended before the ramp did
     remove_main_branches(model, gates)
     return SENetResult(model, budget, sensitivity, block_sens, shallow_blocks, aux_head)
 
 
-def _num_classes(model: nn.Module) -> int:
-    fc = getattr(model, "fc", None)
-    if not isinstance(fc, nn.Linear):
-        raise RelucutError("the auxiliary classifier needs a model whose classifier is a Linear 'fc'")
-    return fc.out_features
+def _finetune(model, teacher, data, base, cfg: SENetConfig, gates, aux_head, run_dir: Path, progress: bool) -> None:
+    """Stage 3 on the engine: KD + CE (the engine's) + the feature term (+ auxiliary KD)."""
+    features = FeatureLoss(model, teacher, cfg.weights) if cfg.feature_weight > 0 else None
+    tap = None
+    if aux_head is not None:
+        model.add_module("aux_head", aux_head)  # trained and checkpointed with the model
+        tap = AuxTap(model, aux_head, cfg.aux_after)
+    aux_weights = LossWeights(cfg.kd_weight, 0.0, cfg.kd_temperature)
+
+    def extra(ctx: LossContext) -> dict[str, torch.Tensor]:
+        terms = {}
+        if features is not None:
+            terms["feature_loss"] = features(ctx)
+        if tap is not None:
+            terms["aux_loss"] = combined_loss(tap.logits, ctx.teacher_logits, ctx.targets, weights=aux_weights)
+        return terms or {"zero": ctx.logits.new_zeros(())}
+
+    ramp = min(cfg.milestones[0], cfg.finetune_epochs) if cfg.milestones else cfg.finetune_epochs
+    # with gates the network only exists once gamma is 1: keep the last epoch, not an earlier best
+    stage = stage_config(base, epochs=cfg.finetune_epochs, lr=cfg.lr, schedule="step",
+                         milestones=list(cfg.milestones), kd_weight=cfg.kd_weight,
+                         kd_temperature=cfg.kd_temperature, select="last" if gates else "best")
+    try:
+        train(stage, run_dir, model=model, teacher=teacher, data=data, progress=progress, extra_loss=extra,
+              callbacks=[GateRamp(gates, ramp, cfg.gate_schedule)], label="SENet fine-tune")
+    finally:
+        if features is not None:
+            features.close()
+        if tap is not None:
+            tap.close()
+        if aux_head is not None:
+            del model.aux_head

@@ -15,14 +15,24 @@ from relucut.train.distributed import DEVICE_HELP, is_device_name
 
 SCHEDULES = ("step", "cosine", "constant")
 AUGMENTS = ("crop+flip", "crop", "flip", "none")
+SELECTS = ("best", "last")
 # Fields that change how fast a run goes but not what it computes: a run may resume with others.
 RUNTIME_FIELDS = ("device", "compile", "channels_last", "bf16", "tensorboard", "eval_batch_size")
+
+
+def default_milestones(epochs: int, step_size: int | None = None) -> list[int]:
+    """Step-schedule decays: every ``step_size`` epochs, or DeepReDuce's 30/60/90 of 120 scaled to
+    ``epochs`` (25/50/75 %), so that short runs decay too."""
+    if step_size is not None:
+        return list(range(step_size, epochs, step_size))
+    return sorted({m for m in (round(epochs * f) for f in (0.25, 0.5, 0.75)) if 0 < m < epochs})
 
 
 @dataclass
 class TrainConfig:
     """A training recipe. Defaults are DeepReDuce's (SGD 0.1, momentum 0.9, wd 4e-4, batch 128,
-    lr / 10 every 30 epochs, KD with T=4 and weight 0.9 when a teacher is given)."""
+    lr / 10 at 25/50/75 % of the epochs, i.e. 30/60/90 of 120, KD with T=4 and weight 0.9 when a
+    teacher is given)."""
 
     model: dict[str, Any] = field(default_factory=lambda: ModelSpec("resnet18").to_dict())
     dataset: str = "cifar10"
@@ -38,7 +48,7 @@ class TrainConfig:
     weight_decay: float = 4e-4
     nesterov: bool = False
     schedule: str = "step"
-    step_size: int = 30
+    step_size: int | None = None  # step schedule: lr x gamma every N epochs; None: at 25/50/75 %
     gamma: float = 0.1
     milestones: list[int] | None = None  # explicit epochs for the step schedule
     kd_temperature: float = 4.0
@@ -53,6 +63,8 @@ class TrainConfig:
     limit_train: int | None = None  # train on the first N training images only (quick runs)
     eval_batch_size: int = 512
     tensorboard: bool = False
+    select: str = "best"  # the weights a run ends with: "best" on validation, or the "last" epoch's
+    bn_recalibrate: int = 0  # > 0: re-estimate batch-norm statistics on N batches before each validation
 
     # -- resolution --------------------------------------------------------------------------
     def resolved(self) -> TrainConfig:
@@ -66,7 +78,7 @@ class TrainConfig:
         if cfg.crop_padding is None:
             cfg.crop_padding = max(1, spec.image_size // 8)
         if cfg.schedule == "step" and cfg.milestones is None:
-            cfg.milestones = list(range(cfg.step_size, cfg.epochs, cfg.step_size)) if cfg.step_size > 0 else []
+            cfg.milestones = default_milestones(cfg.epochs, cfg.step_size)
         cfg.check()
         return cfg
 
@@ -89,6 +101,9 @@ class TrainConfig:
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         need(self.val_from in ("random", "tail"), f"val_from must be 'random' or 'tail', got '{self.val_from}'")
         need(is_device_name(self.device), f"unknown device '{self.device}'; {DEVICE_HELP}")
+        need(self.select in SELECTS, f"select must be one of {', '.join(SELECTS)}, got '{self.select}'")
+        need(self.bn_recalibrate >= 0, f"bn_recalibrate must be >= 0 batches, got {self.bn_recalibrate}")
+        need(self.step_size is None or self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}")
 
     def digest(self) -> str:
         """A short hash of what the run computes (runtime fields excluded): names default run dirs."""

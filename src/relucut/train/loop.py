@@ -6,7 +6,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from relucut.train.kd import kd_loss
 from relucut.train.progress import TensorBoard, TrainProgress
 
 ExtraLoss = Callable[[LossContext], "torch.Tensor | dict[str, torch.Tensor]"]
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
 
 def train(
@@ -44,6 +45,8 @@ def train(
     progress: bool = True,
     data: DataSplits | None = None,
     param_groups: list[dict] | None = None,
+    extra_optimizers: Sequence[OptimizerFactory] = (),
+    label: str = "epochs",
 ) -> dict:
     """Trains per ``config`` into ``run_dir`` and returns the final metrics (also in final.json).
 
@@ -52,11 +55,18 @@ def train(
     ``extra_loss(ctx)``: a scalar tensor (or a dict of named ones, summed and logged) added to the
     loss each step; see :class:`LossContext`. To use intermediate activations, register forward
     hooks on ``model`` before calling ``train``; they fire during the step's forward pass.
-    ``callbacks``: objects with optional ``on_epoch_start(epoch, model)`` and
-    ``on_epoch_end(epoch, model, metrics)``; the latter may add entries to ``metrics`` before
-    they are logged. ``data``: already loaded splits, to skip reloading across many runs.
+    ``callbacks``: objects with optional ``on_epoch_start(epoch, model)``,
+    ``on_epoch_end(epoch, model, metrics)`` (may add entries to ``metrics`` before they are
+    logged), ``after_step(step, model)`` (after every optimizer step; returning True stops
+    training there, mid-epoch: the epoch is logged and checkpointed as the run's last) and
+    ``state_dict()`` / ``load_state_dict(state)`` (saved in every checkpoint, restored on resume).
+    ``data``: already loaded splits, to skip reloading across many runs. ``label``: the progress
+    bar's name (a method's stage).
     ``param_groups``: SGD parameter groups (e.g. mask parameters without weight decay); by default
     one group of every parameter that requires a gradient. Schedules scale each group's lr.
+    ``extra_optimizers``: factories ``f(model) -> Optimizer`` for parameters that train by their
+    own rule (e.g. Adam on mask scores, constant lr); their parameters leave the SGD group, and
+    their state is checkpointed.
 
     Restarted with the same config and run dir, training resumes from last.pt; on CPU the result
     is bit-identical to an uninterrupted run. On return ``model`` holds the selected weights
@@ -86,15 +96,22 @@ def train(
     if channels_last:
         student.to(memory_format=torch.channels_last)
 
-    groups = param_groups if param_groups is not None else [p for p in student.parameters() if p.requires_grad]
+    extras = [make(student) for make in extra_optimizers]
+    own = {id(p) for opt in extras for group in opt.param_groups for p in group["params"]}
+    groups = param_groups if param_groups is not None else [
+        p for p in student.parameters() if p.requires_grad and id(p) not in own]
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     scheduler = make_scheduler(optimizer, cfg)
-    state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0}
+    callbacks = list(callbacks)
+    state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False}
     if resume is not None:
         student.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
+        for opt, saved in zip(extras, resume.get("extra_optimizers", ())):
+            opt.load_state_dict(saved)
+        load_callback_states(callbacks, resume.get("callbacks", ()))
         set_rng_state(resume["rng"])
         state.update(resume["state"])
         if ranks.main:
@@ -113,23 +130,24 @@ def train(
     val_batches = DeviceBatches(data.val, data.mean, data.std, device, channels_last=channels_last)
     per_rank_batch = max(2, cfg.batch_size // ranks.world)
     steps_per_epoch = batches.num_batches(per_rank_batch, train=True, world=ranks.world)
-    bar = TrainProgress(progress and ranks.main, cfg.epochs, state["epoch"])
+    bar = TrainProgress(progress and ranks.main, cfg.epochs, state["epoch"], label)
     board = TensorBoard(cfg.tensorboard and ranks.main, run_dir)
-    callbacks = list(callbacks)
     try:
-        for epoch in range(state["epoch"], cfg.epochs):
+        for epoch in range(state["epoch"], cfg.epochs if not state["stopped"] else 0):
             for cb in callbacks:
                 _call(cb, "on_epoch_start", epoch, student)
             bar.start_epoch(epoch, steps_per_epoch)
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             metrics = run_epoch(
-                net, student, teacher, batches, optimizer, cfg, epoch, extra_loss, ranks, bf16,
-                per_rank_batch, steps_per_epoch, bar,
+                net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks,
+                bf16, per_rank_batch, steps_per_epoch, bar,
             )
             if on_cuda:
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - started
+            if cfg.bn_recalibrate:
+                recalibrate_bn(student, batches, cfg.bn_recalibrate, per_rank_batch, cfg.seed)
             val = evaluate_batches(student, val_batches, cfg.eval_batch_size, bf16) if len(val_batches) else None
             if val is not None and ranks.world > 1:  # ranks' batch-norm buffers differ: rank 0 decides
                 shared = ranks.broadcast_(torch.tensor([val["acc"], val["loss"]], dtype=torch.float64, device=device))
@@ -144,7 +162,9 @@ def train(
                 _call(cb, "on_epoch_end", epoch, student, metrics)
             state["seconds"] += time.perf_counter() - started
             state["epoch"] = epoch + 1
-            improved = val is None or state["best_val_acc"] is None or val["acc"] > state["best_val_acc"]
+            state["stopped"] = bool(metrics.pop("stopped"))
+            improved = (cfg.select == "last" or val is None or state["best_val_acc"] is None
+                        or val["acc"] > state["best_val_acc"])
             if improved:
                 state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
             if ranks.main:
@@ -152,21 +172,25 @@ def train(
                     f.write(json.dumps(metrics) + "\n")
                 # last.pt first: a kill before best.pt is written is repaired from it on resume
                 last = checkpoint(cfg, student, data, state)
-                last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state())
+                last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
+                            extra_optimizers=[opt.state_dict() for opt in extras],
+                            callbacks=callback_states(callbacks))
                 atomic_torch_save(last, run_dir / "last.pt")
                 if improved:
                     atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
             board.log(metrics)
             bar.end_epoch(metrics)
             ranks.barrier()
+            if state["stopped"]:
+                break
     finally:
         bar.close()
         board.close()
     return finish(run_dir, cfg, student, data, state, device, bf16, ranks)
 
 
-def run_epoch(net, student, teacher, batches, optimizer, cfg, epoch, extra_loss, ranks: Dist, bf16: bool,
-              batch_size: int, steps_per_epoch: int, bar) -> dict:
+def run_epoch(net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks: Dist,
+              bf16: bool, batch_size: int, steps_per_epoch: int, bar) -> dict:
     net.train()
     device = batches.device
     generator = epoch_generator(cfg.seed, epoch, device)
@@ -174,6 +198,8 @@ def run_epoch(net, student, teacher, batches, optimizer, cfg, epoch, extra_loss,
     correct = torch.zeros((), dtype=torch.long, device=device)
     term_sums: dict[str, torch.Tensor] = {}
     seen = 0
+    stopped = False
+    step_hooks = [cb.after_step for cb in callbacks if hasattr(cb, "after_step")]
     for i, (x, y) in enumerate(batches.batches(batch_size, train=True, generator=generator,
                                                rank=ranks.rank, world=ranks.world)):
         with autocast(device, bf16):
@@ -196,19 +222,28 @@ def run_epoch(net, student, teacher, batches, optimizer, cfg, epoch, extra_loss,
                     extra = sum(extra.values())
                 loss = loss + extra
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for opt in extras:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()  # the one backward pass of relucut: every method trains through here
         optimizer.step()
+        for opt in extras:
+            opt.step()
         n = y.shape[0]
         seen += n
         loss_sum += loss.detach().double() * n
         correct += (logits.detach().argmax(1) == y).sum()
         bar.step(f"loss {float(loss_sum) / seen:.3f}" if bar.enabled and i % 20 == 0 else None)
+        step = epoch * steps_per_epoch + i
+        if any([bool(hook(step, student)) for hook in step_hooks]):  # a list: every hook runs
+            stopped = True
+            break
     if not math.isfinite(float(loss_sum)):
         raise RelucutError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower --lr")
     totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
     ranks.sum_(totals)
     images = max(int(totals[2]), 1)
-    out = {"train_loss": float(totals[0]) / images, "train_acc": float(totals[1]) / images, "images": images}
+    out = {"train_loss": float(totals[0]) / images, "train_acc": float(totals[1]) / images, "images": images,
+           "stopped": stopped}
     for name, total in term_sums.items():
         out[name] = float(ranks.sum_(total.clone())) / images
     return out
@@ -241,6 +276,42 @@ def finish(run_dir: Path, cfg: TrainConfig, student: nn.Module, data: DataSplits
     if ranks.main:
         atomic_write_text(run_dir / "final.json", json.dumps(final, indent=1))
     return final
+
+
+def callback_states(callbacks: list) -> list:
+    return [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks]
+
+
+def load_callback_states(callbacks: list, states: Sequence) -> None:
+    for cb, saved in zip(callbacks, states):
+        if saved is not None and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(saved)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: DeviceBatches, num_batches: int, batch_size: int, seed: int) -> None:
+    """Re-estimates batch-norm running statistics as a cumulative average over ``num_batches``
+    training batches: short runs at a high lr leave the running averages behind the
+    weights, and eval-mode accuracy then falls far below train-mode accuracy."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    generator = torch.Generator(device=batches.device).manual_seed(int(seed) + 2**31)  # apart from epochs'
+    try:
+        for i, (x, _) in enumerate(batches.batches(batch_size, train=True, generator=generator)):
+            model(x)
+            if i + 1 >= num_batches:
+                break
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 def checkpoint(cfg: TrainConfig, student: nn.Module, data: DataSplits, state: dict) -> dict:

@@ -13,17 +13,18 @@ from relucut.errors import RelucutError
 class TrainProgress:
     """An epoch bar and a batch bar with loss / accuracy / images per second; silent when disabled."""
 
-    def __init__(self, enabled: bool, epochs: int, start: int):
+    def __init__(self, enabled: bool, epochs: int, start: int, label: str = "epochs"):
         self.enabled = enabled
         if not enabled:
             return
         self.console = Console(stderr=True)
+        self.label = "epoch" if label == "epochs" else label
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeRemainingColumn(), console=self.console, transient=False,
         )
         self.bar.start()
-        self.epochs = self.bar.add_task("epochs", total=epochs, completed=start, info="")
+        self.epochs = self.bar.add_task(label, total=epochs, completed=start, info="")
         self.steps = None
 
     def start_epoch(self, epoch: int, batches: int) -> None:
@@ -40,10 +41,11 @@ class TrainProgress:
     def end_epoch(self, metrics: dict) -> None:
         if not self.enabled:
             return
+        val = f"val {100 * metrics['val_acc']:.1f}%  " if metrics.get("val_acc") is not None else ""
         info = (f"loss {metrics['train_loss']:.3f}  train {100 * metrics['train_acc']:.1f}%  "
-                f"val {100 * metrics['val_acc']:.1f}%  {metrics['images_per_s']:.0f} img/s")
+                f"{val}{metrics['images_per_s']:.0f} img/s")
         self.bar.update(self.epochs, advance=1, info=info)
-        self.console.print(f"epoch {metrics['epoch'] + 1}: {info}  lr {metrics['lr']:.4g}", highlight=False)
+        self.console.print(f"{self.label} {metrics['epoch'] + 1}: {info}  lr {metrics['lr']:.4g}", highlight=False)
 
     def close(self) -> None:
         if self.enabled:
