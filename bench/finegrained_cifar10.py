@@ -1,8 +1,9 @@
 """SNL, SENet and SENet + shallow (gated branching + AC) on the real CIFAR-10 images, CPU scale.
 
-Split: the first 45,000 training images are the training set (of which the first N are used),
-the last 5,000 (second half of data_batch_5) are held out and only evaluated (no selection uses
-them). Scale, matched to bench/deepreduce_cifar10.py so ReLU counts line up: ResNet18, base
+Split: the first 45,000 training images are the training set (of which the first N are used for
+training and the next 1,000 for validation, which picks each stage's best epoch), the last 5,000
+(second half of data_batch_5) are the held-out test set, only evaluated. Every stage runs on the
+training engine (relucut.train). Scale, matched to bench/deepreduce_cifar10.py so ReLU counts line up: ResNet18, base
 width 8, inputs down-scaled to 16x16 (rho 0.5): 17,408 ReLUs. Budgets 3,584 and 7,168 are
 DeepReDuce's culled/thinned counts at this scale. One CPU thread (several times faster than two
 on the shared box). Resumable: finished runs are skipped on a rerun.
@@ -20,9 +21,8 @@ from pathlib import Path
 import torch
 
 from relucut.data.cifar import load_cifar
-from relucut.data.splits import channel_stats
-from relucut.finegrained.loop import Data
-from relucut.finegrained.pipeline import base_model, run_senet, run_snl
+from relucut.data.splits import DataSplits, channel_stats
+from relucut.finegrained.pipeline import base_config, base_model, run_senet, run_snl
 from relucut.finegrained.senet import SENetConfig
 from relucut.finegrained.snl import SNLConfig
 from relucut.models.registry import ModelSpec
@@ -33,12 +33,13 @@ RESULTS = Path(__file__).parent / "results"
 SPEC = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8, "rho": 0.5})
 
 
-def cifar_data(train_images: int) -> Data:
+def cifar_data(train_images: int) -> DataSplits:
     full, _, _ = load_cifar("cifar10", SOURCE)
     train = full.subset(torch.arange(45_000))
-    held_out = full.subset(torch.arange(45_000, 50_000))
     mean, std = channel_stats(train.images)
-    return Data(train.subset(torch.arange(train_images)), held_out, mean, std, flip=True, crop_padding=4)
+    return DataSplits("cifar10", 10, train.subset(torch.arange(train_images)),
+                      train.subset(torch.arange(train_images, train_images + 1000)),
+                      full.subset(torch.arange(45_000, 50_000)), mean, std)
 
 
 def main() -> None:
@@ -55,8 +56,10 @@ def main() -> None:
     started = time.perf_counter()
     out = Path(args.out)
     data = cifar_data(args.train_images)
-    torch.manual_seed(0)
-    base = base_model(SPEC, data, out, epochs=args.base_epochs, progress=False)
+    from relucut.train import TrainConfig
+
+    engine = base_config(SPEC, data, TrainConfig(epochs=args.base_epochs, batch_size=64, device="cpu"))
+    base = base_model(engine, data, out, None, progress=False)
     e = args.epochs
     milestones = [e // 2, (7 * e) // 9, (8 * e) // 9]  # 90/140/160 of 180, scaled
     results = []
@@ -66,17 +69,17 @@ def main() -> None:
         runs = {
             "snl-pixel": lambda d, budget=budget: run_snl(SPEC, data, d, SNLConfig(
                 budget=budget, search_epochs=args.search_epochs, finetune_epochs=e, milestones=milestones[:2], mask_lr=0.02,
-                check_every=10, l1_init=0.1, batch_size=64), teacher=base, progress=False),
+                check_every=10, l1_init=0.1), base=engine, teacher=base, progress=False),
             "snl-channel": lambda d, budget=budget: run_snl(SPEC, data, d, SNLConfig(
                 budget=budget, granularity="channel", search_epochs=args.search_epochs, finetune_epochs=e,
-                milestones=milestones[:2], mask_lr=0.02, check_every=10, l1_init=0.1, batch_size=64),
-                teacher=base, progress=False),
+                milestones=milestones[:2], mask_lr=0.02, check_every=10, l1_init=0.1),
+                base=engine, teacher=base, progress=False),
             "senet": lambda d, budget=budget: run_senet(SPEC, data, d, SENetConfig(
-                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones, batch_size=64),
-                teacher=base, progress=False),
+                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones),
+                base=engine, teacher=base, progress=False),
             "senet-shallow-ac": lambda d, budget=budget, dth=dth: run_senet(SPEC, data, d, SENetConfig(
-                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones, batch_size=64,
-                shallow=True, dth=dth, aux_after="s3"), teacher=base, progress=False),
+                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones,
+                shallow=True, dth=dth, aux_after="s3"), base=engine, teacher=base, progress=False),
         }
         for name, run in runs.items():
             run_dir = out / f"{name}-{budget}"
@@ -112,7 +115,7 @@ def write_results(results: list[dict], args, seconds: float) -> None:
         f"ResNet18, base width 8, 16x16 inputs (rho 0.5): {base['relus']:,} ReLUs, {base['macs'] / 1e6:.2f}M MACs, "
         f"conv depth {base['conv_depth']}. Trained on the first {args.train_images:,} of the first 45,000 CIFAR-10 "
         f"training images; accuracy on the held-out last 5,000. All-ReLU base: {args.base_epochs} epochs, "
-        f"{100 * base['accuracy']:.2f}%. Each method: KD from that base, {args.epochs} fine-tuning epochs "
+        f"{100 * base['test_acc']:.2f}%. Each method: KD from that base, {args.epochs} fine-tuning epochs "
         f"(SENet: {args.mask_epochs} mask epochs first; SNL: up to {args.search_epochs} search epochs first). "
         "One CPU thread.", "",
         "| method | budget | #ReLUs | accuracy % | conv depth | MAC saving | ReLU reduction |",
@@ -122,13 +125,13 @@ def write_results(results: list[dict], args, seconds: float) -> None:
         rows = [(r["run"], r["result"])]
         if r.get("masks_only"):
             same = next((o for o in results if o["run"] == "senet" and o["budget"] == r["budget"]), None)
-            without = {**r["masks_only"], "accuracy": same["result"]["accuracy"] if same else None}
+            without = {**r["masks_only"], "test_acc": same["result"]["test_acc"] if same else None}
             rows[0] = (r["run"] + " (w/ GB)", r["result"])
             rows.insert(0, ("senet-shallow-ac (w/o GB = the senet run)", without))
         if r.get("ac_output"):
             rows.append((r["run"] + " (AC output)", r["ac_output"]))
         for name, c in rows:
-            acc = "-" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}"
+            acc = "-" if c["test_acc"] is None else f"{100 * c['test_acc']:.2f}"
             lines.append(f"| {name} | {r['budget']:,} | {c['relus']:,} | {acc} | {c['conv_depth']} "
                          f"| {c['mac_saving']:.2f}x | {c['relu_reduction']:.2f}x |")
     shallow = [r for r in results if r.get("shallow_blocks") is not None and r["run"].startswith("senet-shallow")]

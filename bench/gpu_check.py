@@ -100,30 +100,38 @@ def snl_search_call(spec: ModelSpec, data: DataSplits, out: Path, device: torch.
                     batch: int, seed: int) -> None:
     """One SNL search epoch (no fine-tuning) from an untrained all-ReLU teacher. The one place that
     knows how SNL is called: switch it here when SNL moves onto the engine."""
-    from relucut.finegrained.loop import Data
     from relucut.finegrained.pipeline import run_snl
     from relucut.finegrained.snl import SNLConfig
 
     torch.manual_seed(seed)
     teacher = spec.build()
     budget = max(1, _relus(spec) // 100)  # far below the start: the search runs its whole epoch
-    cfg = SNLConfig(budget=budget, search_epochs=1, finetune_epochs=0, batch_size=batch, seed=seed)
-    run_snl(spec, Data.from_splits(data, train_images), out, cfg, teacher=teacher, progress=False, device=device)
+    cfg = SNLConfig(budget=budget, search_epochs=1, finetune_epochs=0)
+    run_snl(spec, data, out, cfg, base=_stage_base(spec, data, device, train_images, batch, seed), teacher=teacher,
+            progress=False)
 
 
 def senet_finetune_call(spec: ModelSpec, data: DataSplits, out: Path, device: torch.device, *,
                         train_images: int, batch: int, seed: int) -> None:
     """SENet with no mask-learning epochs and one fine-tuning epoch, so that every SGD step is a
     fine-tuning step. The one place that knows how SENet is called: switch it here too."""
-    from relucut.finegrained.loop import Data
     from relucut.finegrained.pipeline import run_senet
     from relucut.finegrained.senet import SENetConfig
 
     torch.manual_seed(seed)
     teacher = spec.build()
-    cfg = SENetConfig(budget=max(1, _relus(spec) // 10), mask_epochs=0, finetune_epochs=1, milestones=[],
-                      batch_size=batch, seed=seed)
-    run_senet(spec, Data.from_splits(data, train_images), out, cfg, teacher=teacher, progress=False, device=device)
+    cfg = SENetConfig(budget=max(1, _relus(spec) // 10), mask_epochs=0, finetune_epochs=1, milestones=[])
+    run_senet(spec, data, out, cfg, base=_stage_base(spec, data, device, train_images, batch, seed),
+              teacher=teacher, progress=False)
+
+
+def _stage_base(spec: ModelSpec, data: DataSplits, device: torch.device, train_images: int, batch: int, seed: int):
+    """The engine config the fine-grained stages derive from (bf16/channels_last follow the device)."""
+    from relucut.train import TrainConfig
+
+    return TrainConfig(model=spec.to_dict(), dataset=data.name, limit_train=train_images, batch_size=batch,
+                       seed=seed, device=str(device), val_from=(data.carve or {}).get("val_from", "random"),
+                       val_fraction=(data.carve or {}).get("val_fraction", 0.1))
 
 
 def _relus(spec: ModelSpec) -> int:

@@ -105,29 +105,26 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
     from relucut.cost import count
     from relucut.deepreshape.describe import distribution
     from relucut.finegrained import load_export
-    from relucut.finegrained.loop import Data
     from relucut.finegrained.pipeline import run_snl
     from relucut.finegrained.snl import SNLConfig
     from relucut.train import evaluate, load_data
-    from relucut.train.distributed import Dist, resolve_device
 
     spec = design.spec(settings.num_classes, settings.input_size)
     splits = data if data is not None else load_data(dataclasses.replace(train_config, model=spec.to_dict()))
     epochs = train_config.epochs
-    cfg = SNLConfig(budget=design.budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs,
-                    batch_size=train_config.batch_size, seed=train_config.seed)
+    cfg = SNLConfig(budget=design.budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs)
     run_dir = out / f"{design.budget}_{role}_snl"
     finished = run_dir / "result.json"
     first_seconds = json.loads(finished.read_text())["seconds"] if finished.is_file() else None
     # a finished run resumes from its last checkpoints at once (and refuses other settings)
-    result = run_snl(spec, Data.from_splits(splits, train_config.limit_train), run_dir, cfg, base_epochs=epochs,
-                     progress=progress, device=resolve_device(train_config.device, Dist()))
+    base = dataclasses.replace(train_config, model=spec.to_dict(), plan=None, teacher=None)
+    result = run_snl(spec, splits, run_dir, cfg, base=base, progress=progress)
     exported = load_export(run_dir / "export")
     report = count(exported, spec.input_size)
     test_acc = evaluate(exported, splits, split="test")["acc"] if splits.test is not None else None
     return {**design.to_dict(), "method": "snl-pixel", "culled": [], "thinned": [], "relus": report.relus,
             "macs": report.macs, "distribution": distribution(report.relus_by_stage), "test_acc": test_acc,
-            "best_val_acc": result["result"]["accuracy"], "best_epoch": None, "epochs": epochs,
+            "best_val_acc": result["result"]["val_acc"], "best_epoch": None, "epochs": epochs,
             "seconds": result["seconds"] if first_seconds is None else first_seconds}
 
 
