@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -39,7 +39,7 @@ KdOnlyOpt = Annotated[bool, typer.Option("--criticality-kd-only", help="Skip the
 BatchOpt = Annotated[int, typer.Option("--batch-size")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD).")]
 ScheduleOpt = Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")]
-StepOpt = Annotated[int, typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs.")]
+StepOpt = Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs (default: at 25/50/75 % of the epochs).")]
 LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads in this process.")]
@@ -133,7 +133,7 @@ def criticality(
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
     schedule: ScheduleOpt = "step",
-    step_size: StepOpt = 30,
+    step_size: StepOpt = None,
     limit_train: LimitOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -180,7 +180,7 @@ def deepreduce(
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
     schedule: ScheduleOpt = "step",
-    step_size: StepOpt = 30,
+    step_size: StepOpt = None,
     limit_train: LimitOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
