@@ -1,8 +1,12 @@
-"""Exact cost accounting: ReLUs per site/block/stage, MACs of convs and linear layers, parameters.
+"""Exact cost accounting: ReLUs per site/block/stage, MACs of convs and linear layers, parameters,
+and every other non-linearity by kind.
 
 Counts are per single input. A site counts only the ReLUs it really evaluates: a dropped site
 counts 0 and a masked one counts its ones, whether the plan is applied to the model or passed
-alongside it.
+alongside it. ``relus`` counts ReLU-like activations (ReLU and ReLU6 elements); ``comparisons``
+is what a 2PC engine pays in ReLU-equivalent comparisons: ReLU 1, ReLU6 and Hardtanh 2,
+LeakyReLU/PReLU 1 per element, max-pooling (window - 1) per output. Smooth kinds (GELU, SiLU,
+sigmoid, ...) are counted by element in ``smooth_by_kind``; their price is the protocol's.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from relucut.plan import ReLUPlan
-from relucut.sites import Site, SiteMap, is_site_node, sites_of_traced, trace
+from relucut.sites import Nonlinearity, Site, SiteMap, eval_mode, is_site_node, sites_of_traced, trace
 
 # flop_counter op names of convolutions and linear layers (a Linear lowers to mm/addmm/bmm)
 LINEAR_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm")
@@ -25,7 +29,12 @@ LINEAR_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm")
 @dataclass
 class SiteCost:
     site: Site
-    relus: int  # active ReLUs per input
+    relus: int  # active ReLU-like elements per input (0 at a pool site)
+    comparisons: int = -1  # ReLU-equivalent comparisons it costs; -1: as many as relus
+
+    def __post_init__(self) -> None:
+        if self.comparisons < 0:
+            self.comparisons = self.relus
 
     @property
     def total(self) -> int:
@@ -43,6 +52,64 @@ class CostReport:
     params: int
     conv_depth: int
     meta: dict[str, Any] = field(default_factory=dict)
+    pools: list[SiteCost] = field(default_factory=list)  # max-pool sites (avgpool once swapped)
+    others: list[Nonlinearity] = field(default_factory=list)  # counted, not plan sites
+
+    @property
+    def comparisons(self) -> int:
+        """ReLU-equivalent comparisons per input: what the non-linear layers cost in 2PC."""
+        return sum(self.comparisons_by_kind.values())
+
+    @property
+    def nonlinear_by_kind(self) -> dict[str, int]:
+        """Per kind: elements of activations (relu, relu6, gelu, ...), comparisons of 'maxpool'."""
+        out = {"relu": 0}
+        for s in self.sites:
+            out[s.site.kind] = out.get(s.site.kind, 0) + s.relus
+        for p in self.pools:
+            if p.site.kind == "maxpool":
+                out["maxpool"] = out.get("maxpool", 0) + p.comparisons
+        for o in self.others:
+            out[o.kind] = out.get(o.kind, 0) + (o.comparisons if o.kind == "maxpool" else o.numel)
+        return {k: n for k, n in out.items() if n or k == "relu"}  # a kind a plan removed is gone
+
+    @property
+    def comparisons_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in (*self.sites, *self.pools):
+            if s.site.kind != "avgpool":
+                out[s.site.kind] = out.get(s.site.kind, 0) + s.comparisons
+        for o in self.others:
+            if o.comparisons is not None:
+                out[o.kind] = out.get(o.kind, 0) + o.comparisons
+        return out
+
+    @property
+    def smooth_by_kind(self) -> dict[str, int]:
+        """Elements of smooth non-linearities (GELU, SiLU, sigmoid, ...): priced per protocol."""
+        out: dict[str, int] = {}
+        for o in self.others:
+            if o.comparisons is None:
+                out[o.kind] = out.get(o.kind, 0) + o.numel
+        return out
+
+    @property
+    def comparison_layers(self) -> int:
+        """Layers that compare (each waits on the network in 2PC): sites, pools and others with any."""
+        counted = [s.comparisons for s in (*self.sites, *self.pools)] + [o.comparisons or 0 for o in self.others]
+        return sum(1 for c in counted if c > 0)
+
+    def smooth_layers(self, kinds: set[str] | None = None) -> int:
+        return sum(1 for o in self.others if o.comparisons is None and (kinds is None or o.kind in kinds))
+
+    def smooth_warning(self) -> str | None:
+        """One line naming the smooth kinds whose private-inference cost relucut cannot price."""
+        smooth = self.smooth_by_kind
+        if not smooth:
+            return None
+        kinds = ", ".join(f"{_KIND_LABELS.get(k, k)} ({n:,})" for k, n in smooth.items())
+        return (f"warning: {kinds} are not comparisons: their private-inference cost is protocol-specific "
+                "and not in the ReLU count or the estimate (a profile's kind_relu_equivalents prices them)")
 
     @property
     def relus(self) -> int:
@@ -92,8 +159,23 @@ class CostReport:
             "macs_by_module": self.macs_by_module,
             "params": self.params,
             "conv_depth": self.conv_depth,
-            "sites": [{**s.site.to_dict(), "relus": s.relus, "total": s.total} for s in self.sites],
+            "comparisons": self.comparisons,
+            "nonlinear_by_kind": self.nonlinear_by_kind,
+            "comparisons_by_kind": self.comparisons_by_kind,
+            "smooth_by_kind": self.smooth_by_kind,
+            "sites": [_site_entry(s) for s in self.sites],
+            "pools": [_site_entry(p) for p in self.pools],
+            "nonlinear": [o.to_dict() for o in self.others],
         }
+
+
+_KIND_LABELS = {"gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "hardswish": "Hardswish",
+                "hardsigmoid": "Hardsigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax", "mish": "Mish",
+                "elu": "ELU", "selu": "SELU", "celu": "CELU", "softplus": "Softplus"}
+
+
+def _site_entry(cost: SiteCost) -> dict[str, Any]:
+    return {**cost.site.to_dict(), "relus": cost.relus, "total": cost.total, "comparisons": cost.comparisons}
 
 
 def _site_relus(site: Site, gm: fx.GraphModule, plan: ReLUPlan | None) -> int:
@@ -105,6 +187,17 @@ def _site_relus(site: Site, gm: fx.GraphModule, plan: ReLUPlan | None) -> int:
         if hasattr(module, "active_relus"):
             return int(module.active_relus(site.shape))
     return site.numel
+
+
+def _site_cost(site: Site, gm: fx.GraphModule, plan: ReLUPlan | None) -> SiteCost:
+    relus = _site_relus(site, gm, plan)
+    per_element = site.full_comparisons // max(site.numel, 1)  # ReLU 1, ReLU6 2
+    return SiteCost(site, relus, relus * per_element)
+
+
+def _pool_cost(site: Site, plan: ReLUPlan | None) -> SiteCost:
+    swapped = site.kind == "avgpool" or (plan is not None and plan.decision(site.name).action == "avgpool")
+    return SiteCost(site, 0, 0 if swapped else site.full_comparisons)
 
 
 @torch.no_grad()
@@ -145,21 +238,19 @@ def count(model: nn.Module, input_size: tuple[int, ...], plan: ReLUPlan | None =
     sites: SiteMap = sites_of_traced(gm, input_size)
     if plan is not None:
         plan.validate(sites)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         macs = _macs_by_module(model, torch.zeros((1, *input_size), device=device))
-    finally:
-        model.train(was_training)
     return CostReport(
         input_size=input_size,
-        sites=[SiteCost(s, _site_relus(s, gm, plan)) for s in sites],
+        sites=[_site_cost(s, gm, plan) for s in sites],
         stage_names=sites.stage_names,
         macs_by_module=macs,
         params=sum(p.numel() for p in model.parameters()),
         conv_depth=conv_depth(gm),
+        pools=[_pool_cost(p, plan) for p in sites.pools],
+        others=list(sites.others),
     )
 
 

@@ -1,4 +1,9 @@
-"""ReLU plans: per site, keep, drop, or mask. Serializable, and applied in place or as a copy."""
+"""ReLU plans: per site, keep, drop, or mask; per max-pool site, keep or swap for average pooling.
+Serializable, and applied in place or as a copy.
+
+Format versions: 1 (keep/drop/mask) and 2 (adds 'avgpool'). A plan is written as version 1 unless
+it swaps a pool, so plans without pool swaps stay readable by older relucut.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,14 @@ import torch
 from torch import nn
 
 from relucut.errors import RelucutError
-from relucut.site_module import ReLUSite, is_site_module
-from relucut.sites import Site, SiteMap, is_site_node, sitify, trace
+from relucut.site_module import ReLU6Site, ReLUSite, avgpool_like, is_pool_site_module, is_site_module
+from relucut.sites import Site, SiteMap, is_pool_site_node, is_site_node, sitify, trace
 
 PLAN_FORMAT = "relucut.plan"
-PLAN_VERSION = 1
-ACTIONS = ("keep", "drop", "mask")
+PLAN_VERSION = 2  # the newest version written; every version up to it is read
+ACTIONS = ("keep", "drop", "mask", "avgpool")
+POOL_ACTIONS = ("keep", "avgpool")
+RELU_ACTIONS = ("keep", "drop", "mask")
 
 
 @dataclass
@@ -40,9 +47,10 @@ class SiteDecision:
             self.mask = self.mask.detach().to("cpu", torch.bool)
 
     def active(self, shape: tuple[int, ...]) -> int:
+        """Active elements of a ReLU-like site; for a pool site 1 (kept) or 0 (swapped)."""
         if self.action == "keep":
             return math.prod(shape)
-        if self.action == "drop":
+        if self.action in ("drop", "avgpool"):
             return 0
         return int(torch.broadcast_to(self.mask, tuple(shape)).sum())
 
@@ -89,6 +97,18 @@ class ReLUPlan:
 
     def set_mask(self, site: str, mask: torch.Tensor) -> ReLUPlan:
         self.decisions[site] = SiteDecision("mask", mask)
+        return self
+
+    def avgpool(self, site: str) -> ReLUPlan:
+        """Swaps the max-pool at ``site`` for average pooling of the same kernel, stride and padding."""
+        self.decisions[site] = SiteDecision("avgpool")
+        return self
+
+    def replace_maxpools(self, sites: SiteMap) -> ReLUPlan:
+        """DELPHI's edit: every max-pool site of the model becomes average pooling."""
+        for pool in sites.pools:
+            if pool.kind == "maxpool":
+                self.avgpool(pool.name)
         return self
 
     def decision(self, site: str) -> SiteDecision:
@@ -147,11 +167,21 @@ class ReLUPlan:
                     plan.drop(node.name)
                 elif module.mode == "mask":
                     plan.set_mask(node.name, module.mask)
+            elif getattr(module, "relucut_pool_site", False):
+                plan.avgpool(node.name)
         return plan
 
     # -- queries ----------------------------------------------------------------------------
     def active(self, site: Site) -> int:
+        """ReLUs a ReLU-like site evaluates under the plan (pool sites: see ``comparisons``)."""
         return self.decision(site.name).active(site.shape)
+
+    def comparisons(self, site: Site) -> int:
+        """ReLU-equivalent comparisons ``site`` costs under the plan (ReLU6 two per element)."""
+        decision = self.decision(site.name)
+        if site.is_pool:
+            return site.full_comparisons if decision.action == "keep" else 0
+        return decision.active(site.shape) * site.full_comparisons // max(site.numel, 1)
 
     def count(self, sites: SiteMap) -> int:
         self.validate(sites)
@@ -161,6 +191,13 @@ class ReLUPlan:
         """Every named site exists and every mask fits its site's shape."""
         for name, decision in self.decisions.items():
             site = sites[name]
+            allowed = POOL_ACTIONS if site.is_pool else RELU_ACTIONS
+            if decision.action not in allowed:
+                what = "a max-pool site" if site.is_pool else f"a {site.kind} site"
+                raise RelucutError(
+                    f"site '{name}' is {what}; its plan action must be one of {', '.join(allowed)}, "
+                    f"not '{decision.action}'"
+                )
             if decision.mask is not None:
                 try:
                     torch.broadcast_to(decision.mask, site.shape)
@@ -178,16 +215,21 @@ class ReLUPlan:
         sites = {}
         for name, d in self.decisions.items():
             sites[name] = {"action": d.action, **(_encode_mask(d.mask) if d.mask is not None else {})}
-        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "sites": sites, "meta": self.meta}
+        version = 2 if any(d.action == "avgpool" for d in self.decisions.values()) else 1
+        return {"format": PLAN_FORMAT, "version": version, "sites": sites, "meta": self.meta}
 
     @classmethod
     def from_dict(cls, data: Any) -> ReLUPlan:
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise RelucutError("not a relucut plan (missing \"format\": \"relucut.plan\"); make one with relucut")
-        if data.get("version") != PLAN_VERSION:
+        if data.get("version") not in range(1, PLAN_VERSION + 1):
             raise RelucutError(
-                f"plan format version {data.get('version')} is not supported (this relucut reads {PLAN_VERSION})"
+                f"plan format version {data.get('version')} is not supported "
+                f"(this relucut reads versions 1 to {PLAN_VERSION})"
             )
+        if data["version"] == 1 and any(
+                isinstance(e, dict) and e.get("action") == "avgpool" for e in dict(data.get("sites") or {}).values()):
+            raise RelucutError("corrupt plan: action 'avgpool' needs plan format version 2")
         plan = cls(meta=dict(data.get("meta") or {}))
         try:
             for name, entry in dict(data["sites"]).items():
@@ -253,12 +295,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _site_module(decision: SiteDecision) -> ReLUSite:
-    if decision.action == "keep":
-        return ReLUSite("relu")
+def _site_module(decision: SiteDecision, old: nn.Module) -> nn.Module:
+    """The module a decision puts at a site whose module is now ``old``."""
+    if decision.action == "avgpool":
+        return old if getattr(old, "relucut_pool_site", False) else avgpool_like(old)
+    if is_pool_site_module(old):  # keep: a pool stays a max-pool
+        return old
+    relu6 = isinstance(old, (nn.ReLU6, ReLU6Site))
     if decision.action == "drop":
-        return ReLUSite("identity")
-    return ReLUSite("mask", decision.mask)
+        return ReLUSite("identity")  # identity is identity, whatever it replaced
+    mask = decision.mask if decision.action == "mask" else None
+    mode = "mask" if mask is not None else "relu"
+    return ReLU6Site(mode, mask) if relu6 else ReLUSite(mode, mask)
+
+
+def _is_plan_node(node, modules) -> bool:
+    return is_site_node(node, modules) or is_pool_site_node(node, modules)
 
 
 def _swappable(model: nn.Module) -> dict[str, str | None]:
@@ -266,7 +318,7 @@ def _swappable(model: nn.Module) -> dict[str, str | None]:
     (a functional call, or a module called more than once)."""
     gm = trace(model)
     modules = dict(gm.named_modules())
-    nodes = [n for n in gm.graph.nodes if is_site_node(n, modules)]
+    nodes = [n for n in gm.graph.nodes if _is_plan_node(n, modules)]
     calls: dict[str, int] = {}
     for n in gm.graph.nodes:
         if n.op == "call_module":
@@ -277,10 +329,10 @@ def _swappable(model: nn.Module) -> dict[str, str | None]:
 
 
 def apply_plan_(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | None = None) -> nn.Module:
-    """Applies ``plan`` in place by swapping ReLU modules for ``ReLUSite`` modules.
+    """Applies ``plan`` in place by swapping site modules (ReLU, ReLU6, max-pool) for plan modules.
 
     Works where each planned site is a module called once (every zoo model). For functional
-    ReLUs or a module called twice use :func:`apply_plan`, which returns an fx copy.
+    calls or a module called twice use :func:`apply_plan`, which returns an fx copy.
     With ``input_size`` the plan is first checked against the model's sites and shapes.
     """
     if input_size is not None:
@@ -296,7 +348,7 @@ def apply_plan_(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | 
     missing = [name for name in plan.decisions if swappable[name] is None]
     if missing:
         raise RelucutError(
-            f"site(s) {', '.join(missing[:5])} cannot be changed in place (a functional ReLU or a module "
+            f"site(s) {', '.join(missing[:5])} cannot be changed in place (a functional call or a module "
             "called more than once); use relucut.apply_plan(model, plan), which returns an fx copy"
         )
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -305,9 +357,12 @@ def apply_plan_(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | 
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         old = getattr(parent, attr)
-        if not is_site_module(old):
+        pool = is_pool_site_module(old)
+        if not (is_site_module(old) or isinstance(old, nn.ReLU6) or pool):
             raise RelucutError(f"site '{name}' at {path} is not a ReLU module")
-        setattr(parent, attr, _site_module(decision).to(device))
+        if decision.action not in (POOL_ACTIONS if pool else RELU_ACTIONS):
+            raise RelucutError(f"site '{name}' at {path} cannot take plan action '{decision.action}'")
+        setattr(parent, attr, _site_module(decision, old).to(device))
     return model
 
 

@@ -20,6 +20,7 @@ class ReLUSite(nn.Module):
     """
 
     relucut_site = True  # marks a leaf that fx tracing and counting treat as one ReLU site
+    site_kind = "relu"  # the non-linearity it stands for: what counting prices per active element
 
     def __init__(self, mode: str = "relu", mask: torch.Tensor | None = None):
         super().__init__()
@@ -51,8 +52,65 @@ class ReLUSite(nn.Module):
         return f"mode={self.mode}"
 
 
+class ReLU6Site(ReLUSite):
+    """A ReLU6 call site (``min(max(x, 0), 6)``: two comparisons per element), kept or masked.
+
+    A dropped ReLU6 is a plain ``ReLUSite("identity")``: identity is identity, and the export then
+    removes it like any dropped site.
+    """
+
+    site_kind = "relu6"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "relu":
+            return F.relu6(x)
+        if self.mode == "identity":
+            return x
+        return torch.where(self.mask, F.relu6(x), x)
+
+
 def is_site_module(module: nn.Module) -> bool:
     return isinstance(module, nn.ReLU) or getattr(module, "relucut_site", False)
+
+
+class AvgPoolSite(nn.AvgPool2d):
+    """A max-pool site a plan turned into average pooling (DELPHI's swap): linear, no comparisons.
+
+    An ``nn.AvgPool2d`` (exports and converters see a plain average pool) that stays addressable as
+    the pool site it replaced. Padding is not averaged in, as max-pooling never picks it.
+    """
+
+    relucut_pool_site = True
+
+    @classmethod
+    def like(cls, pool: nn.MaxPool2d) -> AvgPoolSite:
+        return cls(pool.kernel_size, pool.stride, pool.padding, ceil_mode=pool.ceil_mode, count_include_pad=False)
+
+
+class AdaptiveAvgPoolSite(nn.AdaptiveAvgPool2d):
+    """An adaptive max-pool site turned into adaptive average pooling (global pooling heads)."""
+
+    relucut_pool_site = True
+
+    @classmethod
+    def like(cls, pool: nn.AdaptiveMaxPool2d) -> AdaptiveAvgPoolSite:
+        return cls(pool.output_size)
+
+
+def is_pool_site_module(module: nn.Module) -> bool:
+    """A 2-D max-pool a plan can swap for average pooling, or one it already swapped."""
+    if getattr(module, "relucut_pool_site", False):
+        return True
+    if isinstance(module, nn.MaxPool2d):
+        return not module.return_indices and module.dilation in (1, (1, 1))
+    return isinstance(module, nn.AdaptiveMaxPool2d) and not module.return_indices
+
+
+def avgpool_like(pool: nn.Module) -> nn.Module:
+    """The average-pool replacement of a max-pool site module."""
+    if isinstance(pool, nn.AdaptiveMaxPool2d):
+        return AdaptiveAvgPoolSite.like(pool)
+    return AvgPoolSite.like(pool)
 
 
 class PartialReLU(nn.Module):

@@ -36,6 +36,9 @@ def print_report(report: CostReport, title: str) -> None:
         f"conv depth {report.conv_depth}"
     )
     console.print(head)
+    kinds = _kinds_line(report)
+    if kinds:
+        console.print(kinds)
     table = Table(show_lines=False)
     for col, justify in (("stage", "left"), ("sites", "right"), ("ReLUs", "right"),
                          ("of full", "right"), ("% ReLUs", "right"), ("MACs", "right")):
@@ -86,12 +89,25 @@ def count(
     _show(report, as_json, f"{spec.name} / {dataset}")
 
 
+def _kinds_line(report: CostReport) -> str | None:
+    """Non-linearities beyond ReLU, by kind, with the comparisons they cost; None for a ReLU-only net."""
+    by_kind = report.nonlinear_by_kind
+    if set(by_kind) == {"relu"}:
+        return None
+    parts = [f"{kind} {n:,}{' comparisons' if kind == 'maxpool' else ''}" for kind, n in by_kind.items()]
+    return f"non-linearities: {', '.join(parts)}; ReLU-equivalent comparisons {report.comparisons:,}"
+
+
 def _show(report: CostReport, as_json: bool, title: str) -> None:
     from relucut.pi import estimate  # the PI cost model: estimated DELPHI latency beside the ReLUs
 
     est = estimate(report, "delphi")
     report.meta["pi_estimate"] = {"protocol": est.protocol, "online_s": est.online_s, "offline_s": est.offline_s,
-                                  "online_bytes": est.online_bytes, "offline_bytes": est.offline_bytes}
+                                  "online_bytes": est.online_bytes, "offline_bytes": est.offline_bytes,
+                                  "unpriced_kinds": est.unpriced_kinds}
+    warning = report.smooth_warning()
+    if warning:  # exactly one line per run, on stderr so --json output stays parseable
+        typer.echo(warning, err=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from relucut.errors import RelucutError
@@ -89,29 +90,110 @@ def _accepted(factory: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """Builds a zoo model by name, or a user's model from ``'package.module:factory'``.
 
-    For user factories ``num_classes``/``in_chans`` are passed only if the factory takes them.
+    A user factory gets ``num_classes`` and the input channels (as ``in_chans`` or ``in_channels``)
+    where its signature takes them (``**kwargs`` takes ``num_classes``, and channels other than 3);
+    one that cannot take ``num_classes`` gets its last ``nn.Linear`` resized (see
+    :func:`build_user_model`, which also checks the output with a forward pass).
     """
-    factory = resolve_factory(name)
     if ":" in name:
-        params = _signature_names(factory)
-        base = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if k in params}
-        try:
-            return factory(**base, **_accepted(factory, kwargs))
-        except RelucutError:
-            raise
-        except Exception as exc:  # the user's code failed; say where, without a traceback
-            raise RelucutError(f"model factory '{name}' failed: {exc.__class__.__name__}: {exc}") from None
+        return build_user_model(name, num_classes, in_chans, kwargs)
+    factory = resolve_factory(name)
     try:
         return factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise RelucutError(f"model '{name}' rejected its options: {exc}") from None
 
 
-def _signature_names(factory: Callable[..., Any]) -> set[str]:
+def _signature(factory: Callable[..., Any]) -> tuple[set[str], bool]:
+    """The keyword names a factory takes, and whether it also takes ``**kwargs``."""
     try:
-        return set(inspect.signature(factory).parameters)
+        params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        return set()
+        return set(), True  # a builtin or C factory: assume it forwards keywords
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY)}
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _base_kwargs(factory: Callable[..., Any], num_classes: int, in_chans: int) -> dict[str, Any]:
+    names, var_kw = _signature(factory)
+    base: dict[str, Any] = {}
+    if "num_classes" in names or var_kw:  # torchvision and timm forward **kwargs to the model class
+        base["num_classes"] = num_classes
+    channels = next((n for n in ("in_chans", "in_channels") if n in names), None)
+    if channels:
+        base[channels] = in_chans
+    elif in_chans != 3:
+        if not var_kw:
+            raise RelucutError(f"model factory takes no in_chans/in_channels, so it cannot read {in_chans}-channel "
+                               "inputs; add that argument to it or pick an RGB dataset")
+        base["in_chans"] = in_chans  # timm's spelling; a factory that rejects it fails with one line
+    return base
+
+
+def build_user_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, Any],
+                     input_size: tuple[int, ...] | None = None) -> nn.Module:
+    """A user's model with ``num_classes`` outputs, never a silent mismatch.
+
+    With ``input_size`` a forward pass checks the output width; a factory that could not take
+    ``num_classes`` gets its last ``nn.Linear`` replaced by a fresh one of the right width.
+    """
+    factory = resolve_factory(name)
+    base = _base_kwargs(factory, num_classes, in_chans)
+    try:
+        model = factory(**base, **_accepted(factory, kwargs))
+    except RelucutError:
+        raise
+    except Exception as exc:  # the user's code failed; say where, without a traceback
+        raise RelucutError(f"model factory '{name}' failed: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise RelucutError(f"model factory '{name}' returned {type(model).__name__}, not a torch nn.Module")
+    return fit_classes(model, num_classes, name, input_size)
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    linears = [(path, m) for path, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _output_width(model: nn.Module, input_size: tuple[int, ...] | None) -> int | None:
+    """The model's output width for one input, or None where it cannot say (no size, a failing
+    forward that counting reports itself, or an output that is not one 2-D tensor)."""
+    if input_size is None:
+        return None
+    from relucut.sites import eval_mode  # torch.fx only when a model is checked
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = model(torch.zeros((1, *input_size), device=device))
+    except Exception:  # noqa: BLE001 - the shape pass of counting reports a failing forward in one line
+        return None
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def fit_classes(model: nn.Module, num_classes: int, name: str, input_size: tuple[int, ...] | None = None) -> nn.Module:
+    """Makes ``model`` end in ``num_classes`` outputs, resizing its last ``nn.Linear`` head if needed."""
+    width = _output_width(model, input_size)
+    head = _last_linear(model)
+    if width is None:  # no forward to check: trust the last Linear, the usual classifier head
+        width = head[1].out_features if head is not None else num_classes
+    if width == num_classes:
+        return model
+    if head is None or head[1].out_features != width:
+        raise RelucutError(
+            f"model factory '{name}' builds {width} classes, not {num_classes}, and its output is not an "
+            "nn.Linear relucut can resize; make the factory take num_classes"
+        )
+    path, old = head
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    setattr(parent, attr, new.to(old.weight.device, old.weight.dtype))
+    if _output_width(model, input_size) not in (None, num_classes):
+        raise RelucutError(f"model factory '{name}': resizing its last nn.Linear did not give {num_classes} "
+                           "outputs; make the factory take num_classes")
+    return model
 
 
 @dataclass
@@ -129,6 +211,8 @@ class ModelSpec:
         return (self.in_chans, self.image_size, self.image_size)
 
     def build(self) -> nn.Module:
+        if ":" in self.name:  # a user's factory: its output width is checked at this input size
+            return build_user_model(self.name, self.num_classes, self.in_chans, self.kwargs, self.input_size)
         return create_model(self.name, num_classes=self.num_classes, in_chans=self.in_chans, **self.kwargs)
 
     def to_dict(self) -> dict[str, Any]:

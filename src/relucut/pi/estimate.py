@@ -6,11 +6,16 @@ Per phase (offline, online):
     time     = max(compute, transfer)   (garbling/OT pipelines overlap compute and sending)
              + layers * rounds_per_layer * RTT   (online only: each ReLU layer waits on the network)
 A ReLU layer is a site with at least one active ReLU.
+
+"ReLUs" here are ReLU-equivalent comparisons (a report's ``comparisons``): ReLU 1, ReLU6 and
+Hardtanh 2, LeakyReLU/PReLU 1 per element, max-pooling (window - 1) per output. Smooth kinds
+(GELU, SiLU, ...) are priced only where the profile's ``kind_relu_equivalents`` has them; the
+others are listed in ``Estimate.unpriced_kinds``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from relucut.cost import CostReport
@@ -23,13 +28,24 @@ from relucut.pi.requests import RequestLoad, simulate_requests
 class Workload:
     """What the cost model needs from a network."""
 
-    relus: int
-    relu_layers: int
+    relus: int  # ReLU-equivalent comparisons
+    relu_layers: int  # layers that compare
     macs: int
+    smooth: dict[str, int] = field(default_factory=dict)  # elements of smooth kinds
+    smooth_layers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, report: CostReport) -> Workload:
-        return cls(relus=report.relus, relu_layers=sum(1 for s in report.sites if s.relus > 0), macs=report.macs)
+        layers = {kind: report.smooth_layers({kind}) for kind in report.smooth_by_kind}
+        return cls(relus=report.comparisons, relu_layers=report.comparison_layers, macs=report.macs,
+                   smooth=report.smooth_by_kind, smooth_layers=layers)
+
+    def priced(self, table: dict[str, float]) -> tuple[Workload, list[str]]:
+        """This workload with the smooth kinds ``table`` prices folded in as ReLUs, and the rest's names."""
+        priced = [k for k in self.smooth if k in table]
+        relus = self.relus + round(sum(self.smooth[k] * table[k] for k in priced))
+        layers = self.relu_layers + sum(self.smooth_layers.get(k, 0) for k in priced)
+        return Workload(relus, layers, self.macs), [k for k in self.smooth if k not in table]
 
 
 @dataclass
@@ -53,6 +69,7 @@ class Estimate:
     rtt_s: float
     threads: int
     requests: RequestLoad | None = None
+    unpriced_kinds: list[str] = field(default_factory=list)  # smooth kinds the profile has no price for
 
     @property
     def total_s(self) -> float:
@@ -87,6 +104,7 @@ def estimate(
     """Estimated private-inference cost of the network counted in ``report`` under ``profile``."""
     prof = resolve_profile(profile, profile_file)
     work = report if isinstance(report, Workload) else Workload.of(report)
+    work, unpriced = work.priced(prof.kind_relu_equivalents)
     _check("bandwidth", bandwidth_bps)
     _check("rtt", rtt_s, strict=False)
     _check("threads", threads, 0)
@@ -114,7 +132,7 @@ def estimate(
         setup_s=prof.setup_s, setup_bytes=prof.setup_bytes,
         client_storage_bytes=work.relus * prof.client_storage_per_relu,
         server_storage_bytes=work.relus * prof.server_storage_per_relu,
-        bandwidth_bps=bandwidth, rtt_s=rtt, threads=threads,
+        bandwidth_bps=bandwidth, rtt_s=rtt, threads=threads, unpriced_kinds=unpriced,
     )
     if requests_per_s is not None:
         result.requests = simulate_requests(online_s, offline_s, requests_per_s, num_requests)

@@ -40,6 +40,8 @@ class Profile:
     ref_threads: int = 1  # threads the time constants were measured with
     bandwidth_bps: float = 1e9  # default link: bits per second
     rtt_s: float = 0.3e-3  # default round-trip time
+    # smooth kinds this protocol can price, each element as so many ReLUs ({"gelu": 12.0}); others stay unpriced
+    kind_relu_equivalents: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +138,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 FIELDS = {f.name for f in fields(Profile)}
-NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads"}
+NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads", "kind_relu_equivalents"}
 
 
 def profile_names() -> list[str]:
@@ -168,8 +170,30 @@ def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
                 raise RelucutError(f"profile field {key} must be >= 0, got {value}")
         elif key == "ref_threads":
             value = int(value)
+        elif key == "kind_relu_equivalents":
+            value = _kind_table(value)
         values[key] = value
     return replace(profile, **values)
+
+
+def _kind_table(value: Any) -> dict[str, float]:
+    """A profile's per-kind table: smooth kind -> ReLU-equivalents per element, each >= 0."""
+    from relucut.sites import SMOOTH_KINDS
+
+    if not isinstance(value, dict):
+        raise RelucutError("profile field kind_relu_equivalents must be a table of kind = ReLUs per element")
+    table = {}
+    for kind, ratio in value.items():
+        if kind not in SMOOTH_KINDS:
+            raise RelucutError(f"kind_relu_equivalents has unknown kind '{kind}'; use: {', '.join(SMOOTH_KINDS)}")
+        try:
+            ratio = float(ratio)
+        except (TypeError, ValueError):
+            raise RelucutError(f"kind_relu_equivalents.{kind} must be a number, got {ratio!r}") from None
+        if ratio < 0:
+            raise RelucutError(f"kind_relu_equivalents.{kind} must be >= 0, got {ratio}")
+        table[kind] = ratio
+    return table
 
 
 def load_profile(path: str | Path) -> Profile:
