@@ -4,6 +4,7 @@ from relucut.cost import CostReport, count
 from relucut.errors import RelucutError
 from relucut.models import ModelSpec, create_model, list_models, register_model
 from relucut.plan import ReLUPlan, SiteDecision, apply_plan, apply_plan_
+from relucut.reduce import ReduceResult, reduce
 from relucut.site_module import PartialReLU, ReLUSite
 from relucut.sites import Site, SiteMap, find_sites, sitify, trace
 
@@ -15,6 +16,7 @@ __all__ = [
     "ReLUPlan",
     "PartialReLU",
     "ReLUSite",
+    "ReduceResult",
     "RelucutError",
     "Site",
     "SiteDecision",
@@ -25,6 +27,7 @@ __all__ = [
     "create_model",
     "find_sites",
     "list_models",
+    "reduce",
     "register_model",
     "sitify",
     "trace",
