@@ -213,3 +213,18 @@ def test_user_net_fixture_has_what_the_tests_rely_on():
     model = UserNet()
     kinds = {type(m) for m in model.modules()}
     assert {nn.ReLU6, nn.MaxPool2d, nn.GELU, nn.Sigmoid} <= kinds
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+
+    def forward(self, x):  # x: (N, 5 tokens, 8)
+        q, k, v = self.qkv(x).view(x.shape[0], 5, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_fused_attention_counts_its_softmax():
+    report = count(_Attention(), (5, 8))
+    assert report.smooth_by_kind == {"softmax": 2 * 5 * 5}  # 2 heads, 5 queries x 5 keys

@@ -62,7 +62,7 @@ _FUNCTION_KINDS = {
     **{fn: POOL_KIND for fn in (*MAXPOOL_FUNCTIONS, *ADAPTIVE_MAXPOOL_FUNCTIONS)},
     F.gelu: "gelu", F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
     F.tanh: "tanh", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", F.softmax: "softmax",
-    torch.softmax: "softmax", F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", F.mish: "mish",
+    torch.softmax: "softmax", F.scaled_dot_product_attention: "softmax", F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", F.mish: "mish",
     F.elu: "elu", F.selu: "selu", torch.selu: "selu", F.celu: "celu", F.softplus: "softplus",
 }
 _METHOD_KINDS = {
@@ -260,10 +260,11 @@ class Nonlinearity:
     module_path: str
     shape: tuple[int, ...]
     comparisons: int | None  # None: a smooth kind, its cost is the protocol's
+    elements: int | None = None  # where not the output's (fused attention: its softmax's, L x S per head)
 
     @property
     def numel(self) -> int:
-        return math.prod(self.shape)
+        return math.prod(self.shape) if self.elements is None else self.elements
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -373,6 +374,15 @@ class _Found:
     path: str
     shape: tuple[int, ...]
     comparisons: int | None
+    elements: int | None = None
+
+
+def _attention_softmax(node: fx.Node) -> int | None:
+    """Softmax elements inside F.scaled_dot_product_attention: per sample, query rows x key rows."""
+    if node.target is not F.scaled_dot_product_attention or len(node.args) < 2:
+        return None
+    query, key = (_per_sample_shape(a) if isinstance(a, fx.Node) else None for a in node.args[:2])
+    return math.prod(query[:-1]) * key[-2] if query and key else None
 
 
 def _collect(gm: fx.GraphModule) -> list[_Found]:
@@ -386,7 +396,8 @@ def _collect(gm: fx.GraphModule) -> list[_Found]:
         shape = _per_sample_shape(node)
         if shape is None:
             raise RelucutError(f"{kind} call '{node.name}' does not output a tensor; relucut cannot count it")
-        found.append(_Found(node, kind, _module_path(node, gm), shape, comparisons_of(node, kind, modules, shape)))
+        found.append(_Found(node, kind, _module_path(node, gm), shape, comparisons_of(node, kind, modules, shape),
+                            _attention_softmax(node)))
     return found
 
 
@@ -471,7 +482,7 @@ def sites_of_traced(gm: fx.GraphModule, input_size: tuple[int, ...]) -> SiteMap:
         elif f.kind in (POOL_KIND, "avgpool") and is_pool_site_node(f.node, modules):
             pools.append(Site(f.node.name, f.node.op, f.path, f.shape, stage, block, f.kind, False, f.comparisons))
         elif f.kind != "avgpool":
-            others.append(Nonlinearity(f.node.name, f.kind, f.node.op, f.path, f.shape, f.comparisons))
+            others.append(Nonlinearity(f.node.name, f.kind, f.node.op, f.path, f.shape, f.comparisons, f.elements))
     return SiteMap(sites, stage_names, pools, others)
 
 
