@@ -95,7 +95,7 @@ def test_recipe_replay_reproduces_outputs_exactly_without_pickles(tmp_path):
     state = torch.load(tmp_path / "out" / MODEL_FILE, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     recipe = json.loads((tmp_path / "out" / RECIPE_FILE).read_text())
-    assert recipe["format"] == "relucut.recipe" and recipe["version"] == 1
+    assert recipe["format"] == "relucut.recipe" and recipe["version"] == 2 and recipe["structure"] == []
     assert ReLUPlan.from_dict(recipe["plan"]) == plan
     assert ModelSpec.from_dict(recipe["model"]) == spec
 

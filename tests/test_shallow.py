@@ -7,7 +7,8 @@ import torch
 from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 
 from relucut import count
-from relucut.finegrained import GatedBranch, export, gate_value, load_export
+from relucut.export import load_export
+from relucut.finegrained import GatedBranch, export, gate_value
 from relucut.finegrained.gated import install_gates, shallow_twin
 from relucut.finegrained.senet import SENetConfig, senet
 

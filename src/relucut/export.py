@@ -1,10 +1,12 @@
 """Export: a physically reduced network whose private-inference ReLU count is the plan's.
 
-``reduce_model`` turns a plan-applied model into an fx graph of plain ops: dropped sites are
-removed, masked sites become ``PartialReLU`` (gather -> ReLU -> scatter), BNs fold into their
-convs, and linear layers merge where that is exact (``relucut.merge``). ``export_model`` writes
-``recipe.json`` (model spec, plan, transforms, counts), ``model.pt`` (the reduced state_dict) and
-``model.onnx``; ``load_export`` rebuilds the module by replaying the recipe. No pickled modules.
+Structure ops first change the spec-built model's architecture (``apply_structure``: a block
+replaced by its shallow form, an auxiliary exit). ``reduce_model`` then turns the plan-applied
+model into an fx graph of plain ops: dropped sites are removed, masked sites become
+``PartialReLU`` (gather -> ReLU -> scatter), BNs fold into their convs, and linear layers merge
+where that is exact (``relucut.merge``). ``export_model`` writes ``recipe.json`` (model spec,
+structure, plan, transforms, counts), ``model.pt`` (the reduced state_dict) and ``model.onnx``
+(dynamic batch axis); ``load_export`` rebuilds any export by replaying its recipe. No pickles.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +29,24 @@ from torch import fx, nn
 import relucut
 from relucut.cost import CostReport, count
 from relucut.errors import RelucutError
-from relucut.merge import apply_transform, finish_rewrite, fold_bn_pairs, plan_and_merge, propagate_shapes
+from relucut.merge import (
+    apply_transform,
+    finish_rewrite,
+    fold_bn_pairs,
+    plan_and_merge,
+    propagate_shapes,
+    shallow_replacement,
+)
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan, apply_plan
-from relucut.recipe import RECIPE_FILE, Recipe, is_export_dir
+from relucut.recipe import RECIPE_FILE, Recipe, check_structure_op, is_export_dir
 from relucut.site_module import PartialReLU, ReLUSite
 from relucut.sites import find_sites, is_site_node, trace
 
 MODEL_FILE = "model.pt"
 IDENTITY_MODULES = (nn.Identity, nn.Dropout)  # in eval mode both pass their input through
 ONNX_FILE = "model.onnx"
+ONNX_BATCH_AXES = {"input": {0: "batch"}, "output": {0: "batch"}}  # any batch size at inference
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -72,6 +83,78 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: st
             "pass the model options and plan it was trained with"
         )
     model.load_state_dict(state_dict)
+
+
+# -- structure: architecture changes made to the spec-built model before its plan -------------
+# kind -> builder of a fresh replacement from the block it replaces (weights come from model.pt)
+BLOCK_REPLACEMENTS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "conv_bn": shallow_replacement,  # one conv-BN, no shortcut, no ReLU (shallow paper's gated branch)
+}
+
+
+def _submodule(model: nn.Module, path: str, what: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        raise RelucutError(f"recipe does not fit the model: it has no {what} '{path}'") from None
+
+
+def build_replacement(block: nn.Module, kind: str, path: str = "?") -> nn.Module:
+    """A fresh ``kind`` replacement of ``block`` (one-line errors for unknown kinds and blocks)."""
+    builder = BLOCK_REPLACEMENTS.get(kind)
+    if builder is None:
+        raise RelucutError(f"unknown block replacement kind '{kind}' at '{path}'; "
+                           f"this relucut knows {', '.join(BLOCK_REPLACEMENTS)}")
+    try:
+        return builder(block)
+    except TypeError:
+        raise RelucutError(f"block '{path}' is a {type(block).__name__}, which replacement '{kind}' "
+                           "cannot replace; only zoo two-conv BasicBlocks have a shallow form") from None
+
+
+def _layout(module: nn.Module) -> list[tuple[str, Any]]:
+    modules = [(name, type(m)) for name, m in module.named_modules()]
+    return modules + [(name, tuple(t.shape)) for name, t in module.state_dict().items()]
+
+
+def replacement_kind(original: nn.Module, replaced: nn.Module, path: str = "?") -> str:
+    """The kind whose fresh replacement of ``original`` has ``replaced``'s modules and shapes."""
+    for kind in BLOCK_REPLACEMENTS:
+        try:
+            fresh = build_replacement(original, kind, path)
+        except RelucutError:
+            continue
+        if _layout(fresh) == _layout(replaced):
+            return kind
+    raise RelucutError(f"block '{path}' ({type(replaced).__name__}) is none of the known shallow forms "
+                       f"({', '.join(BLOCK_REPLACEMENTS)}); replace blocks with relucut.finegrained.gated")
+
+
+def _replace_block(model: nn.Module, step: dict[str, Any]) -> nn.Module:
+    path = step["path"]
+    model.set_submodule(path, build_replacement(_submodule(model, path, "block"), step["kind"], path))
+    return model
+
+
+def _aux_exit(model: nn.Module, step: dict[str, Any], spec: ModelSpec) -> nn.Module:
+    # imported here: relucut.finegrained's package imports this module
+    from relucut.finegrained.aux import AuxExit, AuxHead, check_aux_model, stage_channels
+
+    after = step["after"]
+    check_aux_model(model, after)
+    head = AuxHead(stage_channels(model, after, spec.input_size), spec.num_classes)
+    return AuxExit(model, head, after)
+
+
+def apply_structure(model: nn.Module, structure: Sequence[dict[str, Any]], spec: ModelSpec) -> nn.Module:
+    """``model`` (spec-built) with the recipe's structure ops applied in order."""
+    for step in structure:
+        check_structure_op(step)
+        if step["op"] == "replace_block":
+            model = _replace_block(model, step)
+        else:
+            model = _aux_exit(model, step, spec)
+    return model
 
 
 # -- reduction --------------------------------------------------------------------------------
@@ -163,10 +246,12 @@ def replay(model: nn.Module, transforms: list[dict[str, Any]], input_size: tuple
     return gm.eval()
 
 
-def planned_model(spec: ModelSpec, plan: ReLUPlan, seed: int = 0) -> nn.Module:
-    """The base model of ``spec`` with ``plan`` applied (checked against its sites and shapes)."""
+def planned_model(spec: ModelSpec, plan: ReLUPlan, seed: int = 0,
+                  structure: Sequence[dict[str, Any]] = ()) -> nn.Module:
+    """The base model of ``spec``, its ``structure`` ops applied, then ``plan`` (checked against
+    the sites and shapes of the structured model)."""
     torch.manual_seed(seed)
-    base = spec.build()
+    base = apply_structure(spec.build(), structure, spec)
     plan.validate(find_sites(base, spec.input_size))
     return apply_plan(base, plan).eval()
 
@@ -183,7 +268,8 @@ def _check_masks(model: nn.Module, plan: ReLUPlan) -> None:
 
 
 def _counts(report: CostReport) -> dict[str, Any]:
-    return {"relus": report.relus, "macs": report.macs, "params": report.params, "conv_depth": report.conv_depth}
+    return {"relus": report.relus, "relus_full": report.relus_full, "macs": report.macs,
+            "params": report.params, "conv_depth": report.conv_depth}
 
 
 def _onnx_bytes(gm: nn.Module, input_size: tuple[int, ...]) -> bytes:
@@ -193,7 +279,7 @@ def _onnx_bytes(gm: nn.Module, input_size: tuple[int, ...]) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(gm, (example,), buffer, dynamo=False, input_names=["input"],
-                              output_names=["output"])
+                              output_names=["output"], dynamic_axes=ONNX_BATCH_AXES)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; all mean "not exportable"
         raise RelucutError(f"ONNX export failed ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                            "pass --no-onnx to write the recipe and state_dict only") from None
@@ -205,6 +291,7 @@ class ExportResult:
     out_dir: Path
     recipe: Recipe
     model: fx.GraphModule
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)  # what write_export writes
 
 
 def _check_out_dir(out: Path) -> None:
@@ -233,12 +320,13 @@ def _write_dir(out: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_model(
+def build_export(
     model_spec: ModelSpec,
     plan: ReLUPlan,
     state_dict: dict[str, torch.Tensor] | None,
     out_dir: str | Path,
     *,
+    structure: Sequence[dict[str, Any]] = (),
     merge: bool = True,
     force_merge: bool = False,
     bias_maps: bool = False,
@@ -246,11 +334,11 @@ def export_model(
     seed: int = 0,
     meta: dict[str, Any] | None = None,
 ) -> ExportResult:
-    """Exports the plan-applied ``model_spec`` with weights ``state_dict`` (None: fresh weights
-    from ``seed``) into ``out_dir``. Everything is checked and built before anything is written."""
+    """Everything :func:`export_model` writes, checked and built in memory; nothing is written."""
     out = Path(out_dir)
     _check_out_dir(out)
-    applied = planned_model(model_spec, plan, seed)
+    structure = [dict(step) for step in structure]
+    applied = planned_model(model_spec, plan, seed, structure)
     if state_dict is not None:
         load_weights(applied, state_dict)
         _check_masks(applied, plan)
@@ -259,7 +347,7 @@ def export_model(
     before, after = count(applied, input_size), count(reduced, input_size)
     if after.relus != before.relus:
         raise AssertionError("exported ReLU count differs from the plan's")  # a relucut bug, not user error
-    recipe = Recipe(model_spec, plan, transforms, _counts(before), _counts(after),
+    recipe = Recipe(model_spec, plan, transforms, structure, _counts(before), _counts(after),
                     {"relucut": relucut.__version__, "merge": merge, "force_merge": force_merge,
                      "bias_maps": bias_maps, "fresh_weights_seed": None if state_dict is not None else seed,
                      "input_size": list(input_size), **(meta or {})})
@@ -268,8 +356,36 @@ def export_model(
     files = {RECIPE_FILE: recipe_bytes(recipe), MODEL_FILE: buffer.getvalue()}
     if onnx:
         files[ONNX_FILE] = _onnx_bytes(reduced, input_size)
-    _write_dir(out, files)
-    return ExportResult(out, recipe, reduced)
+    return ExportResult(out, recipe, reduced, files)
+
+
+def write_export(result: ExportResult, extra_files: dict[str, bytes] | None = None) -> ExportResult:
+    """Writes the export (and ``extra_files`` beside it) as one directory, swapped in whole."""
+    _check_out_dir(result.out_dir)
+    _write_dir(result.out_dir, {**result.files, **(extra_files or {})})
+    return result
+
+
+def export_model(
+    model_spec: ModelSpec,
+    plan: ReLUPlan,
+    state_dict: dict[str, torch.Tensor] | None,
+    out_dir: str | Path,
+    *,
+    structure: Sequence[dict[str, Any]] = (),
+    merge: bool = True,
+    force_merge: bool = False,
+    bias_maps: bool = False,
+    onnx: bool = True,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Exports ``model_spec`` with its ``structure`` ops and ``plan`` applied, with weights
+    ``state_dict`` of that model (None: fresh weights from ``seed``), into ``out_dir``.
+    Everything is checked and built before anything is written."""
+    return write_export(build_export(model_spec, plan, state_dict, out_dir, structure=structure, merge=merge,
+                                     force_merge=force_merge, bias_maps=bias_maps, onnx=onnx, seed=seed,
+                                     meta=meta))
 
 
 def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportResult:
@@ -298,15 +414,20 @@ def recipe_bytes(recipe: Recipe) -> bytes:
 
 
 def load_export(path: str | Path) -> fx.GraphModule:
-    """Rebuilds an exported network (eval mode) from its recipe and state_dict."""
+    """Rebuilds any exported network (eval mode) from its recipe and state_dict:
+    spec -> structure ops -> plan -> replayed transforms -> weights."""
     path = Path(path)
     recipe = Recipe.load(path)
     weights = path / MODEL_FILE if path.is_dir() else path.parent / MODEL_FILE
-    applied = planned_model(recipe.model, recipe.plan)
+    applied = planned_model(recipe.model, recipe.plan, structure=recipe.structure)
     gm = replay(applied, recipe.transforms, recipe.model.input_size)
     load_weights(gm, load_checkpoint(weights), what=f"state_dict {weights}")
     gm.relucut_recipe = recipe
     return gm.eval()
 
 
-__all__ = ["ExportResult", "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model", "replay"]
+__all__ = [
+    "BLOCK_REPLACEMENTS", "ExportResult", "apply_structure", "build_export", "build_replacement",
+    "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model", "replacement_kind",
+    "replay", "write_export",
+]

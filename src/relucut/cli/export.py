@@ -94,6 +94,7 @@ def export(
     before, after = result.recipe.before, result.recipe.after
     if as_json:
         typer.echo(json.dumps({"out": str(result.out_dir), "before": before, "after": after,
+                               "structure": result.recipe.structure,
                                "transforms": [t["op"] for t in result.recipe.transforms]}))
         return
     console.print(f"[bold]exported[/] {spec_name} to {result.out_dir}")

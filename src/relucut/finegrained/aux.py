@@ -23,7 +23,8 @@ class AuxHead(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _stage_channels(model: nn.Module, stage: str, input_size: tuple[int, ...]) -> int:
+def stage_channels(model: nn.Module, stage: str, input_size: tuple[int, ...]) -> int:
+    """Channels of stage ``stage``'s output (one forward of a zero input)."""
     seen = {}
 
     def record(_module, _inputs, output):
@@ -70,13 +71,14 @@ class AuxTap:
 def make_aux_head(model: nn.Module, after: str, input_size: tuple[int, ...], num_classes: int) -> AuxHead:
     check_aux_model(model, after)
     device = next(model.parameters()).device
-    return AuxHead(_stage_channels(model, after, input_size), num_classes).to(device)
+    return AuxHead(stage_channels(model, after, input_size), num_classes).to(device)
 
 
 class AuxExit(nn.Module):
     """The deployed AC model: input resize, stem, the stages up to ``after``, then the AC head.
 
-    Submodules keep the names they had in the full model, so site names do not change.
+    Submodules keep the names they had in the full model, so site names do not change. An export
+    records it as the structure op ``{"op": "aux_exit", "after": after}`` (``relucut.export``).
     """
 
     def __init__(self, model: nn.Module, head: AuxHead, after: str):
