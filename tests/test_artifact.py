@@ -22,7 +22,7 @@ from relucut.models.registry import ModelSpec
 from relucut.recipe import RECIPE_FILE
 
 SPEC = ModelSpec("resnet10", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 4})
-SHALLOW = ["s2.0"]
+SHALLOW = ["s2.0", "s4.0"]  # s4.0 lies past the AC exit: replaced, then dropped with s4
 AUX_AFTER = "s3"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,7 +82,7 @@ def test_load_export_equals_the_trained_model(exports, which):
     assert json.loads((out / "cost.json").read_text()) == summary
     recipe = json.loads((out / RECIPE_FILE).read_text())
     assert recipe["format"] == "relucut.recipe" and recipe["version"] == 2
-    expected = [{"op": "replace_block", "path": "s2.0", "kind": "conv_bn"}]
+    expected = [{"op": "replace_block", "path": path, "kind": "conv_bn"} for path in SHALLOW]
     if which == "ac":
         expected.append({"op": "aux_exit", "after": AUX_AFTER})
     assert recipe["structure"] == expected
@@ -93,9 +93,20 @@ def test_load_export_equals_the_trained_model(exports, which):
     assert count(loaded, SPEC.input_size).relus == summary["relus"] == count(trained, SPEC.input_size).relus
 
 
+def test_pi_graph_export_of_shallow_and_ac_exports_evaluates_exactly_the_count(exports):
+    from relucut.pi.graph_export import export_graph
+
+    for out, summary, _ in exports.values():
+        graph = export_graph(load_export(out), SPEC.input_size)
+        assert graph.relus == summary["relus"]
+        ops = {op["op"] for op in graph.ops}
+        assert "partial_relu" in ops and "linear" in ops and "channel_affine" not in ops  # BNs folded
+
+
 def test_ac_export_is_shallower_and_keeps_no_later_stage(exports):
     (_, full, _), (ac_dir, ac, _) = exports["full"], exports["ac"]
-    assert ac["conv_depth"] < full["conv_depth"] and ac["macs"] < full["macs"] and ac["relus"] < full["relus"]
+    assert ac["conv_depth"] < full["conv_depth"] and ac["macs"] < full["macs"]
+    assert ac["relus"] == full["relus"]  # the shallow s4.0 held the only ReLUs past the exit
     state = torch.load(ac_dir / MODEL_FILE, weights_only=True)
     assert not any(k.startswith(("s4.", "fc.")) for k in state)
     assert any(k.startswith("aux.fc.") for k in state)
@@ -125,6 +136,21 @@ def test_onnx_runs_a_batch_of_four_like_torch(exports, which):
         got = session.run(None, {"input": x.numpy()})[0]
         with torch.no_grad():
             np.testing.assert_allclose(got, trained(x).numpy(), rtol=0, atol=1e-4)
+
+
+def test_onnx_of_a_plan_only_export_has_a_dynamic_batch_too(tmp_path):
+    import onnxruntime
+
+    sites = find_sites(SPEC.build(), SPEC.input_size)
+    first = sites.sites[0]
+    plan = ReLUPlan.deepreduce(sites, cull=["s2"]).set_mask(first.name, torch.rand(first.shape) > 0.5)
+    result = export_model(SPEC, plan, None, tmp_path / "exp")
+    onnx_file = str(tmp_path / "exp" / ONNX_FILE)
+    session = onnxruntime.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    x = torch.randn(4, *SPEC.input_size)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], result.model(x).numpy(),
+                                   rtol=0, atol=1e-4)
 
 
 def test_version_1_recipe_still_loads(tmp_path):
