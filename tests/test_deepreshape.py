@@ -77,12 +77,15 @@ def test_pipeline_trains_both_networks_per_budget_and_resumes(tmp_path):
         assert r["relus"] <= r["budget"] and 0.0 <= r["test_acc"] <= 1.0 and r["epochs"] == 1
         saved = json.loads((tmp_path / f"{r['budget']}_{r['role']}" / "config.json").read_text())
         assert saved["model"]["name"] == r["model"] and saved["model"]["kwargs"]["base_width"] == r["base_width"]
-    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    assert json.loads((tmp_path / "result.json").read_text()) == rows
     before = (tmp_path / "300_hybrenet" / "final.json").stat().st_mtime_ns
     again = train_designs(settings, config, tmp_path, progress=False)
     assert again == rows and (tmp_path / "300_hybrenet" / "final.json").stat().st_mtime_ns == before
-    with pytest.raises(RelucutError, match="pass a new --out"):  # another recipe must not reuse those runs
+    with pytest.raises(RelucutError, match="different train.epochs; .* pass a new --out"):  # nor another recipe
         train_designs(settings, dataclasses.replace(config, epochs=2), tmp_path, progress=False)
+    with pytest.raises(RelucutError, match="different settings.budgets"):  # deepreshape.json is checked
+        train_designs(dataclasses.replace(settings, budgets=[400]), config, tmp_path, progress=False)
+    assert train_designs(settings, dataclasses.replace(config, device="cpu"), tmp_path, progress=False) == rows
     assert len(summary_rows(rows)) == 2
 
 
@@ -123,6 +126,6 @@ def test_cli_deepreshape_trains_and_errors(tmp_path):
     out = json.loads(proc.stdout)
     assert [r["role"] for r in out["results"]] == ["hybrenet", "baseline"]
     assert all(r["relus"] <= 300 and r["test_acc"] is not None for r in out["results"])
-    assert json.loads((tmp_path / "results.json").read_text()) == out["results"]
+    assert json.loads((tmp_path / "result.json").read_text()) == out["results"]
     assert (tmp_path / "deepreshape.json").is_file()
     assert_one_line_error(run_cli("deepreshape", "resnet18", "--budgets", "12k", "--design-only"), "hrn_AxBxCx")

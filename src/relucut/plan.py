@@ -11,8 +11,6 @@ import base64
 import copy
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from relucut.errors import RelucutError
+from relucut.rundir import atomic_write_text  # re-exported: callers import it from here
 from relucut.site_module import ReLU6Site, ReLUSite, avgpool_like, is_pool_site_module, is_site_module
 from relucut.sites import Site, SiteMap, is_pool_site_node, is_site_node, sitify, trace
 
@@ -280,19 +279,6 @@ def build_plan(spec, plan_file: str | Path | None = None, cull: Iterable[str] = 
         plan.decisions.update(edits.decisions)
         plan.meta.update(edits.meta)
     return plan
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _site_module(decision: SiteDecision, old: nn.Module) -> nn.Module:

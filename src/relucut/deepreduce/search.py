@@ -36,14 +36,16 @@ from relucut.deepreduce.latency import estimate_latency_s
 from relucut.deepreduce.plot import plot_frontier
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
-from relucut.plan import atomic_write_text
+from relucut.rundir import Claim, atomic_write_text, claim
 from relucut.sites import find_sites
 from relucut.train import TrainConfig
 from relucut.train.checkpoint import find_checkpoint
+from relucut.train.config import RUNTIME_FIELDS as TRAIN_RUNTIME_FIELDS
 
 SEARCH_FORMAT = "relucut.deepreduce"
 # settings that change how a search runs, not what it computes: a rerun may change them
-RUNTIME_SETTINGS = ("device",)
+# (the resolved recipe is derived from the rest, so it is recorded, not compared)
+RUNTIME_SETTINGS = ("device", "resolved_train_config", *(f"train.{k}" for k in TRAIN_RUNTIME_FIELDS))
 
 
 @dataclass
@@ -115,20 +117,13 @@ class Search:
         self._sites_by_shape: dict = {}  # relu_counts' traces, shared by budget checks
 
     # -- settings ---------------------------------------------------------------------------------
-    def check_settings(self) -> None:
-        """Writes search.json, or checks that an existing one matches (a rerun resumes it)."""
-        path = self.out / "search.json"
-        mine = {"format": SEARCH_FORMAT, "version": 1, **self.settings.to_dict()}
-        saved = _json(path)
-        differs = [k for k in mine if k not in RUNTIME_SETTINGS and saved is not None and saved.get(k) != mine[k]]
-        if differs:
-            raise RelucutError(
-                f"'{self.out}' holds a search with different {', '.join(differs)}; rerun with the same "
-                "settings to resume it, or pass a new --out"
-            )
-        # derived, for the record: the training recipe every run starts from (teacher, no plan)
-        mine["resolved_train_config"] = self.base.resolved().to_dict()
-        atomic_write_text(path, json.dumps(mine, indent=1))
+    def check_settings(self) -> Claim:
+        """Claims ``out`` with search.json: writes it, or checks that an existing one matches (a rerun
+        resumes it). The returned claim holds the folder's lock; release it when the search ends."""
+        mine = {"format": SEARCH_FORMAT, "version": 1, **self.settings.to_dict(),
+                # derived, for the record: the training recipe every run starts from (teacher, no plan)
+                "resolved_train_config": self.base.resolved().to_dict()}
+        return claim(self.out, mine, file="search.json", runtime=RUNTIME_SETTINGS)
 
     def _config(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self.base, **changes)
@@ -275,18 +270,19 @@ class Search:
 
     # -- the whole search -------------------------------------------------------------------------
     def run_criticality(self) -> CriticalityTable:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.check_settings()
-        teacher, teacher_final = self.teacher()
-        return self.criticality(teacher, teacher_final)
+        with self.check_settings():
+            teacher, teacher_final = self.teacher()
+            return self.criticality(teacher, teacher_final)
 
     def run(self, budget: int | None = None) -> SearchOutcome:
         if self.settings.criticality_file:  # a bad file is refused before any training
             self._load_criticality(Path(self.settings.criticality_file))
         if budget is not None:  # refuse before writing or training anything
             _check_budget(budget, self.smallest_reachable())
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.check_settings()
+        with self.check_settings():
+            return self._search(budget)
+
+    def _search(self, budget: int | None) -> SearchOutcome:
         teacher, teacher_final = self.teacher()
         table = self.criticality(teacher, teacher_final)
         self.console.print(table.to_markdown(), highlight=False)

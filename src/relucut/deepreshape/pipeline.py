@@ -4,6 +4,8 @@ The design step is :func:`relucut.deepreshape.capacity.design_for_budget` (pure)
 trains the chosen designs with :func:`relucut.train.train` and collects ReLUs, MACs and accuracy.
 A run dir per design (``<out>/<budget>_<role>``) makes the whole pipeline resume after a kill:
 finished designs are read back from their final.json, unfinished ones resume from last.pt.
+``<out>/deepreshape.json`` holds the settings (a rerun must match them) and ``<out>/result.json``
+the rows, accuracy as fractions (``val_acc``, ``test_acc``; see docs/design.md "Results vocabulary").
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 from relucut.deepreshape.capacity import BudgetDesign, design_for_budget
 from relucut.errors import RelucutError
 from relucut.models.hybrenet import parse_hrn_name
-from relucut.plan import atomic_write_text
+from relucut.rundir import atomic_write_json, claim
 
 BASELINE = "hrn_2x2x2x"  # the plain ResNet18 shape
-RESULTS_FILE = "results.json"
+RESULTS_FILE = "result.json"
 SETTINGS_FILE = "deepreshape.json"
+SETTINGS_FORMAT = "relucut.deepreshape"
 
 
 @dataclasses.dataclass
@@ -63,34 +66,48 @@ def train_designs(
     data: Any = None,  # relucut.data DataSplits, loaded once for all designs
     progress: bool = True,
 ) -> list[dict[str, Any]]:
+    out = Path(out)
+    with claim(out, _settings_record(settings, train_config), file=SETTINGS_FILE, runtime=_runtime_keys()):
+        rows: list[dict[str, Any]] = []
+        for per_budget in designs(settings):
+            for role, design in per_budget.items():
+                rows.append({"role": role, **_train_design(settings, design, role, train_config, out, data,
+                                                           progress)})
+                atomic_write_json(out / RESULTS_FILE, rows)
+    return rows
+
+
+def _settings_record(settings: PipelineSettings, train_config: Any) -> dict[str, Any]:
+    return {"format": SETTINGS_FORMAT, "version": 1, "settings": settings.to_dict(), "train": train_config.to_dict()}
+
+
+def _runtime_keys() -> tuple[str, ...]:
+    """The training recipe's runtime fields (device, compile, ...) may change on a rerun."""
+    from relucut.train.config import RUNTIME_FIELDS
+
+    return tuple(f"train.{k}" for k in RUNTIME_FIELDS)
+
+
+def _train_design(settings: PipelineSettings, design: BudgetDesign, role: str, train_config: Any, out: Path,
+                  data: Any, progress: bool) -> dict[str, Any]:
+    """One design trained (or read back when finished): its description and accuracy."""
     from relucut.train import train
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SETTINGS_FILE, json.dumps(
-        {"settings": settings.to_dict(), "train": train_config.to_dict()}, indent=1))
-    rows: list[dict[str, Any]] = []
-    for per_budget in designs(settings):
-        for role, design in per_budget.items():
-            if settings.fine_grained and design.regime == "cull":
-                rows.append({"role": role, **_train_snl(settings, design, role, train_config, out, data, progress)})
-                atomic_write_text(out / RESULTS_FILE, json.dumps(rows, indent=1))
-                continue
-            run_dir = out / f"{design.budget}_{role}"
-            plan = design.plan(settings.num_classes, settings.input_size)
-            cfg = dataclasses.replace(
-                train_config,
-                model=design.spec(settings.num_classes, settings.input_size).to_dict(),
-                plan=plan.to_dict() if plan.decisions else None,
-            )
-            if (run_dir / "final.json").is_file():
-                _check_same_run(run_dir, cfg)
-                final = json.loads((run_dir / "final.json").read_text())
-            else:
-                final = train(cfg, run_dir, data=data, progress=progress)
-            rows.append({"role": role, **design.to_dict(), **_accuracy(final)})
-            atomic_write_text(out / RESULTS_FILE, json.dumps(rows, indent=1))
-    return rows
+    if settings.fine_grained and design.regime == "cull":
+        return _train_snl(settings, design, role, train_config, out, data, progress)
+    run_dir = out / f"{design.budget}_{role}"
+    plan = design.plan(settings.num_classes, settings.input_size)
+    cfg = dataclasses.replace(
+        train_config,
+        model=design.spec(settings.num_classes, settings.input_size).to_dict(),
+        plan=plan.to_dict() if plan.decisions else None,
+    )
+    if (run_dir / "final.json").is_file():
+        _check_same_run(run_dir, cfg)
+        final = json.loads((run_dir / "final.json").read_text())
+    else:
+        final = train(cfg, run_dir, data=data, progress=progress)
+    return {**design.to_dict(), **_accuracy(final)}
 
 
 def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, train_config: Any, out: Path,

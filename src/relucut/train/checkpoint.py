@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +10,10 @@ import numpy as np
 import torch
 
 from relucut.errors import RelucutError
+from relucut.rundir import atomic_torch_save as atomic_torch_save  # re-exported: callers import it from here
 
 CHECKPOINT_FORMAT = "relucut.checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,0 +1,195 @@
+"""Run directories: atomic writes, and claiming a folder for one run with its settings.
+
+Every resumable command (train, deepreduce, deepreshape, snl, senet) keeps its state in a folder
+and must refuse a folder that belongs to another run, or that another process is using right now.
+
+Atomic writes (readers see the old file or the new one, never half of it)::
+
+    atomic_write_text(path: Path, text: str) -> None
+    atomic_write_json(path: Path, data: Any, *, indent: int = 1) -> None
+    atomic_torch_save(obj: Any, path: Path) -> None
+
+Claiming::
+
+    claim(run_dir, settings: dict, *, file="config.json", runtime=()) -> Claim
+
+``claim`` creates ``run_dir`` if needed and, in this order:
+
+1. refuses a path that is a file, or a folder this user cannot write;
+2. takes an exclusive lock (``fcntl.flock`` on ``run_dir/.lock``, which records the pid); a folder
+   another live process holds is refused: "'DIR' is in use by another relucut run (pid N); ...";
+3. compares ``settings`` with those saved in ``run_dir/file``: a file that is not a JSON object is
+   "corrupt"; differing keys are named as dotted paths (``train.lr``); keys or dotted paths in
+   ``runtime`` (e.g. ``("device",)`` or ``("train.device",)``) are left out of the comparison;
+4. writes ``settings`` (as JSON) to ``run_dir/file`` atomically.
+
+Each refusal is a one-line :class:`~relucut.errors.RelucutError` naming the fix. The returned
+:class:`Claim` holds the lock until ``release()``, the end of a ``with`` block, or process exit
+(the kernel drops a dead process's flock, so a killed run never leaves a stale lock)::
+
+    with claim(out, {"format": "relucut.x", "version": 1, **settings}, runtime=("device",)):
+        ...  # train, resume, write results
+
+``settings`` must be JSON-serializable; it is compared after a JSON round trip (tuples == lists).
+Under torch.distributed, only the main rank should claim (the others would find the lock taken).
+A process may claim a folder inside one it holds (a search's own run dirs); claiming the same
+folder twice is refused even within one process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from relucut.errors import RelucutError
+
+LOCK_FILE = ".lock"
+_MISSING = object()
+
+
+# -- atomic writes ----------------------------------------------------------------------------------
+def _atomic(path: Path, write: Any) -> None:
+    """Calls ``write(tmp_path)`` on a temp file beside ``path``, then renames it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` so that readers see the old file or the new one, never half of it."""
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(path: Path, data: Any, *, indent: int = 1) -> None:
+    atomic_write_text(path, json.dumps(data, indent=indent))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch  # here: the rest of this module needs no torch
+
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+# -- claiming ---------------------------------------------------------------------------------------
+class Claim:
+    """A run directory held by this process: its path, its settings, and the lock."""
+
+    def __init__(self, path: Path, settings: dict[str, Any], lock: Any):
+        self.path = path
+        self.settings = settings
+        self._lock = lock
+
+    @property
+    def held(self) -> bool:
+        return self._lock is not None
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the flock
+            self._lock = None
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def claim(run_dir: str | Path, settings: dict[str, Any], *, file: str = "config.json",
+          runtime: Sequence[str] = ()) -> Claim:
+    """Takes ``run_dir`` for a run with ``settings`` (see the module docstring)."""
+    path = Path(run_dir)
+    _make_writable_dir(path)
+    lock = _lock(path)
+    try:
+        mine = json.loads(json.dumps(settings))
+        saved = read_settings(path, file)
+        if saved is not None:
+            differs = differences(saved, mine, runtime)
+            if differs:
+                raise RelucutError(
+                    f"'{path}' holds a run with different {', '.join(differs)}; rerun with the same "
+                    "settings to resume it, or pass a new --out")
+        atomic_write_json(path / file, mine)
+    except BaseException:
+        lock.close()
+        raise
+    return Claim(path, mine, lock)
+
+
+def read_settings(run_dir: Path, file: str = "config.json") -> dict[str, Any] | None:
+    """The settings saved in ``run_dir/file``; None when there are none yet."""
+    path = Path(run_dir) / file
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise RelucutError(f"'{path}' is corrupt (not a JSON object); delete it to start that run "
+                           "afresh, or choose another --out")
+    return saved
+
+
+def differences(saved: dict[str, Any], mine: dict[str, Any], runtime: Sequence[str] = ()) -> list[str]:
+    """Keys whose values differ, as dotted paths into nested dicts, leaving out ``runtime`` ones."""
+    return [key for key in _differing_paths(saved, mine, "") if not _is_runtime(key, runtime)]
+
+
+def _differing_paths(a: dict[str, Any], b: dict[str, Any], prefix: str) -> Iterator[str]:
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key, _MISSING), b.get(key, _MISSING)
+        if isinstance(left, dict) and isinstance(right, dict):
+            yield from _differing_paths(left, right, f"{prefix}{key}.")
+        elif left != right:
+            yield f"{prefix}{key}"
+
+
+def _is_runtime(key: str, runtime: Sequence[str]) -> bool:
+    return any(key == r or key.startswith(r + ".") for r in runtime)
+
+
+def _make_writable_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise RelucutError(f"'{path}' is a file, not a folder; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RelucutError(f"cannot create '{path}' ({exc.strerror}); choose another --out") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RelucutError(f"'{path}' is not writable; fix its permissions or choose another --out")
+
+
+def _lock(path: Path) -> Any:
+    """The open, exclusively flocked ``path/.lock``, holding this process's pid."""
+    handle = open(path / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise RelucutError(f"'{path}' is in use by another relucut run (pid {pid}); wait for it or "
+                           "choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+__all__ = ["Claim", "atomic_torch_save", "atomic_write_json", "atomic_write_text", "claim", "differences",
+           "read_settings"]
