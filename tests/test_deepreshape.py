@@ -7,7 +7,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from relucut import RelucutError, count, find_sites
-from relucut.deepreshape.capacity import design_for_budget, parse_budgets
+from relucut.deepreshape.capacity import design_for_budget
 from relucut.deepreshape.pipeline import PipelineSettings, designs, summary_rows, train_designs
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan
@@ -56,13 +56,6 @@ def test_budget_below_the_smallest_design_is_an_error():
         design_for_budget(10, (5, 5, 3), ORDER, input_size=SMALL)
     with pytest.raises(RelucutError, match="rank each of the 4 stages"):
         design_for_budget(1_000, (5, 5, 3), (2, 1, 3), input_size=SMALL)
-
-
-def test_parse_budgets():
-    assert parse_budgets("12k, 25K,1.5k,100000,1M") == [12_000, 25_000, 1_500, 100_000, 1_000_000]
-    for bad in ("12q", "", "0"):
-        with pytest.raises(RelucutError):
-            parse_budgets(bad)
 
 
 def test_pipeline_trains_both_networks_per_budget_and_resumes(tmp_path):

@@ -15,7 +15,6 @@ from relucut.deepreduce.frontier import (
     mark_frontier,
     markdown_table,
     pareto_indices,
-    parse_budget,
     to_csv,
     write_frontier,
 )
@@ -49,17 +48,6 @@ def test_mark_frontier_orders_by_relus_and_flags():
     front = mark_frontier(rs)
     assert [r.name for r in front] == ["b", "c"]  # a costs more and is less accurate than b
     assert [r.on_frontier for r in rs] == [False, True, True, False]
-
-
-@pytest.mark.parametrize("text, value", [("50k", 50_000), ("1.5M", 1_500_000), ("7168", 7168), (" 12.3K ", 12_300)])
-def test_parse_budget(text, value):
-    assert parse_budget(text) == value
-
-
-@pytest.mark.parametrize("text", ["fifty", "-5k", "0", "10kk"])
-def test_parse_budget_rejects(text):
-    with pytest.raises(RelucutError, match="--budget"):
-        parse_budget(text)
 
 
 def test_best_under_budget_and_its_error():

@@ -8,7 +8,6 @@ from fixtures.finegrained import BASE, SPEC, TOTAL_RELUS, tiny_data, trained_bas
 
 from relucut import RelucutError, count
 from relucut.finegrained import LearnableMaskSite, binarize_to_budget, export, install_mask_sites, load_export
-from relucut.finegrained.budget import parse_budget
 from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.snl import SNLConfig, snl_finetune, snl_search
 
@@ -92,14 +91,6 @@ def test_bad_budgets(budget, needle):
     _, masks = install_mask_sites(model, SPEC.input_size, "pixel")
     with pytest.raises(RelucutError, match=needle):
         binarize_to_budget(masks, budget)
-
-
-def test_parse_budget():
-    assert parse_budget("25k") == 25_000
-    assert parse_budget("1.5m") == 1_500_000
-    assert parse_budget("4096") == 4096
-    with pytest.raises(RelucutError, match="--budget"):
-        parse_budget("lots")
 
 
 def test_relaxed_site_interpolates_relu_and_identity():

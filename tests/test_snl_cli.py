@@ -35,7 +35,7 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["snl", "resnet18", "--budget", "0"], ["must be > 0"]),
+        (["snl", "resnet18", "--budget", "0"], ["--budget must be at least 1 ReLU"]),
         (["snl", "resnet18", "--budget", "999k"], ["exceeds", "2,176"]),
         (["senet", "resnet18", "--budget", "500", "--dth", "0.2"], ["--shallow"]),
     ],

@@ -192,7 +192,7 @@ def deepreduce(
 ) -> None:
     """DeepReDuce: teacher -> criticality -> culled/thinned/reshaped candidates trained with KD ->
     the ReLU-accuracy Pareto frontier (OUT/frontier.json, .csv, .md, pareto.png)."""
-    from relucut.deepreduce.frontier import parse_budget
+    from relucut.budgets import parse_budget
     from relucut.deepreduce.search import Search
 
     _threads(threads)

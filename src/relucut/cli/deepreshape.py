@@ -114,7 +114,7 @@ def deepreshape(
     High budgets widen MODEL (raise m); low ones cull/thin a least-critical-heavy HybReNet (or, with
     --fine-grained, mask it with SNL to exactly the budget). With training, reports accuracy too.
     """
-    from relucut.deepreshape.capacity import parse_budgets
+    from relucut.budgets import parse_budgets
     from relucut.deepreshape.pipeline import PipelineSettings, designs, summary_rows, train_designs
     from relucut.models.hybrenet import parse_hrn_name
 

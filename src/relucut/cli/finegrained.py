@@ -88,8 +88,9 @@ def snl(
     quiet: QuietOpt = False,
 ) -> None:
     """SNL: learn per-pixel or per-channel ReLU masks with an adaptive L1 penalty down to BUDGET ReLUs."""
+    from relucut.budgets import parse_budget
     from relucut.cost import count
-    from relucut.finegrained.budget import check_budget, parse_budget
+    from relucut.finegrained.budget import check_budget
     from relucut.finegrained.pipeline import run_snl
     from relucut.finegrained.snl import SNLConfig
 
@@ -147,8 +148,9 @@ def senet(
     quiet: QuietOpt = False,
 ) -> None:
     """SENet: per-layer budgets from pruning sensitivity, masks within them, frozen fine-tuning (+ shallow)."""
+    from relucut.budgets import parse_budget
     from relucut.cost import count
-    from relucut.finegrained.budget import check_budget, parse_budget
+    from relucut.finegrained.budget import check_budget
     from relucut.finegrained.pipeline import run_senet
     from relucut.finegrained.senet import SENetConfig
 

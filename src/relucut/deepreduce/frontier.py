@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -101,20 +100,6 @@ def latency_frontier(results: Sequence[CandidateResult]) -> list[CandidateResult
     timed = [r for r in results if r.est_latency_s is not None]
     front = [timed[i] for i in pareto_indices([(r.est_latency_s, r.val_acc) for r in timed])]
     return sorted(front, key=lambda r: (r.est_latency_s, -r.val_acc))
-
-
-_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*$")
-
-
-def parse_budget(text: str) -> int:
-    """'50k' -> 50000, '1.5M' -> 1500000, '7168' -> 7168."""
-    match = _BUDGET.match(text or "")
-    if not match:
-        raise RelucutError(f"--budget takes a ReLU count like 50k, 1.5M or 7168, got '{text}'")
-    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[match.group(2).lower()]
-    if value < 1:
-        raise RelucutError(f"--budget must be at least 1 ReLU, got '{text}'")
-    return round(value)
 
 
 def best_under_budget(results: Sequence[CandidateResult], budget: int) -> CandidateResult:

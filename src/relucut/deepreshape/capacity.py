@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,25 +57,6 @@ class BudgetDesign:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))  # lists, as read back from results.json
-
-
-def parse_budgets(text: str) -> list[int]:
-    """'12k,25k,50k,100k' -> [12000, 25000, 50000, 100000] (k = 1,000, M = 1,000,000)."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", part)
-        if not match:
-            raise RelucutError(f"cannot read budget '{part}'; write ReLU counts like 12k,25k,50k,100k or 557056")
-        scale = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
-        value = int(round(float(match.group(1)) * scale))
-        if value < 1:
-            raise RelucutError(f"a ReLU budget must be >= 1, got '{part}'")
-        out.append(value)
-    if not out:
-        raise RelucutError("give at least one ReLU budget, e.g. --budgets 12k,25k")
-    return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,8 @@
 """Fine-grained linearization to a ReLU budget: SNL, SENet, and SENet + shallow (gated branching, AC)."""
 
 from relucut.finegrained.artifact import deployable, export, load_export, plan_of
-from relucut.finegrained.budget import allocate_layer_budgets, binarize_to_budget, check_budget, parse_budget
+from relucut.budgets import parse_budget
+from relucut.finegrained.budget import allocate_layer_budgets, binarize_to_budget, check_budget
 from relucut.finegrained.gated import GatedBranch, gate_value, shallow_twin
 from relucut.finegrained.losses import LossWeights, attention_transfer, combined_loss, pram
 from relucut.finegrained.pipeline import run_senet, run_snl

@@ -10,22 +10,6 @@ from relucut.errors import RelucutError
 from relucut.finegrained.mask_site import LearnableMaskSite
 
 
-def parse_budget(text: str | int) -> int:
-    """'25k' -> 25000, '1.5m' -> 1500000, '4096' -> 4096."""
-    if isinstance(text, int):
-        return text
-    raw = str(text).strip().lower().replace(",", "").replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(raw[-1:], 1)
-    number = raw[:-1] if scale != 1 else raw
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise RelucutError(f"--budget takes a ReLU count like 25000, 25k or 1.2m, got '{text}'") from None
-    if not math.isclose(value, round(value)):
-        raise RelucutError(f"--budget must be a whole number of ReLUs, got '{text}'")
-    return round(value)
-
-
 def check_budget(budget: int, total: int) -> int:
     if budget <= 0:
         raise RelucutError(f"the ReLU budget must be > 0, got {budget}; pass --budget 25k or similar")
