@@ -1,5 +1,6 @@
 """The DeepReDuce search end to end on digits: kill mid-candidate, rerun, same frontier; budgets."""
 
+import csv
 import itertools
 import json
 import os
@@ -55,6 +56,10 @@ def test_search_writes_every_output(uninterrupted):
     front, cands = frontier_of(out)
     assert len(cands) == 10 and 1 <= len(front) <= 10
     assert len(list((out / "candidates").iterdir())) == 10
+    # one results vocabulary: accuracy as fractions in [0, 1] in every JSON and CSV
+    assert all(0.0 <= r[k] <= 1.0 for r in cands for k in ("val_acc", "test_acc"))
+    assert all(0.0 <= r["val_acc_kd"] <= 1.0 for r in crit["stages"]) and 0.0 <= crit["teacher"]["val_acc"] <= 1.0
+    assert all(0.0 <= float(row["val_acc"]) <= 1.0 for row in csv.DictReader(open(out / "candidates.csv")))
     assert "Pareto frontier" in stdout and (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     for r in cands:
         cfg = json.loads((out / "candidates" / r["name"] / "config.json").read_text())

@@ -68,6 +68,7 @@ def test_pipeline_trains_both_networks_per_budget_and_resumes(tmp_path):
     assert [(r["budget"], r["role"]) for r in rows] == [(300, "hybrenet"), (300, "baseline")]
     for r in rows:
         assert r["relus"] <= r["budget"] and 0.0 <= r["test_acc"] <= 1.0 and r["epochs"] == 1
+        assert 0.0 <= r["val_acc"] <= 1.0 and "best_val_acc" not in r  # the results vocabulary
         saved = json.loads((tmp_path / f"{r['budget']}_{r['role']}" / "config.json").read_text())
         assert saved["model"]["name"] == r["model"] and saved["model"]["kwargs"]["base_width"] == r["base_width"]
     assert json.loads((tmp_path / "result.json").read_text()) == rows
@@ -100,6 +101,7 @@ def test_fine_grained_low_budgets_are_masked_to_exactly_the_budget(tmp_path):
         exported = load_export(tmp_path / f"300_{r['role']}_snl" / "export")
         assert count(exported, (1, 8, 8)).relus == 300
         assert 0.0 <= r["test_acc"] <= 1.0 and sum(r["distribution"].values()) == pytest.approx(100, abs=0.1)
+        assert 0.0 <= r["val_acc"] <= 1.0
     assert [c[2].split()[-1] for c in summary_rows(rows)] == ["snl-pixel", "snl-pixel"]
     assert train_designs(settings, config, tmp_path, progress=False) == rows  # a rerun reuses the runs
 
@@ -120,5 +122,5 @@ def test_cli_deepreshape_trains_and_errors(tmp_path):
     assert [r["role"] for r in out["results"]] == ["hybrenet", "baseline"]
     assert all(r["relus"] <= 300 and r["test_acc"] is not None for r in out["results"])
     assert json.loads((tmp_path / "result.json").read_text()) == out["results"]
-    assert (tmp_path / "deepreshape.json").is_file()
+    assert (tmp_path / "deepreshape.json").is_file() and not (tmp_path / "results.json").exists()
     assert_one_line_error(run_cli("deepreshape", "resnet18", "--budgets", "12k", "--design-only"), "hrn_AxBxCx")

@@ -44,7 +44,7 @@ def result(name, relus, val, test=None, step="thinned"):
 
 
 def test_mark_frontier_orders_by_relus_and_flags():
-    rs = [result("a", 1000, 90.0), result("b", 500, 91.0), result("c", 200, 80.0), result("d", 300, 79.0)]
+    rs = [result("a", 1000, 0.90), result("b", 500, 0.91), result("c", 200, 0.80), result("d", 300, 0.79)]
     front = mark_frontier(rs)
     assert [r.name for r in front] == ["b", "c"]  # a costs more and is less accurate than b
     assert [r.on_frontier for r in rs] == [False, True, True, False]
@@ -59,21 +59,24 @@ def test_best_under_budget_and_its_error():
 
 
 def test_written_tables(tmp_path):
-    rs = [result("a", 229_376, 76.22, 75.0), result("b", 114_688, 74.72, None), result("c", 300_000, 70.0, 69.0)]
+    rs = [result("a", 229_376, 0.7622, 0.75), result("b", 114_688, 0.7472, None), result("c", 300_000, 0.70, 0.69)]
     write_frontier(tmp_path, rs, {"title": "t"})
     doc = json.loads((tmp_path / "frontier.json").read_text())
     assert [r["name"] for r in doc["frontier"]] == ["a", "b"] and len(doc["candidates"]) == 3
-    assert doc["frontier"][0]["acc_per_krelu"] == pytest.approx(76.22 / 229.376)
+    assert doc["version"] == 2 and doc["frontier"][0]["val_acc"] == 0.7622  # fractions in JSON
+    assert doc["frontier"][0]["acc_per_krelu"] == pytest.approx(0.7622 / 229.376)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "frontier.csv").read_text())))
     assert [r["name"] for r in rows] == ["a", "b"] and rows[1]["test_acc"] == ""
+    assert (rows[0]["val_acc"], rows[0]["test_acc"]) == ("0.7622", "0.75")  # and in CSV
     assert rows[0]["culled"] == "stem+s1" and rows[0]["thinned"] == "s2+s3"
     md = (tmp_path / "frontier.md").read_text()
-    assert "| S1 | S2+S3 | NA | NA | 229.38K |" in md  # Table 4's layout: stem not shown
+    assert "| S1 | S2+S3 | NA | NA | 229.38K | 2.29M | 76.22 | 75.00 |" in md  # Table 4: stem not shown, %
+    assert "| Val acc (%) | Test acc (%) |" in md and "| 0.332 |" in md  # 76.22 % / 229.376 kReLU
     assert len(list(csv.DictReader(io.StringIO((tmp_path / "candidates.csv").read_text())))) == 3
 
 
 def test_markdown_marks_reshaping_and_one_block():
-    r = result("x", 7168, 62.3)
+    r = result("x", 7168, 0.623)
     r.alpha, r.rho, r.one_block = 0.5, 0.5, True
     line = markdown_table([r]).splitlines()[-1]
     assert line.startswith("| S1 | S2*+S3* | 0.5x | 0.5x | 7.17K |")
@@ -97,7 +100,7 @@ def test_latency_frontier_is_exactly_the_undominated_points(pts):
     undominated = [r for r in rs
                    if not any(dominates((o.est_latency_s, o.val_acc), (r.est_latency_s, r.val_acc)) for o in rs)]
     assert {id(r) for r in front} == {id(r) for r in undominated}
-    assert latency_frontier(rs + [timed("untimed", 1, 100.0, None)]) == front  # no estimate: left out
+    assert latency_frontier(rs + [timed("untimed", 1, 1.0, None)]) == front  # no estimate: left out
 
 
 def test_plot_has_a_latency_panel_whose_frontier_can_differ_from_the_relu_one(tmp_path):
@@ -105,17 +108,19 @@ def test_plot_has_a_latency_panel_whose_frontier_can_differ_from_the_relu_one(tm
     from relucut.deepreduce.plot import draw_frontier, plot_frontier
 
     # b has fewer ReLUs than a but more ReLU layers: slower, so only the ReLU frontier keeps it
-    rs = [timed("a", 2048, 90.0, 0.11), timed("b", 1536, 88.0, 0.17), timed("c", 512, 80.0, 0.08)]
+    rs = [timed("a", 2048, 0.90, 0.11), timed("b", 1536, 0.88, 0.17), timed("c", 512, 0.80, 0.08)]
     mark_frontier(rs)
     assert [r.name for r in rs if r.on_frontier] == ["a", "b", "c"]
     assert [r.name for r in latency_frontier(rs)] == ["c", "a"]
-    fig = draw_frontier(rs, "t", teacher=(4096, 95.0), teacher_latency_s=0.3)
+    fig = draw_frontier(rs, "t", teacher=(4096, 0.95), teacher_latency_s=0.3)
     assert len(fig.axes) == 2 and "latency" in fig.axes[1].get_xlabel()
+    assert all(ax.yaxis.get_major_formatter()(0.5, 0).startswith("50") for ax in fig.axes)  # fractions as %
+    assert all(ax.yaxis.get_major_formatter()(0.5, 0).endswith("%") for ax in fig.axes)
     labels = [t.get_text() for t in fig.axes[1].texts]
     assert any(text.endswith("0.08s") for text in labels) and not any("0.17s" in text for text in labels)
     path = plot_frontier(rs, tmp_path / "p.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    untimed = [result("a", 1000, 90.0)]
+    untimed = [result("a", 1000, 0.90)]
     mark_frontier(untimed)
     single = draw_frontier(untimed)
     assert len(single.axes) == 1  # no estimates: the ReLU panel alone
@@ -123,3 +128,38 @@ def test_plot_has_a_latency_panel_whose_frontier_can_differ_from_the_relu_one(tm
 
     plt.close(fig)
     plt.close(single)
+
+
+def test_a_version_1_frontier_in_percent_loads_as_fractions(tmp_path):
+    from relucut.deepreduce.frontier import load_frontier
+
+    write_frontier(tmp_path, [result("a", 1000, 0.9, 0.85), result("b", 500, 0.8)], {"title": "t"})
+    doc = json.loads((tmp_path / "frontier.json").read_text())
+    for row in doc["candidates"]:
+        row["val_acc"] *= 100
+        row["test_acc"] = None if row["test_acc"] is None else row["test_acc"] * 100
+    (tmp_path / "old.json").write_text(json.dumps({**doc, "version": 1}))
+    _, rows = load_frontier(tmp_path / "old.json")
+    assert [(r.val_acc, r.test_acc) for r in rows] == [(pytest.approx(0.9), pytest.approx(0.85)), (0.8, None)]
+    _, same = load_frontier(tmp_path / "frontier.json")
+    assert [r.val_acc for r in same] == [0.9, 0.8]
+
+
+def test_criticality_stores_fractions_and_scores_eq1_on_percent():
+    from relucut.deepreduce.criticality import CriticalityTable, StageCriticality, criticality_scores
+
+    rows = [StageCriticality("s1", 311_300, 0.5945, 0.59), StageCriticality("s2", 147_500, 0.6797, 0.67)]
+    table = CriticalityTable.build({"name": "m"}, "cifar100", rows, ["stem", "s1", "s2"],
+                                   teacher={"relus": 500_000, "val_acc": 0.78, "test_acc": 0.77})
+    expected = criticality_scores({"s1": 59.45, "s2": 67.97}, {"s1": 311_300, "s2": 147_500})
+    assert {r.stage: r.score for r in table.stages} == pytest.approx(expected)
+    data = table.to_dict()
+    assert data["version"] == 2 and data["stages"][0]["val_acc_kd"] == 0.5945
+    md = table.to_markdown()
+    assert "| S1 | 311,300 | - | 59.45 | - | 59.00 |" in md and "| FR (teacher) | 500,000 | 78.00 |" in md
+    old = {**data, "version": 1, "teacher": {**data["teacher"], "val_acc": 78.0, "test_acc": 77.0},
+           "stages": [{**r, "val_acc_kd": 100 * r["val_acc_kd"], "test_acc_kd": 100 * r["test_acc_kd"]}
+                      for r in data["stages"]]}
+    loaded = CriticalityTable.from_dict(old)
+    assert loaded.stages[1].val_acc_kd == pytest.approx(0.6797) and loaded.teacher["val_acc"] == pytest.approx(0.78)
+    assert loaded.order == table.order and loaded.teacher["relus"] == 500_000

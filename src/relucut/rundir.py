@@ -8,6 +8,7 @@ Atomic writes (readers see the old file or the new one, never half of it)::
     atomic_write_text(path: Path, text: str) -> None
     atomic_write_json(path: Path, data: Any, *, indent: int = 1) -> None
     atomic_torch_save(obj: Any, path: Path) -> None
+    atomic_write(path: Path, write: Callable[[str], Any]) -> None  # write(tmp) fills a temp file
 
 Claiming::
 
@@ -42,7 +43,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ _MISSING = object()
 
 
 # -- atomic writes ----------------------------------------------------------------------------------
-def _atomic(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Calls ``write(tmp_path)`` on a temp file beside ``path``, then renames it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def _atomic(path: Path, write: Any) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Writes ``text`` so that readers see the old file or the new one, never half of it."""
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(path: Path, data: Any, *, indent: int = 1) -> None:
@@ -79,7 +80,7 @@ def atomic_write_json(path: Path, data: Any, *, indent: int = 1) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     import torch  # here: the rest of this module needs no torch
 
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # -- claiming ---------------------------------------------------------------------------------------
@@ -191,5 +192,5 @@ def _lock(path: Path) -> Any:
     return handle
 
 
-__all__ = ["Claim", "atomic_torch_save", "atomic_write_json", "atomic_write_text", "claim", "differences",
-           "read_settings"]
+__all__ = ["Claim", "atomic_torch_save", "atomic_write", "atomic_write_json", "atomic_write_text", "claim",
+           "differences", "read_settings"]

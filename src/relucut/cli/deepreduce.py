@@ -86,13 +86,13 @@ def print_frontier(results, title: str) -> None:
 
     table = Table(title=title, title_justify="left")
     for col in ("Culled", "Thinned", "Channel", "Fmap", "#ReLU", "Val acc %", "Test acc %", "Est. PI s",
-                "Acc/kReLU"):
+                "Acc %/kReLU"):
         table.add_column(col, justify="left" if col in ("Culled", "Thinned") else "right")
     for r in results:
         table.add_row(
             stages_text(r.culled), stages_text(r.thinned, r.one_block), scale_text(r.alpha), scale_text(r.rho), f"{r.relus:,}",
-            f"{r.val_acc:.2f}", "-" if r.test_acc is None else f"{r.test_acc:.2f}",
-            "-" if r.est_latency_s is None else f"{r.est_latency_s:.3g}", ratio_text(r.acc_per_krelu),
+            f"{100 * r.val_acc:.2f}", "-" if r.test_acc is None else f"{100 * r.test_acc:.2f}",
+            "-" if r.est_latency_s is None else f"{r.est_latency_s:.3g}", ratio_text(100 * r.acc_per_krelu),
         )
     console.print(table)
 
@@ -104,8 +104,8 @@ def _report(outcome) -> None:
                   highlight=False)
     if outcome.best is not None:
         b = outcome.best
-        console.print(f"[bold]best under the budget[/]: {b.name}  {b.relus:,} ReLUs  val {b.val_acc:.2f}%"
-                      + (f"  test {b.test_acc:.2f}%" if b.test_acc is not None else "")
+        console.print(f"[bold]best under the budget[/]: {b.name}  {b.relus:,} ReLUs  val {100 * b.val_acc:.2f}%"
+                      + (f"  test {100 * b.test_acc:.2f}%" if b.test_acc is not None else "")
                       + f"  ({outcome.out / 'best.json'})", highlight=False)
     if outcome.frontier:
         pick = outcome.best or outcome.frontier[-1]

@@ -2,8 +2,8 @@
 
 For each non-stem stage S_k a network keeps ReLUs only in S_k (the stem's are dropped too) and
 is trained with and without KD from the full-ReLU teacher. With the KD accuracies,
-C_k = (Acc[S_k] - min_i Acc[S_i]) / (#ReLU[S_k] in thousands)^w, w = 0.07. Accuracies are in
-percent; the unit of the ReLU count does not change the order (it scales every C_k equally)
+C_k = (Acc[S_k] - min_i Acc[S_i]) / (#ReLU[S_k] in thousands)^w, w = 0.07. Accuracies in Eq. 1
+are in percent (the table stores fractions, as every results file does); the unit of the ReLU count does not change the order (it scales every C_k equally)
 and thousands reproduce the paper's Table 10 values.
 """
 
@@ -20,6 +20,8 @@ from relucut.sites import SiteMap
 
 CRITICALITY_WEIGHT = 0.07
 FORMAT = "relucut.criticality"
+VERSION = 2  # 2: accuracies as fractions in [0, 1]; 1 held percent
+ACCURACY_KEYS = ("val_acc_kd", "test_acc_kd", "val_acc", "test_acc")
 
 
 def stage_only_plan(sites: SiteMap, stage: str) -> ReLUPlan:
@@ -54,6 +56,8 @@ def criticality_order(scores: Mapping[str, float], stage_names: Sequence[str]) -
 
 @dataclass
 class StageCriticality:
+    """One stage's row; accuracies are fractions in [0, 1], ``score`` is Eq. 1 (on percent)."""
+
     stage: str
     relus: int
     val_acc_kd: float
@@ -80,19 +84,22 @@ class CriticalityTable:
     def build(cls, model: dict[str, Any], dataset: str, rows: list[StageCriticality], stage_names: Sequence[str],
               schedule: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None,
               weight: float = CRITICALITY_WEIGHT) -> CriticalityTable:
-        scores = criticality_scores({r.stage: r.val_acc_kd for r in rows}, {r.stage: r.relus for r in rows}, weight)
+        percent = {r.stage: 100 * r.val_acc_kd for r in rows}  # Eq. 1 is written for percent
+        scores = criticality_scores(percent, {r.stage: r.relus for r in rows}, weight)
         for r in rows:
             r.score = scores[r.stage]
         return cls(model, dataset, rows, criticality_order(scores, stage_names), weight,
                    dict(schedule or {}), dict(teacher or {}))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": 1, **asdict(self)}
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "criticality file") -> CriticalityTable:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise RelucutError(f"{source} is not a relucut criticality table; make one with 'relucut criticality'")
+        if data.get("version", 1) < 2:
+            data = _percent_to_fractions(data)
         try:
             rows = [StageCriticality(**r) for r in data["stages"]]
             return cls(data["model"], data["dataset"], rows, list(data["order"]), float(data["weight"]),
@@ -103,13 +110,13 @@ class CriticalityTable:
 
     def to_markdown(self) -> str:
         def pct(v: float | None) -> str:
-            return "-" if v is None else f"{v:.2f}"
+            return "-" if v is None else f"{100 * v:.2f}"
 
         lines = [
             (f"Stage criticality of {self.model.get('name', '?')} on {self.dataset} "
             f"(C_k from {self.selection}, w = {self.weight:g}; schedule: {describe_schedule(self.schedule)})"),
             "",
-            "| stage | #ReLUs | val w/o KD | val w/ KD | test w/o KD | test w/ KD | C_k |",
+            "| stage | #ReLUs | val w/o KD (%) | val w/ KD (%) | test w/o KD (%) | test w/ KD (%) | C_k |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         if self.teacher:
@@ -120,6 +127,14 @@ class CriticalityTable:
                          f"{pct(r.test_acc)} | {pct(r.test_acc_kd)} | {r.score:.2f} |")
         lines += ["", "Order, least to most critical: " + " < ".join(s.upper() for s in self.order), ""]
         return "\n".join(lines)
+
+
+def _percent_to_fractions(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 table (accuracies in percent) in today's units."""
+    def scaled(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v / 100 if k in ACCURACY_KEYS and v is not None else v for k, v in row.items()}
+
+    return {**data, "stages": [scaled(r) for r in data.get("stages", [])], "teacher": scaled(data.get("teacher") or {})}
 
 
 def describe_schedule(schedule: Mapping[str, Any]) -> str:

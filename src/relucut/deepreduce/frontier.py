@@ -1,4 +1,7 @@
-"""The ReLU-accuracy Pareto frontier of trained candidates, and its tables (JSON, CSV, Markdown)."""
+"""The ReLU-accuracy Pareto frontier of trained candidates, and its tables (JSON, CSV, Markdown).
+
+Accuracies are fractions in [0, 1] in the objects, JSON and CSV; the Markdown shows percent.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from relucut.plan import atomic_write_text
 
 @dataclass
 class CandidateResult:
-    """One trained candidate: its configuration, cost and accuracy (percent)."""
+    """One trained candidate: its configuration, cost and accuracy (fractions in [0, 1])."""
 
     name: str
     iteration: int
@@ -47,6 +50,7 @@ class CandidateResult:
 
     @property
     def acc_per_krelu(self) -> float:
+        """Validation accuracy (a fraction) per thousand ReLUs."""
         return self.val_acc / (self.relus / 1000.0) if self.relus else math.inf
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +106,9 @@ def latency_frontier(results: Sequence[CandidateResult]) -> list[CandidateResult
     return sorted(front, key=lambda r: (r.est_latency_s, -r.val_acc))
 
 
+FRONTIER_VERSION = 2  # 2: accuracies as fractions; 1 held percent
+
+
 def best_under_budget(results: Sequence[CandidateResult], budget: int) -> CandidateResult:
     """The most accurate (validation) candidate with at most ``budget`` ReLUs."""
     within = [r for r in results if r.relus <= budget]
@@ -127,7 +134,7 @@ def ratio_text(v: float) -> str:
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+    return "-" if v is None else f"{100 * v:.2f}"
 
 
 def markdown_table(rows: Sequence[CandidateResult], title: str = "") -> str:
@@ -135,7 +142,7 @@ def markdown_table(rows: Sequence[CandidateResult], title: str = "") -> str:
     lines = [title, ""] if title else []
     lines += [
         ("| Culled | Thinned | Channel (alpha) | Fmap (rho) | #ReLU | MACs | Val acc (%) | Test acc (%) "
-        "| Est. PI latency (s) | Val acc / kReLU |"),
+        "| Est. PI latency (s) | Val acc (%) / kReLU |"),
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -143,7 +150,7 @@ def markdown_table(rows: Sequence[CandidateResult], title: str = "") -> str:
         lines.append(
             f"| {stages_text(r.culled)} | {stages_text(r.thinned, r.one_block)} | {scale_text(r.alpha)} | {scale_text(r.rho)} "
             f"| {r.relus / 1000:.2f}K | {r.macs / 1e6:.2f}M | {_pct(r.val_acc)} | {_pct(r.test_acc)} | {lat} "
-            f"| {ratio_text(r.acc_per_krelu)} |"
+            f"| {ratio_text(100 * r.acc_per_krelu)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -167,7 +174,7 @@ def write_frontier(out: Path, results: list[CandidateResult], meta: dict[str, An
     """Writes frontier.json (all candidates + frontier), frontier.csv, candidates.csv and frontier.md."""
     front = mark_frontier(results)
     by_relus = sorted(results, key=lambda r: (-r.relus, -r.val_acc))
-    doc = {"format": "relucut.frontier", "version": 1, **meta,
+    doc = {"format": "relucut.frontier", "version": FRONTIER_VERSION, **meta,
            "frontier": [r.to_dict() for r in front], "candidates": [r.to_dict() for r in by_relus]}
     atomic_write_text(out / "frontier.json", json.dumps(doc, indent=1))
     atomic_write_text(out / "frontier.csv", to_csv(front))
@@ -182,6 +189,12 @@ def write_frontier(out: Path, results: list[CandidateResult], meta: dict[str, An
 def load_frontier(path: Path) -> tuple[dict[str, Any], list[CandidateResult]]:
     try:
         doc = json.loads(Path(path).read_text())
-        return doc, [CandidateResult.from_dict(d) for d in doc["candidates"]]
+        rows = doc["candidates"] if doc.get("version", 1) >= 2 else [_percent_to_fractions(d) for d in doc["candidates"]]
+        return doc, [CandidateResult.from_dict(d) for d in rows]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RelucutError(f"cannot read frontier {path} ({exc.__class__.__name__}: {exc}); rerun the search") from None
+
+
+def _percent_to_fractions(row: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 row (accuracy in percent) in today's units."""
+    return {**row, **{k: row[k] / 100 for k in ("val_acc", "test_acc") if row.get(k) is not None}}

@@ -4,13 +4,12 @@ ReLU layers and MACs count too, so its frontier can differ from the ReLU one."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from relucut.deepreduce.frontier import CandidateResult, latency_frontier
 from relucut.errors import RelucutError
+from relucut.rundir import atomic_write
 
 STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
 
@@ -46,7 +45,7 @@ def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
                    label="full-ReLU teacher")
     _log_axis(ax, [r.relus for r in results] + ([teacher[0]] if teacher else []))
     ax.set_xlabel("ReLUs per input (log scale)")
-    ax.set_ylabel("validation accuracy (%)")
+    _percent_axis(ax)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     if timed:
@@ -69,6 +68,14 @@ def _log_axis(ax, xs: list[float]) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
+def _percent_axis(ax) -> None:
+    """Accuracies are fractions; the axis reads them in percent."""
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_ylabel("validation accuracy (%)")
+
+
 def _latency_panel(ax, results: Sequence[CandidateResult], teacher: tuple[int, float] | None,
                    teacher_latency_s: float | None) -> None:
     _points(ax, results, lambda r: r.est_latency_s)
@@ -89,26 +96,22 @@ def _latency_panel(ax, results: Sequence[CandidateResult], teacher: tuple[int, f
         xs.append(teacher_latency_s)
     _log_axis(ax, xs)
     ax.set_xlabel("estimated private-inference latency, DELPHI online (s, log scale)")
-    ax.set_ylabel("validation accuracy (%)")
+    _percent_axis(ax)
     ax.set_title("the same networks by estimated latency (ReLUs, ReLU layers, MACs)")
     ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "DeepReDuce",
                   teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None) -> Path:
-    """Writes the PNG atomically; ``teacher`` is (ReLUs, validation accuracy) of the full-ReLU network."""
+    """Writes the PNG atomically; ``teacher`` is (ReLUs, validation accuracy as a fraction) of the
+    full-ReLU network."""
     fig = draw_frontier(results, title, teacher, teacher_latency_s)  # a clear error without matplotlib
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

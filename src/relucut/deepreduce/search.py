@@ -186,14 +186,13 @@ class Search:
                 raise RelucutError("criticality needs a validation split; set val_fraction above 0")
             rows.append(StageCriticality(
                 stage, sum(s.numel for s in full_relus.in_stage(stage)),
-                _pct(kd["best_val_acc"]), _pct(kd.get("test_acc")),
-                _pct(plain.get("best_val_acc")), _pct(plain.get("test_acc")),
+                kd["best_val_acc"], kd.get("test_acc"), plain.get("best_val_acc"), plain.get("test_acc"),
             ))
         table = CriticalityTable.build(
             self.spec.to_dict(), self.base.dataset, rows, self.sites.stage_names,
             schedule={"epochs": epochs, "full_epochs": self.base.epochs, "proxy": proxy},
-            teacher={"relus": sum(s.numel for s in self.sites), "val_acc": _pct(teacher_final.get("best_val_acc")),
-                     "test_acc": _pct(teacher_final.get("test_acc")), "path": teacher},
+            teacher={"relus": sum(s.numel for s in self.sites), "val_acc": teacher_final.get("best_val_acc"),
+                     "test_acc": teacher_final.get("test_acc"), "path": teacher},
         )
         self.save_criticality(table)
         return table
@@ -262,8 +261,8 @@ class Search:
             if final.get("best_val_acc") is None:
                 raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
             results.append(CandidateResult.of(
-                cand, cost.relus, cost.report.macs, cost.report.params, _pct(final["best_val_acc"]),
-                _pct(final.get("test_acc")), estimate_latency_s(cost.report),
+                cand, cost.relus, cost.report.macs, cost.report.params, final["best_val_acc"],
+                final.get("test_acc"), estimate_latency_s(cost.report),
                 str((self.out / "candidates" / cand.name).relative_to(self.out)), self.sites.stage_names,
             ))
         return results
@@ -299,7 +298,7 @@ class Search:
         front = write_frontier(self.out, results, meta)
         teacher_point = None
         if teacher_final.get("best_val_acc") is not None:
-            teacher_point = (sum(s.numel for s in self.sites), _pct(teacher_final["best_val_acc"]))
+            teacher_point = (sum(s.numel for s in self.sites), teacher_final["best_val_acc"])
         teacher_latency = estimate_latency_s(count(self.spec.build(), self.spec.input_size))
         plot_frontier(results, self.out / "pareto.png", f"DeepReDuce: {title}", teacher_point, teacher_latency)
         best = best_under_budget(results, budget) if budget is not None else None

@@ -56,7 +56,7 @@ class BudgetDesign:
         return ReLUPlan.deepreduce(sites, cull=self.culled, thin=self.thinned)
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))  # lists, as read back from results.json
+        return json.loads(json.dumps(asdict(self)))  # lists, as read back from result.json
 
 
 @functools.lru_cache(maxsize=64)

@@ -117,7 +117,7 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
     The design's network keeps all its ReLUs, is trained for ``epochs`` as SNL's all-ReLU base,
     then SNL (``relucut snl``, its own learning rates) masks it down to exactly the budget and
     fine-tunes it with KD for ``epochs``. Accuracy is the exported network's on the test split, as
-    the coarse rows report; ``best_val_acc`` is SNL's held-out accuracy. Resumes like ``relucut snl``.
+    the coarse rows report; ``val_acc`` is SNL's held-out accuracy. Resumes like ``relucut snl``.
     """
     from relucut.cost import count
     from relucut.deepreshape.describe import distribution
@@ -141,7 +141,7 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
     test_acc = evaluate(exported, splits, split="test")["acc"] if splits.test is not None else None
     return {**design.to_dict(), "method": "snl-pixel", "culled": [], "thinned": [], "relus": report.relus,
             "macs": report.macs, "distribution": distribution(report.relus_by_stage), "test_acc": test_acc,
-            "best_val_acc": result["result"]["val_acc"], "best_epoch": None, "epochs": epochs,
+            "val_acc": result["result"]["val_acc"], "best_epoch": None, "epochs": epochs,
             "seconds": result["seconds"] if first_seconds is None else first_seconds}
 
 
@@ -157,17 +157,19 @@ def _check_same_run(run_dir: Path, cfg: Any) -> None:
 
 
 def _accuracy(final: dict[str, Any]) -> dict[str, Any]:
-    return {k: final.get(k) for k in ("test_acc", "best_val_acc", "best_epoch", "epochs", "seconds")}
+    """A run's final.json in the summary's vocabulary: ``val_acc`` is the selected (best) epoch's."""
+    return {"val_acc": final.get("best_val_acc"), "test_acc": final.get("test_acc"),
+            **{k: final.get(k) for k in ("best_epoch", "epochs", "seconds")}}
 
 
 def summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Table cells: budget, role, design, ReLUs, MACs, accuracy."""
+    """Table cells: budget, role, design, ReLUs, MACs, accuracy in percent (test, else validation)."""
     out = []
     for r in rows:
         edits = "+".join(s for s in r["culled"] if s != "stem")
         edits = (f"cull {edits}" if edits else "") + (f" thin {'+'.join(r['thinned'])}" if r["thinned"] else "")
         edits = " ".join(part for part in (edits.strip(), r.get("method", "")) if part)
-        acc = r.get("test_acc") if r.get("test_acc") is not None else r.get("best_val_acc")
+        acc = r.get("test_acc") if r.get("test_acc") is not None else r.get("val_acc")
         out.append([f"{r['budget']:,}", r["role"], f"{r['model']} m={r['base_width']} {edits}".strip(),
                     f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M", "-" if acc is None else f"{100 * acc:.2f}"])
     return out
