@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean spu-env
+.PHONY: install demo test test-fast bench clean spu-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: $(STAMP)
 
 test: $(STAMP) $(SPU_STAMP)
 	$(BIN)/python -m pytest -q
+
+# the everyday subset (under 2 minutes on 2 cores): no SPU, Ray, kill-and-resume or slow tests
+FAST := not spu and not ray and not kill and not slow
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "$(FAST)"
 
 clean:
 	rm -rf $(VENV) $(SPU_VENV) .pytest_cache

@@ -9,6 +9,8 @@ from relucut import ModelSpec
 from relucut.deepreduce.executors import RayExecutor, SequentialExecutor, TrainJob
 from relucut.train import TrainConfig
 
+pytestmark = pytest.mark.ray
+
 
 def tiny(seed):
     spec = ModelSpec("resnet20", num_classes=10, in_chans=1, image_size=8, kwargs={"blocks": [1, 1, 1], "base_width": 4})

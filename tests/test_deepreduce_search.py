@@ -45,6 +45,7 @@ def uninterrupted(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow  # the module's search fixture trains 14 networks
 def test_search_writes_every_output(uninterrupted):
     out, stdout = uninterrupted
     for name in ("search.json", "criticality.json", "criticality.md", "frontier.json", "frontier.csv",
@@ -66,6 +67,7 @@ def test_search_writes_every_output(uninterrupted):
         assert cfg["teacher"] == str((out / "teacher").resolve()) and cfg["plan"] is not None
 
 
+@pytest.mark.kill
 def test_killed_search_resumes_to_the_same_frontier(uninterrupted, tmp_path):
     whole, _ = uninterrupted
     out = tmp_path / "killed"
@@ -97,6 +99,7 @@ def test_killed_search_resumes_to_the_same_frontier(uninterrupted, tmp_path):
     assert frontier_of(out) == frontier_of(whole)
 
 
+@pytest.mark.slow
 def test_budget_picks_the_best_network_without_retraining(uninterrupted):
     out, _ = uninterrupted
     before = finals(out)
@@ -122,6 +125,7 @@ def test_budget_below_every_candidate_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "b" / "teacher").exists()  # refused before any training
 
 
+@pytest.mark.slow
 def test_changed_settings_refuse_to_mix_into_a_search(uninterrupted):
     out, _ = uninterrupted
     args = [a if a != "0.05" else "0.02" for a in TINY]
@@ -129,6 +133,7 @@ def test_changed_settings_refuse_to_mix_into_a_search(uninterrupted):
     assert_one_line_error(proc, "different train", "new --out")
 
 
+@pytest.mark.slow
 def test_criticality_command_reads_the_finished_stage_runs(uninterrupted):
     out, _ = uninterrupted
     before = finals(out)
@@ -138,6 +143,7 @@ def test_criticality_command_reads_the_finished_stage_runs(uninterrupted):
     assert finals(out) == before
 
 
+@pytest.mark.slow
 def test_saved_criticality_and_teacher_skip_their_phases(uninterrupted, tmp_path):
     whole, _ = uninterrupted
     _, cands = frontier_of(whole)
@@ -154,6 +160,7 @@ def test_saved_criticality_and_teacher_skip_their_phases(uninterrupted, tmp_path
         json.loads((whole / "criticality.json").read_text())["order"]
 
 
+@pytest.mark.slow
 def test_a_criticality_file_for_another_model_is_refused_before_training(uninterrupted, tmp_path):
     whole, _ = uninterrupted
     other = ["resnet18" if a == "resnet20" else a for a in TINY if a not in ("--blocks", "1,1,1")]

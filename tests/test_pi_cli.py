@@ -46,6 +46,7 @@ def test_export_dir_without_recipe(tmp_path):
     assert_one_line_error(proc, "recipe.json", "relucut export")
 
 
+@pytest.mark.spu  # `pi measure` checks for .venv-spu before it exports the graph
 def test_unsupported_operator_is_named():
     from fixtures.pi_nets import gelu_net
 

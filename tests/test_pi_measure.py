@@ -11,6 +11,8 @@ from relucut.pi import estimate
 from relucut.pi.measure import measure_many
 from relucut.plan import apply_plan
 
+pytestmark = pytest.mark.spu  # real 2PC under .venv-spu (`make spu-env`)
+
 INPUT = (3, 16, 16)
 ESTIMATE_FACTOR = 3.0  # the cheetah profile must land within 3x of SPU's measured warm run
 

@@ -11,7 +11,7 @@ import torch
 from conftest import TESTS
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kill]
 
 SCRIPT = r"""
 import os, signal, sys

@@ -80,7 +80,8 @@ def _unreadable(text: str, option: str, whole: str | None = None) -> RelucutErro
     if not text.strip():
         return RelucutError(f"{option} has an empty budget in {whole!r}; give a ReLU count like {EXAMPLES}")
     if text.strip().startswith("-"):
-        return RelucutError(f"{option} must be at least 1 ReLU, got {text.strip()!r}; give a positive count like 25k")
+        return RelucutError(f"{option} must be at least 1 ReLU, got {text.strip()!r}; "
+                            "give a positive count like 25k")
     where = f" in {whole!r}" if whole is not None and whole != text else ""
     return RelucutError(f"{option} takes a whole number of ReLUs like {EXAMPLES}, got {text!r}{where}")
 

@@ -189,7 +189,9 @@ def write_frontier(out: Path, results: list[CandidateResult], meta: dict[str, An
 def load_frontier(path: Path) -> tuple[dict[str, Any], list[CandidateResult]]:
     try:
         doc = json.loads(Path(path).read_text())
-        rows = doc["candidates"] if doc.get("version", 1) >= 2 else [_percent_to_fractions(d) for d in doc["candidates"]]
+        rows = doc["candidates"]
+        if doc.get("version", 1) < 2:
+            rows = [_percent_to_fractions(d) for d in rows]
         return doc, [CandidateResult.from_dict(d) for d in rows]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RelucutError(f"cannot read frontier {path} ({exc.__class__.__name__}: {exc}); rerun the search") from None
