@@ -91,3 +91,20 @@ def test_kill_between_last_and_best_checkpoint_is_repaired(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+
+
+def test_a_busy_or_corrupt_run_dir_is_refused_in_one_line(tmp_path):
+    from relucut.errors import RelucutError
+    from relucut.rundir import claim
+    from relucut.train import TrainConfig, train
+
+    cfg = TrainConfig(model={"name": "resnet6", "num_classes": 10, "in_chans": 1, "image_size": 8,
+                             "kwargs": {"base_width": 4}}, dataset="digits", epochs=1, limit_train=64)
+    with claim(tmp_path / "busy", {"other": "process"}):
+        with pytest.raises(RelucutError, match="in use by another relucut run"):
+            train(cfg, tmp_path / "busy", progress=False)
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text("{not json")
+    with pytest.raises(RelucutError, match="corrupt"):
+        train(cfg, tmp_path / "corrupt", progress=False)
+    assert not (tmp_path / "corrupt" / "last.pt").exists()

@@ -29,7 +29,7 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
                     "--granularity", "channel", "-o", tmp_path, check=True, env={"OMP_NUM_THREADS": "1"})
     assert json.loads(again.stdout)["result"] == result["result"]
     other = run_cli("snl", "resnet18", "--budget", "900", *TINY, "-o", tmp_path, env={"OMP_NUM_THREADS": "1"})
-    assert_one_line_error(other, "other settings")
+    assert_one_line_error(other, "holds a run with different", "snl.budget")
 
 
 @pytest.mark.parametrize(

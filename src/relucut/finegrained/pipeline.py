@@ -29,7 +29,7 @@ from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.senet import SENetConfig, senet
 from relucut.finegrained.snl import SNLConfig, snl
 from relucut.models.registry import ModelSpec
-from relucut.plan import atomic_write_text
+from relucut.rundir import atomic_write_text, claim
 from relucut.train.build import load_checkpoint_model
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 from relucut.train.evaluate import evaluate
@@ -86,16 +86,6 @@ def _write(out: Path, name: str, data: dict[str, Any]) -> None:
     atomic_write_text(out / name, json.dumps(data, indent=1))
 
 
-def _claim(out: Path, config: dict[str, Any]) -> None:
-    """Writes the resolved settings; a folder holding another run's settings is refused, since
-    its checkpoints would be resumed under the wrong settings."""
-    config = json.loads(json.dumps(config))
-    path = out / "config.json"
-    if path.is_file() and json.loads(path.read_text()) != config:
-        raise RelucutError(f"'{out}' holds a run with other settings; choose another --out, or delete it to restart")
-    _write(out, "config.json", config)
-
-
 def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
     train_settings = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
     return {"method": method, "train": train_settings, method: cfg.to_dict(),
@@ -103,20 +93,30 @@ def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
 
 
 def _start(spec, data, out, cfg, method, base, teacher, progress):
+    """Checks the settings, claims ``out`` for them (refused if it holds another run or another
+    process uses it) and gets the all-ReLU start point; returns the claim for the caller to hold."""
     cfg.check()
     base = base_config(spec, data, base)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _claim(out, _settings(method, base, cfg, teacher))
-    teacher_model = base_model(base, data, out, teacher, progress)
-    return out, base, teacher_model
+    held = claim(out, _settings(method, base, cfg, teacher))
+    try:
+        teacher_model = base_model(base, data, out, teacher, progress)
+    except BaseException:
+        held.release()
+        raise
+    return out, base, teacher_model, held
 
 
 def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SNLConfig, *, base: TrainConfig | None = None,
             teacher: nn.Module | str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """SNL on ``spec`` to ``cfg.budget`` ReLUs: stages, export and ``result.json`` under ``out``."""
     started = time.time()
-    out, base, teacher_model = _start(spec, data, out, cfg, "snl", base, teacher, progress)
+    out, base, teacher_model, held = _start(spec, data, out, cfg, "snl", base, teacher, progress)
+    with held:
+        return _snl(spec, data, out, cfg, base, teacher_model, progress, started)
+
+
+def _snl(spec, data, out, cfg, base, teacher_model, progress, started) -> dict[str, Any]:
     base_cost = _base_cost(teacher_model, spec)
     base_acc = _accuracy(teacher_model, data)
     model = copy.deepcopy(teacher_model).train()
@@ -137,7 +137,12 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConf
               progress: bool = True) -> dict[str, Any]:
     """SENet (optionally shallow, with an AC exit) on ``spec`` to ``cfg.budget`` ReLUs under ``out``."""
     started = time.time()
-    out, base, teacher_model = _start(spec, data, out, cfg, "senet", base, teacher, progress)
+    out, base, teacher_model, held = _start(spec, data, out, cfg, "senet", base, teacher, progress)
+    with held:
+        return _senet(spec, data, out, cfg, base, teacher_model, progress, started)
+
+
+def _senet(spec, data, out, cfg, base, teacher_model, progress, started) -> dict[str, Any]:
     base_cost = _base_cost(teacher_model, spec)
     base_acc = _accuracy(teacher_model, data)
     model = copy.deepcopy(teacher_model).train()

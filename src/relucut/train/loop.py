@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -23,7 +24,8 @@ from relucut.train.build import build_model, load_checkpoint_model, load_data
 from relucut.train.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint, rng_state, set_rng_state,
 )
-from relucut.train.config import TrainConfig
+from relucut.rundir import Claim, claim
+from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 from relucut.train.distributed import Dist, init_distributed, resolve_device
 from relucut.train.evaluate import autocast, evaluate_batches
 from relucut.train.hooks import LossContext
@@ -88,105 +90,106 @@ def train(
         train_split = train_split.subset(torch.arange(cfg.limit_train))
 
     teacher = prepare_teacher(teacher, cfg, data, device, channels_last)
-    resume = prepare_run_dir(run_dir, cfg, ranks)
+    resume, held = prepare_run_dir(run_dir, cfg, ranks)
+    with held or contextlib.nullcontext():  # the folder is this run's until it returns
 
-    seed_everything(cfg.seed)
-    student = model if model is not None else build_model(cfg)
-    student.to(device)
-    if channels_last:
-        student.to(memory_format=torch.channels_last)
+        seed_everything(cfg.seed)
+        student = model if model is not None else build_model(cfg)
+        student.to(device)
+        if channels_last:
+            student.to(memory_format=torch.channels_last)
 
-    extras = [make(student) for make in extra_optimizers]
-    own = {id(p) for opt in extras for group in opt.param_groups for p in group["params"]}
-    groups = param_groups if param_groups is not None else [
-        p for p in student.parameters() if p.requires_grad and id(p) not in own]
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                nesterov=cfg.nesterov)
-    scheduler = make_scheduler(optimizer, cfg)
-    callbacks = list(callbacks)
-    state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False}
-    if resume is not None:
-        student.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        for opt, saved in zip(extras, resume.get("extra_optimizers", ())):
-            opt.load_state_dict(saved)
-        load_callback_states(callbacks, resume.get("callbacks", ()))
-        set_rng_state(resume["rng"])
-        state.update(resume["state"])
-        if ranks.main:
-            repair_best(run_dir, resume)
-    if ranks.main:
-        truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
-
-    net: nn.Module = student
-    if ranks.world > 1:
-        net = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if on_cuda else None)
-    if cfg.compile:
-        net = torch.compile(net)
-
-    batches = DeviceBatches(train_split, data.mean, data.std, device, augment=cfg.augment,
-                            padding=cfg.crop_padding, channels_last=channels_last)
-    val_batches = DeviceBatches(data.val, data.mean, data.std, device, channels_last=channels_last)
-    per_rank_batch = max(2, cfg.batch_size // ranks.world)
-    steps_per_epoch = batches.num_batches(per_rank_batch, train=True, world=ranks.world)
-    bar = TrainProgress(progress and ranks.main, cfg.epochs, state["epoch"], label)
-    board = TensorBoard(cfg.tensorboard and ranks.main, run_dir)
-    try:
-        for epoch in range(state["epoch"], cfg.epochs if not state["stopped"] else 0):
-            for cb in callbacks:
-                _call(cb, "on_epoch_start", epoch, student)
-            bar.start_epoch(epoch, steps_per_epoch)
-            started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            metrics = run_epoch(
-                net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks,
-                bf16, per_rank_batch, steps_per_epoch, bar,
-            )
-            if on_cuda:
-                torch.cuda.synchronize(device)
-            train_seconds = time.perf_counter() - started
-            if cfg.bn_recalibrate:
-                recalibrate_bn(student, batches, cfg.bn_recalibrate, per_rank_batch, cfg.seed)
-            val = evaluate_batches(student, val_batches, cfg.eval_batch_size, bf16) if len(val_batches) else None
-            if val is not None and ranks.world > 1:  # ranks' batch-norm buffers differ: rank 0 decides
-                shared = ranks.broadcast_(torch.tensor([val["acc"], val["loss"]], dtype=torch.float64, device=device))
-                val.update(acc=float(shared[0]), loss=float(shared[1]))
-            scheduler.step()
-            metrics = {
-                "epoch": epoch, "lr": lr, **metrics,
-                "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
-                "seconds": train_seconds, "images_per_s": metrics["images"] / max(train_seconds, 1e-9),
-            }
-            for cb in callbacks:
-                _call(cb, "on_epoch_end", epoch, student, metrics)
-            state["seconds"] += time.perf_counter() - started
-            state["epoch"] = epoch + 1
-            state["stopped"] = bool(metrics.pop("stopped"))
-            improved = (cfg.select == "last" or val is None or state["best_val_acc"] is None
-                        or val["acc"] > state["best_val_acc"])
-            if improved:
-                state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
+        extras = [make(student) for make in extra_optimizers]
+        own = {id(p) for opt in extras for group in opt.param_groups for p in group["params"]}
+        groups = param_groups if param_groups is not None else [
+            p for p in student.parameters() if p.requires_grad and id(p) not in own]
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                    nesterov=cfg.nesterov)
+        scheduler = make_scheduler(optimizer, cfg)
+        callbacks = list(callbacks)
+        state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False}
+        if resume is not None:
+            student.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            for opt, saved in zip(extras, resume.get("extra_optimizers", ())):
+                opt.load_state_dict(saved)
+            load_callback_states(callbacks, resume.get("callbacks", ()))
+            set_rng_state(resume["rng"])
+            state.update(resume["state"])
             if ranks.main:
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                # last.pt first: a kill before best.pt is written is repaired from it on resume
-                last = checkpoint(cfg, student, data, state)
-                last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
-                            extra_optimizers=[opt.state_dict() for opt in extras],
-                            callbacks=callback_states(callbacks))
-                atomic_torch_save(last, run_dir / "last.pt")
+                repair_best(run_dir, resume)
+        if ranks.main:
+            truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+
+        net: nn.Module = student
+        if ranks.world > 1:
+            net = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if on_cuda else None)
+        if cfg.compile:
+            net = torch.compile(net)
+
+        batches = DeviceBatches(train_split, data.mean, data.std, device, augment=cfg.augment,
+                                padding=cfg.crop_padding, channels_last=channels_last)
+        val_batches = DeviceBatches(data.val, data.mean, data.std, device, channels_last=channels_last)
+        per_rank_batch = max(2, cfg.batch_size // ranks.world)
+        steps_per_epoch = batches.num_batches(per_rank_batch, train=True, world=ranks.world)
+        bar = TrainProgress(progress and ranks.main, cfg.epochs, state["epoch"], label)
+        board = TensorBoard(cfg.tensorboard and ranks.main, run_dir)
+        try:
+            for epoch in range(state["epoch"], cfg.epochs if not state["stopped"] else 0):
+                for cb in callbacks:
+                    _call(cb, "on_epoch_start", epoch, student)
+                bar.start_epoch(epoch, steps_per_epoch)
+                started = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                metrics = run_epoch(
+                    net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks,
+                    bf16, per_rank_batch, steps_per_epoch, bar,
+                )
+                if on_cuda:
+                    torch.cuda.synchronize(device)
+                train_seconds = time.perf_counter() - started
+                if cfg.bn_recalibrate:
+                    recalibrate_bn(student, batches, cfg.bn_recalibrate, per_rank_batch, cfg.seed)
+                val = evaluate_batches(student, val_batches, cfg.eval_batch_size, bf16) if len(val_batches) else None
+                if val is not None and ranks.world > 1:  # ranks' batch-norm buffers differ: rank 0 decides
+                    shared = ranks.broadcast_(torch.tensor([val["acc"], val["loss"]], dtype=torch.float64, device=device))
+                    val.update(acc=float(shared[0]), loss=float(shared[1]))
+                scheduler.step()
+                metrics = {
+                    "epoch": epoch, "lr": lr, **metrics,
+                    "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
+                    "seconds": train_seconds, "images_per_s": metrics["images"] / max(train_seconds, 1e-9),
+                }
+                for cb in callbacks:
+                    _call(cb, "on_epoch_end", epoch, student, metrics)
+                state["seconds"] += time.perf_counter() - started
+                state["epoch"] = epoch + 1
+                state["stopped"] = bool(metrics.pop("stopped"))
+                improved = (cfg.select == "last" or val is None or state["best_val_acc"] is None
+                            or val["acc"] > state["best_val_acc"])
                 if improved:
-                    atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
-            board.log(metrics)
-            bar.end_epoch(metrics)
-            ranks.barrier()
-            if state["stopped"]:
-                break
-    finally:
-        bar.close()
-        board.close()
-    return finish(run_dir, cfg, student, data, state, device, bf16, ranks)
+                    state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
+                if ranks.main:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                    # last.pt first: a kill before best.pt is written is repaired from it on resume
+                    last = checkpoint(cfg, student, data, state)
+                    last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
+                                extra_optimizers=[opt.state_dict() for opt in extras],
+                                callbacks=callback_states(callbacks))
+                    atomic_torch_save(last, run_dir / "last.pt")
+                    if improved:
+                        atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
+                board.log(metrics)
+                bar.end_epoch(metrics)
+                ranks.barrier()
+                if state["stopped"]:
+                    break
+        finally:
+            bar.close()
+            board.close()
+        return finish(run_dir, cfg, student, data, state, device, bf16, ranks)
 
 
 def run_epoch(net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks: Dist,
@@ -321,26 +324,23 @@ def checkpoint(cfg: TrainConfig, student: nn.Module, data: DataSplits, state: di
     }
 
 
-def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ranks: Dist) -> dict | None:
-    """Checks that ``run_dir`` holds this config (or nothing); returns last.pt's content to resume from."""
-    resume = None
-    saved = None
-    if (run_dir / "last.pt").is_file():
-        resume = read_checkpoint(run_dir / "last.pt")
-        saved = TrainConfig.from_dict(resume["config"])
-    elif (run_dir / "config.json").is_file():
-        saved = TrainConfig.load(run_dir / "config.json")
-    if saved is not None:
-        differs = cfg.differences(saved)
-        if differs:
-            raise RelucutError(
-                f"run directory '{run_dir}' holds a run with different {', '.join(differs)}; "
-                "rerun with the same settings to resume, or pass a new --out"
-            )
-    if ranks.main:
-        atomic_write_text(run_dir / "config.json", cfg.to_json())
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ranks: Dist) -> tuple[dict | None, Claim | None]:
+    """Claims ``run_dir`` for this config (``relucut.rundir.claim``: same settings or none, not in
+    use by another process) and returns last.pt's content to resume from, with the claim to hold."""
+    held = claim(run_dir, cfg.to_dict(), runtime=RUNTIME_FIELDS) if ranks.main else None
     ranks.barrier()
-    return resume
+    try:
+        resume = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+        if resume is not None:
+            differs = cfg.differences(TrainConfig.from_dict(resume["config"]))
+            if differs:
+                raise RelucutError(f"run directory '{run_dir}' holds a checkpoint with different {', '.join(differs)}; "
+                                   "rerun with the same settings to resume, or pass a new --out")
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return resume, held
 
 
 def repair_best(run_dir: Path, resume: dict) -> None:
