@@ -212,18 +212,7 @@ def test_shallow_block_of_unknown_form_is_named(tmp_path):
     assert not (tmp_path / "exp").exists()
 
 
-def _spu_env() -> bool:
-    from relucut.pi.measure import spu_python
-
-    try:
-        spu_python()
-    except RelucutError:
-        return False
-    return True
-
-
-@pytest.mark.spu
-@pytest.mark.skipif(not _spu_env(), reason="the SPU environment (.venv-spu) is not installed")
+@pytest.mark.spu  # needs .venv-spu (`make spu-env`; `make test` builds it), like tests/test_pi_measure.py
 def test_pi_measure_of_a_shallow_ac_export(exports):
     out, summary, _ = exports["ac"]
     proc = run_cli("pi", "measure", out, "--runs", "2", "--json", check=True)

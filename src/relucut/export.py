@@ -366,26 +366,13 @@ def write_export(result: ExportResult, extra_files: dict[str, bytes] | None = No
     return result
 
 
-def export_model(
-    model_spec: ModelSpec,
-    plan: ReLUPlan,
-    state_dict: dict[str, torch.Tensor] | None,
-    out_dir: str | Path,
-    *,
-    structure: Sequence[dict[str, Any]] = (),
-    merge: bool = True,
-    force_merge: bool = False,
-    bias_maps: bool = False,
-    onnx: bool = True,
-    seed: int = 0,
-    meta: dict[str, Any] | None = None,
-) -> ExportResult:
+def export_model(model_spec: ModelSpec, plan: ReLUPlan, state_dict: dict[str, torch.Tensor] | None,
+                 out_dir: str | Path, **options: Any) -> ExportResult:
     """Exports ``model_spec`` with its ``structure`` ops and ``plan`` applied, with weights
     ``state_dict`` of that model (None: fresh weights from ``seed``), into ``out_dir``.
-    Everything is checked and built before anything is written."""
-    return write_export(build_export(model_spec, plan, state_dict, out_dir, structure=structure, merge=merge,
-                                     force_merge=force_merge, bias_maps=bias_maps, onnx=onnx, seed=seed,
-                                     meta=meta))
+    ``options`` are :func:`build_export`'s (structure, merge, force_merge, bias_maps, onnx, seed,
+    meta). Everything is checked and built before anything is written."""
+    return write_export(build_export(model_spec, plan, state_dict, out_dir, **options))
 
 
 def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportResult:

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,82 +93,74 @@ def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else None}
 
 
-def _start(spec, data, out, cfg, method, base, teacher, progress):
+def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, base: TrainConfig | None,
+         teacher, progress: bool, body: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """Checks the settings, claims ``out`` for them (refused if it holds another run or another
-    process uses it) and gets the all-ReLU start point; returns the claim for the caller to hold."""
+    process uses it), gets the all-ReLU start point and runs
+    ``body(out, base, teacher_model, base_cost)``;
+    the result gets the baseline's cost and accuracy and the seconds taken, and is written to
+    ``out/result.json``."""
+    started = time.time()
     cfg.check()
     base = base_config(spec, data, base)
     out = Path(out)
-    held = claim(out, _settings(method, base, cfg, teacher))
-    try:
+    with claim(out, _settings(method, base, cfg, teacher)):
         teacher_model = base_model(base, data, out, teacher, progress)
-    except BaseException:
-        held.release()
-        raise
-    return out, base, teacher_model, held
+        base_cost = _base_cost(teacher_model, spec)
+        result = body(out, base, teacher_model, base_cost)
+        result["baseline"] = {**base_cost, **_accuracy(teacher_model, data)}
+        result["seconds"] = time.time() - started
+        _write(out, "result.json", result)
+    return result
 
 
 def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SNLConfig, *, base: TrainConfig | None = None,
             teacher: nn.Module | str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """SNL on ``spec`` to ``cfg.budget`` ReLUs: stages, export and ``result.json`` under ``out``."""
-    started = time.time()
-    out, base, teacher_model, held = _start(spec, data, out, cfg, "snl", base, teacher, progress)
-    with held:
-        return _snl(spec, data, out, cfg, base, teacher_model, progress, started)
 
+    def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
+        model = copy.deepcopy(teacher_model).train()
+        res = snl(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress)
+        cost = export(out / "export", model, spec, meta={"method": "snl", "budget": cfg.budget})
+        return {
+            "method": f"snl-{cfg.granularity}", "budget": cfg.budget,
+            "search_epochs_run": res.search_epochs_run, "relaxed_relus_at_stop": res.relaxed_relus_at_stop,
+            "l1_final": res.l1_final, "result": _columns(cost, base_cost, _accuracy(model, data)),
+        }
 
-def _snl(spec, data, out, cfg, base, teacher_model, progress, started) -> dict[str, Any]:
-    base_cost = _base_cost(teacher_model, spec)
-    base_acc = _accuracy(teacher_model, data)
-    model = copy.deepcopy(teacher_model).train()
-    res = snl(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress)
-    cost = export(out / "export", model, spec, meta={"method": "snl", "budget": cfg.budget})
-    result = {
-        "method": f"snl-{cfg.granularity}", "budget": cfg.budget, "baseline": {**base_cost, **base_acc},
-        "search_epochs_run": res.search_epochs_run, "relaxed_relus_at_stop": res.relaxed_relus_at_stop,
-        "l1_final": res.l1_final, "result": _columns(cost, base_cost, _accuracy(model, data)),
-        "seconds": time.time() - started,
-    }
-    _write(out, "result.json", result)
-    return result
+    return _run(spec, data, out, cfg, "snl", base, teacher, progress, body)
 
 
 def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConfig, *,
               base: TrainConfig | None = None, teacher: nn.Module | str | Path | None = None,
               progress: bool = True) -> dict[str, Any]:
     """SENet (optionally shallow, with an AC exit) on ``spec`` to ``cfg.budget`` ReLUs under ``out``."""
-    started = time.time()
-    out, base, teacher_model, held = _start(spec, data, out, cfg, "senet", base, teacher, progress)
-    with held:
-        return _senet(spec, data, out, cfg, base, teacher_model, progress, started)
 
+    def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
+        model = copy.deepcopy(teacher_model).train()
+        stage2 = {}
 
-def _senet(spec, data, out, cfg, base, teacher_model, progress, started) -> dict[str, Any]:
-    base_cost = _base_cost(teacher_model, spec)
-    base_acc = _accuracy(teacher_model, data)
-    model = copy.deepcopy(teacher_model).train()
-    stage2 = {}
+        def after_stage2(m: nn.Module) -> None:
+            stage2.update(_accuracy(m, data))
 
-    def after_stage2(m: nn.Module) -> None:
-        stage2.update(_accuracy(m, data))
+        res = senet(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress,
+                    after_stage2=after_stage2)
+        meta = {"method": "senet", "budget": cfg.budget, "shallow_blocks": res.shallow_blocks}
+        cost = export(out / "export", model, spec, shallow_blocks=res.shallow_blocks, meta=meta)
+        without_gb = {"relus": cfg.budget, "conv_depth": base_cost["conv_depth"], "macs": base_cost["macs"]}
+        no_accuracy = {"val_acc": None, "test_acc": None}
+        result: dict[str, Any] = {
+            "method": "senet" + ("+shallow" if cfg.shallow else "") + ("+ac" if cfg.aux_after else ""),
+            "budget": cfg.budget, "layer_budget": res.layer_budget, "block_sensitivity": res.block_sensitivity,
+            "shallow_blocks": res.shallow_blocks, "stage2": stage2,
+            "result": _columns(cost, base_cost, _accuracy(model, data)),
+            "masks_only": _columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
+        }
+        if res.aux_head is not None:
+            ac_cost = export(out / "export_ac", model, spec, shallow_blocks=res.shallow_blocks,
+                             aux=(res.aux_head, cfg.aux_after), meta=meta)
+            ac_model = AuxExit(model, res.aux_head, cfg.aux_after)
+            result["ac_output"] = _columns(ac_cost, base_cost, _accuracy(ac_model, data))
+        return result
 
-    res = senet(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress, after_stage2=after_stage2)
-    meta = {"method": "senet", "budget": cfg.budget, "shallow_blocks": res.shallow_blocks}
-    cost = export(out / "export", model, spec, shallow_blocks=res.shallow_blocks, meta=meta)
-    without_gb = {"relus": cfg.budget, "conv_depth": base_cost["conv_depth"], "macs": base_cost["macs"]}
-    no_accuracy = {"val_acc": None, "test_acc": None}
-    result: dict[str, Any] = {
-        "method": "senet" + ("+shallow" if cfg.shallow else "") + ("+ac" if cfg.aux_after else ""),
-        "budget": cfg.budget, "baseline": {**base_cost, **base_acc},
-        "layer_budget": res.layer_budget, "block_sensitivity": res.block_sensitivity,
-        "shallow_blocks": res.shallow_blocks, "stage2": stage2,
-        "result": _columns(cost, base_cost, _accuracy(model, data)),
-        "masks_only": _columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
-    }
-    if res.aux_head is not None:
-        ac_cost = export(out / "export_ac", model, spec, shallow_blocks=res.shallow_blocks,
-                         aux=(res.aux_head, cfg.aux_after), meta=meta)
-        result["ac_output"] = _columns(ac_cost, base_cost, _accuracy(AuxExit(model, res.aux_head, cfg.aux_after), data))
-    result["seconds"] = time.time() - started
-    _write(out, "result.json", result)
-    return result
+    return _run(spec, data, out, cfg, "senet", base, teacher, progress, body)
