@@ -162,12 +162,7 @@ def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
         if key in ("base", "fit"):
             continue
         if key in NUMERIC:
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise RelucutError(f"profile field {key} must be a number, got {value!r}") from None
-            if value < 0:
-                raise RelucutError(f"profile field {key} must be >= 0, got {value}")
+            value = _non_negative(value, f"profile field {key}")
         elif key == "ref_threads":
             value = int(value)
         elif key == "kind_relu_equivalents":
@@ -186,14 +181,18 @@ def _kind_table(value: Any) -> dict[str, float]:
     for kind, ratio in value.items():
         if kind not in SMOOTH_KINDS:
             raise RelucutError(f"kind_relu_equivalents has unknown kind '{kind}'; use: {', '.join(SMOOTH_KINDS)}")
-        try:
-            ratio = float(ratio)
-        except (TypeError, ValueError):
-            raise RelucutError(f"kind_relu_equivalents.{kind} must be a number, got {ratio!r}") from None
-        if ratio < 0:
-            raise RelucutError(f"kind_relu_equivalents.{kind} must be >= 0, got {ratio}")
-        table[kind] = ratio
+        table[kind] = _non_negative(ratio, f"kind_relu_equivalents.{kind}")
     return table
+
+
+def _non_negative(value: Any, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise RelucutError(f"{name} must be a number, got {value!r}") from None
+    if value < 0:
+        raise RelucutError(f"{name} must be >= 0, got {value}")
+    return value
 
 
 def load_profile(path: str | Path) -> Profile:
