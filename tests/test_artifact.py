@@ -82,7 +82,7 @@ def test_load_export_equals_the_trained_model(exports, which):
     assert json.loads((out / "cost.json").read_text()) == summary
     recipe = json.loads((out / RECIPE_FILE).read_text())
     assert recipe["format"] == "relucut.recipe" and recipe["version"] == 2
-    expected = [{"op": "replace_block", "path": path, "kind": "conv_bn"} for path in SHALLOW]
+    expected = [{"op": "replace_block", "path": path, "kind": "conv_bn_shortcut"} for path in SHALLOW]
     if which == "ac":
         expected.append({"op": "aux_exit", "after": AUX_AFTER})
     assert recipe["structure"] == expected
@@ -104,9 +104,11 @@ def test_pi_graph_export_of_shallow_and_ac_exports_evaluates_exactly_the_count(e
 
 
 def test_ac_export_is_shallower_and_keeps_no_later_stage(exports):
-    (_, full, _), (ac_dir, ac, _) = exports["full"], exports["ac"]
+    (full_dir, full, _), (ac_dir, ac, _) = exports["full"], exports["ac"]
     assert ac["conv_depth"] < full["conv_depth"] and ac["macs"] < full["macs"]
-    assert ac["relus"] == full["relus"]  # the shallow s4.0 held the only ReLUs past the exit
+    # past the exit only the shallow s4.0's post-add ReLU held ReLUs (its inner one went with the gate)
+    past_exit = int(ReLUPlan.load(full_dir / "plan.json").decisions["s4_0_relu2"].mask.sum())
+    assert past_exit > 0 and ac["relus"] == full["relus"] - past_exit
     state = torch.load(ac_dir / MODEL_FILE, weights_only=True)
     assert not any(k.startswith(("s4.", "fc.")) for k in state)
     assert any(k.startswith("aux.fc.") for k in state)

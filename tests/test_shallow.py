@@ -29,8 +29,10 @@ def test_gated_branch_blends_main_and_shallow():
     assert torch.allclose(gate(x), block(x))
     gate.gamma.fill_(1.0)
     assert torch.allclose(gate(x), gate.shallow(x))
-    gate.gamma.fill_(0.3)
-    assert torch.allclose(gate(x), 0.3 * gate.shallow(x) + 0.7 * block(x), atol=1e-6)
+    gate.gamma.fill_(0.3)  # the residual branches blend; shortcut and post-add ReLU come after
+    deep = block.bn2(block.conv2(block.relu1(block.bn1(block.conv1(x)))))
+    blend = 0.3 * gate.shallow.residual(x) + 0.7 * deep + block.shortcut(x)
+    assert torch.allclose(gate(x), torch.relu(blend), atol=1e-6)
     assert gate.shallow(x).shape == block(x).shape  # stride 2, 4 -> 8 channels
 
 
@@ -48,15 +50,16 @@ def shallow_run(tmp_path_factory):
 def test_gb_export_drops_main_branches_and_depth(shallow_run, tmp_path):
     base, model, result = shallow_run
     assert result.shallow_blocks  # some blocks fell below d_th
-    assert all(result.block_sensitivity[b] < 0.2 for b in result.shallow_blocks)
+    assert all(result.layer_sensitivity[b.replace(".", "_") + "_relu1"] < 0.2 for b in result.shallow_blocks)
     assert not any(isinstance(m, GatedBranch) for m in model.modules())
     summary = export(tmp_path, model, SPEC, shallow_blocks=result.shallow_blocks)
     state = torch.load(tmp_path / "model.pt")
     for block in result.shallow_blocks:
         shallow = model.get_submodule(block)
-        assert [type(m) for m in shallow.children()] == [torch.nn.Conv2d, torch.nn.BatchNorm2d]
+        assert [name for name, _ in shallow.named_children()] == ["conv", "bn", "shortcut", "relu2"]
         keys = [k for k in state if k.startswith(block + ".")]
-        assert keys and all(k.startswith((block + ".conv.", block + ".bn.")) for k in keys)
+        assert keys and all(k.startswith(tuple(f"{block}.{p}." for p in ("conv", "bn", "shortcut", "relu2"))) for k in keys)
+        assert not any(k.startswith((f"{block}.conv1.", f"{block}.conv2.", f"{block}.relu1.")) for k in state)
     loaded = load_export(tmp_path)
     assert summary["conv_depth"] < count(base, SPEC.input_size).conv_depth
     assert count(loaded, SPEC.input_size).conv_depth == summary["conv_depth"]

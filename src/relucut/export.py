@@ -36,11 +36,12 @@ from relucut.merge import (
     plan_and_merge,
     propagate_shapes,
     shallow_replacement,
+    shallow_shortcut_replacement,
 )
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan, apply_plan
 from relucut.recipe import RECIPE_FILE, Recipe, check_structure_op, is_export_dir
-from relucut.site_module import PartialReLU, ReLUSite
+from relucut.site_module import PartialReLU, ReLUSite, is_site_module
 from relucut.sites import find_sites, is_site_node, trace
 
 MODEL_FILE = "model.pt"
@@ -88,7 +89,10 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: st
 # -- structure: architecture changes made to the spec-built model before its plan -------------
 # kind -> builder of a fresh replacement from the block it replaces (weights come from model.pt)
 BLOCK_REPLACEMENTS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "conv_bn": shallow_replacement,  # one conv-BN, no shortcut, no ReLU (shallow paper's gated branch)
+    # the block without its inner ReLU: one conv-BN + its shortcut, then its post-add ReLU site
+    "conv_bn_shortcut": shallow_shortcut_replacement,
+    # exports before the fix: one conv-BN alone, no shortcut, no post-add ReLU (still replayed)
+    "conv_bn": shallow_replacement,
 }
 
 
@@ -113,8 +117,14 @@ def build_replacement(block: nn.Module, kind: str, path: str = "?") -> nn.Module
 
 
 def _layout(module: nn.Module) -> list[tuple[str, Any]]:
-    modules = [(name, type(m)) for name, m in module.named_modules()]
-    return modules + [(name, tuple(t.shape)) for name, t in module.state_dict().items()]
+    """Module names and types and parameter shapes, ReLU sites aside (a plan decides those)."""
+    sites = [name for name, m in module.named_modules() if name and is_site_module(m)]
+
+    def in_site(name: str) -> bool:
+        return any(name == s or name.startswith(s + ".") for s in sites)
+
+    modules = [(name, type(m)) for name, m in module.named_modules() if not in_site(name)]
+    return modules + [(name, tuple(t.shape)) for name, t in module.state_dict().items() if not in_site(name)]
 
 
 def replacement_kind(original: nn.Module, replaced: nn.Module, path: str = "?") -> str:

@@ -14,7 +14,8 @@ pixels. Composition is therefore exact only when those "ghost" positions cannot 
 bias becomes a per-position bias map where the second conv pads. Two padded 3x3 convs (a ResNet
 basic block without its middle ReLU) never compose exactly; they also cost more MACs merged
 (25 vs 18 per channel pair), which is why the shallow-network method retrains a
-:func:`shallow_replacement` instead. Weights are composed in float64.
+:func:`shallow_replacement` instead (inside :func:`shallow_shortcut_replacement`, which keeps the
+block's shortcut and post-add ReLU). Weights are composed in float64.
 """
 
 from __future__ import annotations
@@ -581,6 +582,31 @@ def shallow_replacement(block: nn.Module, kernel: int = 3) -> nn.Sequential:
     return pair.to(device=param.device, dtype=param.dtype)
 
 
+class ConvBNShortcut(nn.Module):
+    """A zoo ``BasicBlock`` with its inner ReLU dropped and its conv-BN pair merged into one:
+    ``relu2(bn(conv(x)) + shortcut(x))``. The shortcut (identity or projection) and the post-add
+    ReLU keep the block's names, so the post-add site keeps its address (``s1_0_relu2``) and mask.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, shortcut: nn.Module, relu2: nn.Module):
+        super().__init__()
+        self.conv, self.bn, self.shortcut, self.relu2 = conv, bn, shortcut, relu2
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu2(self.bn(self.conv(x)) + self.shortcut(x))
+
+
+def shallow_shortcut_replacement(block: nn.Module, kernel: int = 3) -> ConvBNShortcut:
+    """``block`` (a zoo ``BasicBlock``) without its inner ReLU: a fresh conv-BN in place of its
+    conv-BN-ReLU-conv-BN, and the block's own shortcut and post-add ReLU modules (shared, so a
+    trained projection and a learned post-add mask carry over; a fresh block brings fresh ones)."""
+    pair = shallow_replacement(block, kernel)
+    return ConvBNShortcut(pair.conv, pair.bn, block.shortcut, block.relu2)
+
+
 def shallow_block(block: nn.Module, kernel: int = 3) -> nn.Module:
     """A fresh one-conv residual block (conv-BN + shortcut, then ReLU) in place of ``block``."""
     from relucut.models.resnet import BasicBlock, SingleConvBlock
@@ -596,6 +622,7 @@ def shallow_block(block: nn.Module, kernel: int = 3) -> nn.Module:
 
 
 __all__ = [
-    "Affine", "apply_transform", "combine", "compose", "fold_bn", "fold_bn_pairs", "merge_chain",
-    "merge_residual", "plan_and_merge", "shallow_block", "shallow_replacement",
+    "Affine", "ConvBNShortcut", "apply_transform", "combine", "compose", "fold_bn", "fold_bn_pairs",
+    "merge_chain", "merge_residual", "plan_and_merge", "shallow_block", "shallow_replacement",
+    "shallow_shortcut_replacement",
 ]

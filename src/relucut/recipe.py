@@ -27,7 +27,9 @@ READABLE_VERSIONS = (1, 2)
 RECIPE_FILE = "recipe.json"
 TRANSFORM_OPS = ("drop_modules", "drop_sites", "partial_sites", "fold_bn", "merge_chain", "merge_residual")
 # structure ops, applied in order to the spec-built model before the plan:
-#   {"op": "replace_block", "path": "s2.0", "kind": "conv_bn"}  the block becomes its shallow form
+#   {"op": "replace_block", "path": "s2.0", "kind": "conv_bn_shortcut"}  the block becomes its
+#       shallow form (relucut.export.BLOCK_REPLACEMENTS: "conv_bn_shortcut" keeps the shortcut and
+#       the post-add ReLU; "conv_bn", written before that fix, is the conv-BN alone)
 #   {"op": "aux_exit", "after": "s3"}  only the stages up to "after", then an auxiliary head
 STRUCTURE_OPS = ("replace_block", "aux_exit")
 STRUCTURE_FIELDS = {"replace_block": ("path", "kind"), "aux_exit": ("after",)}

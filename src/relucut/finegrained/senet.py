@@ -3,8 +3,10 @@
 Stage 1: per-layer ReLU budgets from pruning sensitivity (``sensitivity.layer_budgets``).
 Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD.
 Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
-by default). With ``shallow``, blocks whose ReLU sensitivity is below ``dth`` get a gated conv-BN
-branch whose gate ramps to 1 by the first LR decay, and lose their main branch at the end; with
+by default). With ``shallow``, each ReLU layer whose sensitivity (fraction of its ReLUs kept) is
+below ``dth`` goes, per layer as in the paper: a block's inner ReLU by a gated conv-BN branch that
+replaces its conv-BN-ReLU-conv-BN (shortcut and post-add ReLU kept), a post-add ReLU by fading to
+the identity; gates ramp to 1 by the first LR decay and main branches go at the end; with
 ``aux_after`` an auxiliary classifier is trained by KD from the all-ReLU teacher.
 
 Stages 2 and 3 are runs of the training engine (``masks/`` and ``finetune/`` under the workdir).
@@ -23,13 +25,14 @@ from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget
-from relucut.finegrained.common import FeatureLoss, block_paths, freeze_all, frozen_copy, relu_effect, stage_config
+from relucut.finegrained.common import FeatureLoss, freeze_all, frozen_copy, relu_effect, stage_config
 from relucut.finegrained.gated import (
     GATE_SCHEDULES,
-    GatedBranch,
+    below_threshold,
     block_sensitivity,
     gate_value,
     install_gates,
+    layer_sensitivity,
     remove_main_branches,
     set_gates,
 )
@@ -92,14 +95,16 @@ class SENetResult:
     layer_budget: dict[str, int]
     sensitivity: dict[str, float]
     block_sensitivity: dict[str, float]
-    shallow_blocks: list[str]
+    shallow_blocks: list[str]  # blocks whose inner ReLU was below d_th: now conv-BN + shortcut
     aux_head: AuxHead | None
+    faded_sites: list[str] = field(default_factory=list)  # post-add ReLU sites below d_th: dropped
+    layer_sensitivity: dict[str, float] = field(default_factory=dict)  # site -> fraction of ReLUs kept
 
 
 class GateRamp:
     """Engine callback: gamma of every gated block follows the epoch (so a resumed run replays it)."""
 
-    def __init__(self, gates: dict[str, GatedBranch], ramp_epochs: int, schedule: str):
+    def __init__(self, gates: dict[str, nn.Module], ramp_epochs: int, schedule: str):
         self.gates, self.ramp, self.schedule = gates, ramp_epochs, schedule
 
     def on_epoch_start(self, epoch: int, _model: nn.Module) -> None:
@@ -151,19 +156,21 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     # stage 3
     sizes = {s.name: s.numel for s in sites}
     block_sens = block_sensitivity(_block_sites(sites), budget, sizes)
+    layer_sens = layer_sensitivity(budget, sizes)
     seed_everything(base.seed)  # the new branches and heads start alike in a resumed run
-    gates: dict[str, GatedBranch] = {}
+    gates: dict[str, nn.Module] = {}
     shallow_blocks: list[str] = []
+    fading: list[str] = []
     if cfg.shallow:
-        candidates = set(block_paths(model))
-        shallow_blocks = [b for b, d in block_sens.items() if d < cfg.dth and b in candidates]
-        gates = install_gates(model, shallow_blocks)
+        shallow_blocks, fading = below_threshold(sites, layer_sens, cfg.dth, model)
+        gates = install_gates(model, shallow_blocks, fading)
     aux_head = make_aux_head(model, cfg.aux_after, input_size, base.spec().num_classes) if cfg.aux_after else None
     if cfg.finetune_epochs:
         _finetune(model, teacher, data, base, cfg, gates, aux_head, workdir / "finetune", progress)
     set_gates(gates, 1.0)  # also when fine-tuning ended before the ramp did
     remove_main_branches(model, gates)
-    return SENetResult(model, budget, sensitivity, block_sens, shallow_blocks, aux_head)
+    faded_sites = [s.name for s in sites if s.module_path in set(fading)]
+    return SENetResult(model, budget, sensitivity, block_sens, shallow_blocks, aux_head, faded_sites, layer_sens)
 
 
 def _finetune(model, teacher, data, base, cfg: SENetConfig, gates, aux_head, run_dir: Path, progress: bool) -> None:
