@@ -54,6 +54,18 @@ class CostReport:
     meta: dict[str, Any] = field(default_factory=dict)
     pools: list[SiteCost] = field(default_factory=list)  # max-pool sites (avgpool once swapped)
     others: list[Nonlinearity] = field(default_factory=list)  # counted, not plan sites
+    # output elements of each conv/linear (MAC-counted) module and average pool: what a fixed-point
+    # 2PC engine must rescale (truncate) after multiplying by weights or 1/window
+    outputs_by_module: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def truncations(self) -> int:
+        return sum(self.outputs_by_module.values())
+
+    @property
+    def linear_layers(self) -> int:
+        """Conv/linear modules (each one fixed-point rescale in 2PC)."""
+        return len(self.macs_by_module)
 
     @property
     def comparisons(self) -> int:
@@ -201,10 +213,25 @@ def _pool_cost(site: Site, plan: ReLUPlan | None) -> SiteCost:
 
 
 @torch.no_grad()
-def _macs_by_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+def _macs_by_module(model: nn.Module, example: torch.Tensor,
+                    outputs: dict[str, int] | None = None) -> dict[str, int]:
+    """MACs per leaf module; fills ``outputs`` with the output elements of those and of average pools."""
     root = type(model).__name__
-    with FlopCounterMode(display=False) as counter:
-        model(example)
+    seen: dict[str, int] = defaultdict(int)
+
+    def record(name: str):
+        def hook(_module, _args, out):
+            if isinstance(out, torch.Tensor) and out.dim() > 0:
+                seen[name] += out[:1].numel()  # per input
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n] if outputs is not None else []
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
     out: dict[str, int] = {}
     for name, ops in counter.get_flop_counts().items():
         if name in ("Global", root) or not name.startswith(root + "."):
@@ -214,7 +241,13 @@ def _macs_by_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             out[name[len(root) + 1:]] = flops // 2
     # parents include their children's counts; keep the leaves only
     leaves = {k: v for k, v in out.items() if not any(o.startswith(k + ".") for o in out)}
+    if outputs is not None:
+        pools = {n for n, m in model.named_modules() if isinstance(m, (nn.modules.pooling._AvgPoolNd, *_ADAPTIVE_AVG))}
+        outputs.update({n: seen[n] for n in [*leaves, *sorted(pools)] if seen.get(n)})
     return leaves
+
+
+_ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 
 
 def conv_depth(gm: fx.GraphModule) -> int:
@@ -241,7 +274,8 @@ def count(model: nn.Module, input_size: tuple[int, ...], plan: ReLUPlan | None =
     with eval_mode(model):
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        macs = _macs_by_module(model, torch.zeros((1, *input_size), device=device))
+        outputs: dict[str, int] = {}
+        macs = _macs_by_module(model, torch.zeros((1, *input_size), device=device), outputs)
     return CostReport(
         input_size=input_size,
         sites=[_site_cost(s, gm, plan) for s in sites],
@@ -251,6 +285,7 @@ def count(model: nn.Module, input_size: tuple[int, ...], plan: ReLUPlan | None =
         conv_depth=conv_depth(gm),
         pools=[_pool_cost(p, plan) for p in sites.pools],
         others=list(sites.others),
+        outputs_by_module=outputs,
     )
 
 

@@ -1,11 +1,20 @@
-"""Fit a profile's per-ReLU, per-MAC and per-layer constants to the user's own measurements.
+"""Fit a profile's online constants to the user's own measurements.
 
-Each measurement is one network run: its ReLUs, ReLU layers and MACs, and the online seconds and
-bytes it took (``relucut pi measure --json`` output works directly). Time is fit as
-``t = relus * a + macs * b + layers * c`` and bytes as ``B = relus * a' + macs * b'`` by least
-squares (numpy.linalg.lstsq); a column whose coefficient comes out negative is dropped and the
-fit repeated, so every constant stays physical. The fitted constants describe the measured
-set-up (threads, link) and are written as compute constants of a profile file.
+Each measurement is one network run: its workload (ReLUs, ReLU layers, MACs and, where known,
+truncations, gathered elements of masked sites and conv/linear layers) and the online seconds,
+bytes and (optionally) rounds it took (``relucut pi measure --json`` output works directly). Fits,
+by least squares on relative residuals (numpy.linalg.lstsq, each row divided by its measured value,
+so small and large networks count alike):
+
+    time   = relus*a + macs*b + layers*c + truncations*d + gathered*e + linear_layers*f
+    bytes  = relus*a' + macs*b' + truncations*d'
+    rounds = layers*r + linear_layers*r'
+
+A term whose column is zero in every row is left out; one whose coefficient comes out negative is
+dropped and the fit repeated, so every constant stays physical. The fitted constants describe the
+measured set-up (threads, link) and are written as compute constants of a profile file; the
+measured times hold that link's round trips, so the profile's default RTT becomes 0 (pass another
+link's RTT to add its round trips).
 """
 
 from __future__ import annotations
@@ -23,10 +32,29 @@ from relucut.pi.profiles import Profile
 REQUIRED = ("relus", "relu_layers", "macs", "online_s", "online_bytes")
 
 
+# workload columns (a missing one is 0) and the profile field each time / bytes / rounds term fits
+TIME_TERMS = {"relus": "relu_online_s", "macs": "mac_online_s", "relu_layers": "layer_online_s",
+              "truncations": "truncation_online_s", "gathered": "gather_online_s",
+              "linear_layers": "linear_layer_online_s"}
+BYTES_TERMS = {"relus": "relu_online_bytes", "macs": "mac_online_bytes", "truncations": "truncation_online_bytes"}
+ROUNDS_TERMS = {"relu_layers": "rounds_per_layer", "linear_layers": "rounds_per_linear_layer"}
+TIME_KEYS = {"relus": "per_relu_s", "macs": "per_mac_s", "relu_layers": "per_layer_s",
+             "truncations": "per_truncation_s", "gathered": "per_gathered_s", "linear_layers": "per_linear_layer_s"}
+BYTES_KEYS = {"relus": "per_relu", "macs": "per_mac", "truncations": "per_truncation"}
+ROUNDS_KEYS = {"relu_layers": "per_layer", "linear_layers": "per_linear_layer"}
+
+
+def measurement_row(work) -> dict[str, float]:
+    """The workload columns of one network (a ``relucut.pi.Workload``)."""
+    return {k: getattr(work, k) for k in TIME_TERMS}
+
+
 def _row(item: dict[str, Any], where: str) -> dict[str, float]:
     if "warm" in item and "relus" in item:  # a `relucut pi measure --json` result
-        row = {"relus": item["relus"], "relu_layers": item["relu_layers"], "macs": item["macs"],
-               "online_s": item["warm"]["wall_s"], "online_bytes": item["warm"]["bytes"]}
+        row = {k: item[k] for k in TIME_TERMS if k in item}
+        row.update(online_s=item["warm"]["wall_s"], online_bytes=item["warm"]["bytes"])
+        if item["warm"].get("rounds"):
+            row["rounds"] = item["warm"]["rounds"]
         if "first" in item:
             row["setup_s"] = item["first"]["wall_s"] - item["warm"]["wall_s"]
             row["setup_bytes"] = item["first"]["bytes"] - item["warm"]["bytes"]
@@ -54,12 +82,15 @@ def read_measurements(paths: list[str | Path]) -> list[dict[str, float]]:
     return rows
 
 
-def nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least squares with negative coefficients removed one at a time; returns coef and r^2."""
-    active = list(range(x.shape[1]))
+def nonneg_lstsq(x: np.ndarray, y: np.ndarray, relative: bool = False) -> tuple[np.ndarray, float]:
+    """Least squares with negative coefficients removed one at a time; returns coef and r^2.
+
+    ``relative`` divides each row by its target, so the fit minimises relative errors."""
+    w = 1.0 / np.where(y != 0, np.abs(y), 1.0) if relative else np.ones_like(y)
+    active = [j for j in range(x.shape[1]) if np.any(x[:, j] != 0)]
     coef = np.zeros(x.shape[1])
     while active:
-        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
         if (sol >= 0).all():
             coef[:] = 0
             coef[active] = sol
@@ -71,26 +102,44 @@ def nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, r2
 
 
+def _fit(rows: list[dict[str, float]], terms: dict[str, str], target: str) -> tuple[dict[str, float], float, list[str], float]:
+    """Coefficients per workload column, r^2, the columns dropped, and the worst relative error."""
+    cols = np.array([[float(r.get(k, 0.0)) for k in terms] for r in rows])
+    y = np.array([float(r[target]) for r in rows])
+    scale = np.where(cols.max(0) > 0, cols.max(0), 1.0)  # comparable magnitudes for the solver
+    coef, r2 = nonneg_lstsq(cols / scale, y, relative=True)
+    coef = coef / scale
+    present = [k for j, k in enumerate(terms) if np.any(cols[:, j] != 0)]
+    dropped = [k for j, k in enumerate(terms) if k in present and coef[j] == 0]
+    worst = float(np.max(np.abs(cols @ coef / np.where(y != 0, y, 1.0) - 1)))
+    return dict(zip(terms, map(float, coef))), r2, dropped, worst
+
+
 def calibrate(rows: list[dict[str, float]], base: Profile, name: str | None = None) -> tuple[Profile, dict[str, Any]]:
     """Returns ``base`` with its online constants fitted to ``rows`` and the fit's statistics."""
     if len(rows) < 3:
         raise RelucutError(f"calibration needs at least 3 measurements of different networks, got {len(rows)}")
-    relus = np.array([r["relus"] for r in rows], float)
-    layers = np.array([r["relu_layers"] for r in rows], float)
-    macs = np.array([r["macs"] for r in rows], float)
-    secs = np.array([r["online_s"] for r in rows], float)
-    nbytes = np.array([r["online_bytes"] for r in rows], float)
-    # scale columns so the solver sees comparable magnitudes
-    cols = np.stack([relus, macs, layers], 1)
-    scale = np.where(cols.max(0) > 0, cols.max(0), 1.0)
-    t_coef, t_r2 = nonneg_lstsq(cols / scale, secs)
-    b_coef, b_r2 = nonneg_lstsq(cols[:, :2] / scale[:2], nbytes)
-    t_coef, b_coef = t_coef / scale, b_coef / scale[:2]
-    changes = {
-        "relu_online_s": t_coef[0], "mac_online_s": t_coef[1], "layer_online_s": t_coef[2],
-        "relu_online_bytes": b_coef[0], "mac_online_bytes": b_coef[1],
-        "rounds_per_layer": 0.0,  # the measured times already contain the link's round trips
+    t_coef, t_r2, t_drop, t_worst = _fit(rows, TIME_TERMS, "online_s")
+    b_coef, b_r2, b_drop, b_worst = _fit(rows, BYTES_TERMS, "online_bytes")
+    changes = {TIME_TERMS[k]: v for k, v in t_coef.items()}
+    changes.update({BYTES_TERMS[k]: v for k, v in b_coef.items()})
+    fit: dict[str, Any] = {
+        "measurements": len(rows), "time_r2": t_r2, "bytes_r2": b_r2,
+        "time_max_rel_error": t_worst, "bytes_max_rel_error": b_worst,
+        "time_fit": {TIME_KEYS[k]: v for k, v in t_coef.items()},
+        "bytes_fit": {BYTES_KEYS[k]: v for k, v in b_coef.items()},
+        "dropped": [f"time/{k}" for k in t_drop] + [f"bytes/{k}" for k in b_drop],
     }
+    # the measured times already contain the measured link's round trips: no RTT on top by default;
+    # without measured rounds the base profile's rounds per layer price other links
+    changes["rtt_s"] = 0.0
+    with_rounds = [r for r in rows if r.get("rounds")]
+    if len(with_rounds) >= 3:
+        r_coef, r_r2, r_drop, r_worst = _fit(with_rounds, ROUNDS_TERMS, "rounds")
+        changes.update({ROUNDS_TERMS[k]: v for k, v in r_coef.items()})
+        fit.update(rounds_r2=r_r2, rounds_max_rel_error=r_worst,
+                   rounds_fit={ROUNDS_KEYS[k]: v for k, v in r_coef.items()})
+        fit["dropped"] += [f"rounds/{k}" for k in r_drop]
     setups = [r for r in rows if "setup_s" in r]
     if setups:
         changes["setup_s"] = float(np.median([r["setup_s"] for r in setups]))
@@ -98,9 +147,6 @@ def calibrate(rows: list[dict[str, float]], base: Profile, name: str | None = No
     sources = {k: "fitted by `relucut pi calibrate` to the user's measurements" for k in changes}
     profile = replace(base, name=name or f"{base.name}-calibrated", sources={**base.sources, **sources},
                       **{k: float(v) for k, v in changes.items()})
-    fit = {"measurements": len(rows), "time_r2": t_r2, "bytes_r2": b_r2,
-           "time_fit": {"per_relu_s": t_coef[0], "per_mac_s": t_coef[1], "per_layer_s": t_coef[2]},
-           "bytes_fit": {"per_relu": b_coef[0], "per_mac": b_coef[1]}}
     return profile, fit
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 import relucut
 from relucut.errors import RelucutError
+from relucut.pi.estimate import Workload
 from relucut.pi.graph_export import OpGraph, export_graph
 
 MODES = ("public-weights", "shared-weights")
@@ -59,6 +60,7 @@ class RunCost:
     messages: int
     relu_bytes: int  # bytes of the comparison ops (ReLUs)
     linear_bytes: int  # bytes of convolutions / matrix products
+    rounds: int = 0  # the larger party's messages: an upper bound on sequential round trips
 
 
 @dataclass
@@ -75,6 +77,10 @@ class Measurement:
     matches: bool
     engine: str
     meta: dict[str, Any] = field(default_factory=dict)
+    # the rest of the workload the cost model prices (relucut.pi.Workload)
+    truncations: int = 0
+    gathered: int = 0
+    linear_layers: int = 0
 
     @property
     def note(self) -> str:
@@ -94,6 +100,7 @@ def _run_cost(run: dict) -> RunCost:
         wall_s=float(run["wall_s"]), bytes=int(run["bytes"]), messages=int(run["messages"]),
         relu_bytes=sum(v["bytes"] for k, v in ops.items() if k in RELU_OPS),
         linear_bytes=sum(v["bytes"] for k, v in ops.items() if k in LINEAR_OPS),
+        rounds=max(run.get("messages_by_party", [0])),
     )
 
 
@@ -104,6 +111,7 @@ def _mean_cost(runs: list[RunCost]) -> RunCost:
         messages=round(sum(r.messages for r in runs) / n),
         relu_bytes=round(sum(r.relu_bytes for r in runs) / n),
         linear_bytes=round(sum(r.linear_bytes for r in runs) / n),
+        rounds=round(sum(r.rounds for r in runs) / n),
     )
 
 
@@ -161,9 +169,11 @@ def _measurement(result, graph: OpGraph, report, reference: np.ndarray, mode: st
     err = float(np.max(np.abs(secure - reference)))
     scale = float(np.max(np.abs(reference)))
     costs = [_run_cost(r) for r in result["runs"]]
+    work = Workload.of(report)
     return Measurement(
         mode=mode, relus=report.relus, relu_layers=sum(1 for s in report.sites if s.relus > 0),
         macs=report.macs, first=costs[0], warm=_mean_cost(costs[1:]), warm_runs=len(costs) - 1,
+        truncations=work.truncations, gathered=work.gathered, linear_layers=work.linear_layers,
         max_abs_error=err, max_abs_output=scale, matches=err <= ATOL + RTOL * scale,
         engine=f"{result['engine']} {result['protocol']} {result['field']} (2 processes, loopback)",
         meta={"batch": batch, "seed": seed, "graph_relus": graph.relus, "compile_s": result["compile_s"],

@@ -33,6 +33,12 @@ class Profile:
     mac_offline_bytes: float = 0.0
     layer_online_s: float = 0.0  # fixed cost per ReLU layer (synchronisation, per-layer setup)
     rounds_per_layer: float = 2.0  # online round trips per ReLU layer
+    # fixed-point engines (SPU) rescale every conv/linear/avg-pool output: a truncation protocol
+    truncation_online_s: float = 0.0
+    truncation_online_bytes: float = 0.0
+    linear_layer_online_s: float = 0.0  # fixed cost per conv/linear layer
+    rounds_per_linear_layer: float = 0.0
+    gather_online_s: float = 0.0  # per element of a partially masked site (gather, compare, scatter back)
     setup_s: float = 0.0  # one-time per client session (e.g. silent-OT set-up), not per inference
     setup_bytes: float = 0.0
     client_storage_per_relu: float = 0.0  # bytes kept from offline to online
@@ -146,11 +152,13 @@ def profile_names() -> list[str]:
 
 
 def get_profile(name: str) -> Profile:
+    """The shipped profile of an engine name (case and '_' vs '-' do not matter)."""
+    key = str(name).strip().lower().replace("_", "-")
     try:
-        return PROFILES[name]
+        return PROFILES[key]
     except KeyError:
         raise RelucutError(f"unknown protocol '{name}'; use one of: {', '.join(PROFILES)} "
-                           "(or --profile FILE.json|toml)") from None
+                           "(or a profile file from `relucut pi calibrate`)") from None
 
 
 def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:

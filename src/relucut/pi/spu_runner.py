@@ -291,10 +291,13 @@ def drive(workdirs: list[Path], mode: str, runs: int, timeout: float) -> list[di
                     agg["bytes"] += v["send_bytes"]
             run_records.append({
                 "wall_s": max(outs[0][k]["wall_s"][i], outs[1][k]["wall_s"][i]),
+                "cpu_s_by_party": [outs[0][k]["cpu_s"][i], outs[1][k]["cpu_s"][i]],
                 "exec_s": max(p0["exec_s"] or 0.0, p1["exec_s"] or 0.0),
                 "bytes": p0["send_bytes"] + p1["send_bytes"],  # every byte either party put on the link
                 "bytes_by_party": [p0["send_bytes"], p1["send_bytes"]],
                 "messages": p0["send_actions"] + p1["send_actions"],
+                # a party waits on the other at most once per message it receives: an upper bound on rounds
+                "messages_by_party": [p0["send_actions"], p1["send_actions"]],
                 "ops": ops,
             })
         results.append({
@@ -325,17 +328,19 @@ def party(workdir: Path, rank: int, ports: list[int], runs: int) -> None:
     for program in programs:
         name, input_names, output_names, code = program["executable"]
         executable = libspu.Executable(name=name, input_names=input_names, output_names=output_names, code=code)
-        walls = []
+        walls, cpus = [], []
         for _ in range(runs):
             for var, meta, chunks in program["inputs"]:
                 share = libspu.Share()
                 share.meta, share.share_chunks = meta, chunks
                 runtime.set_var(var, share)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             runtime.run(executable)
             walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)  # all threads of this party: less moved by others' load
         out = runtime.get_var(output_names[0])
-        results.append({"meta": out.meta, "chunks": list(out.share_chunks), "wall_s": walls, "connect_s": connect_s})
+        results.append({"meta": out.meta, "chunks": list(out.share_chunks), "wall_s": walls, "cpu_s": cpus,
+                        "connect_s": connect_s})
         for var in [*input_names, *output_names]:
             runtime.del_var(var)
     tmp = workdir / f"party{rank}.out.pkl.tmp"
