@@ -1,12 +1,48 @@
 """relucut: design neural networks with few ReLUs for fast private inference."""
 
-from relucut.cost import CostReport, count
+import importlib
+import sys
+import types
+
 from relucut.errors import RelucutError
-from relucut.models import ModelSpec, create_model, list_models, register_model
-from relucut.plan import ReLUPlan, SiteDecision, apply_plan, apply_plan_
-from relucut.reduce import ReduceResult, reduce
-from relucut.site_module import PartialReLU, ReLUSite
-from relucut.sites import Site, SiteMap, find_sites, sitify, trace
+
+# Public names and the modules that define them, imported on first use: `import relucut` (and so
+# `relucut --help`) must not pay for torch.
+_LAZY = {
+    "CostReport": "relucut.cost", "count": "relucut.cost",
+    "ModelSpec": "relucut.models", "create_model": "relucut.models", "list_models": "relucut.models",
+    "register_model": "relucut.models",
+    "ReLUPlan": "relucut.plan", "SiteDecision": "relucut.plan", "apply_plan": "relucut.plan",
+    "apply_plan_": "relucut.plan",
+    "ReduceResult": "relucut.reduce", "reduce": "relucut.reduce",
+    "PartialReLU": "relucut.site_module", "ReLUSite": "relucut.site_module",
+    "Site": "relucut.sites", "SiteMap": "relucut.sites", "find_sites": "relucut.sites", "sitify": "relucut.sites",
+    "trace": "relucut.sites",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'relucut' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    # importing the submodule relucut.reduce binds it as the package's attribute `reduce`; the
+    # public `relucut.reduce` is the function, as it was when this module imported it eagerly
+    def __setattr__(self, name: str, value) -> None:
+        if name == "reduce" and isinstance(value, types.ModuleType):
+            value = value.reduce
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

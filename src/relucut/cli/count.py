@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from relucut.cli.app import app
-from relucut.cli.options import (
-    AlphaOpt, BaseWidthOpt, BlocksOpt, CullOpt, DatasetOpt, JsonOpt, ModelArg, NumClassesOpt,
-    RhoOpt, ThinOpt, WidthsOpt, model_spec, resolve_plan,
-)
-from relucut.cost import CostReport, count as count_cost
+from relucut.cli.options import CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, resolve_plan, with_model_options
 from relucut.errors import RelucutError
-from relucut.models.registry import list_models, model_doc
-from relucut.recipe import is_export_dir
+
+if TYPE_CHECKING:
+    from relucut.cost import CostReport
 
 console = Console()
 
@@ -56,37 +53,34 @@ def print_report(report: CostReport, title: str) -> None:
 
 
 @app.command()
+@with_model_options()
 def count(
-    model: ModelArg,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
+    model: ModelOptions,
     cull: CullOpt = None,
     thin: ThinOpt = None,
-    plan: Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON to count under.")] = None,
+    plan: PlanOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Count ReLUs (per site, block, stage), MACs and parameters of MODEL (or of an export dir)."""
-    if is_export_dir(model):  # an export: its plan is applied and its layers are already reduced
+    from relucut.cost import count as count_cost
+    from relucut.recipe import is_export_dir
+
+    if is_export_dir(model.model):  # an export: its plan is applied and its layers are already reduced
         if plan or cull or thin:
-            raise RelucutError(f"'{model}' is an export with its plan applied; drop --plan/--cull/--thin")
+            raise RelucutError(f"'{model.model}' is an export with its plan applied; drop --plan/--cull/--thin")
         from relucut.export import load_export  # torch.onnx and merging only when needed
 
-        net = load_export(model)
+        net = load_export(model.model)
         spec = net.relucut_recipe.model
         report = count_cost(net, spec.input_size)
-        report.meta.update({"model": spec.name, "export": model, "spec": spec.to_dict()})
-        _show(report, as_json, f"{spec.name} (export {model})")
+        report.meta.update({"model": spec.name, "export": model.model, "spec": spec.to_dict()})
+        _show(report, as_json, f"{spec.name} (export {model.model})")
         return
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+    spec = model.spec()
     net = spec.build()
     report = count_cost(net, spec.input_size, plan=resolve_plan(spec, plan, cull, thin))
-    report.meta.update({"model": spec.name, "dataset": dataset, "spec": spec.to_dict()})
-    _show(report, as_json, f"{spec.name} / {dataset}")
+    report.meta.update({"model": spec.name, "dataset": model.dataset, "spec": spec.to_dict()})
+    _show(report, as_json, f"{spec.name} / {model.dataset}")
 
 
 def _kinds_line(report: CostReport) -> str | None:
@@ -119,6 +113,8 @@ def _show(report: CostReport, as_json: bool, title: str) -> None:
 @app.command()
 def models() -> None:
     """List the model zoo."""
+    from relucut.models.registry import list_models, model_doc
+
     table = Table("model", "description")
     for name in list_models():
         table.add_row(name, model_doc(name))

@@ -1,9 +1,11 @@
-"""``relucut criticality``, ``relucut deepreduce`` and ``relucut demo``: DeepReDuce from the command line."""
+"""``relucut criticality`` and ``relucut deepreduce``: DeepReDuce from the command line."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,16 +15,8 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt,
-    BaseWidthOpt,
-    BlocksOpt,
-    DatasetOpt,
-    DeviceOpt,
-    ModelArg,
-    NumClassesOpt,
-    RhoOpt,
-    WidthsOpt,
-    model_spec,
+    DataDirOpt, DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, absolute, check_teacher,
+    with_model_options,
 )
 from relucut.errors import RelucutError
 
@@ -30,7 +24,6 @@ from relucut.errors import RelucutError
 console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=140)
 
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Search directory; rerun the same command to resume.")]
-DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
 ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for selection.")]
 TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="A trained full-ReLU run dir or checkpoint (else one is trained).")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs for the teacher and every candidate.")]
@@ -40,30 +33,88 @@ BatchOpt = Annotated[int, typer.Option("--batch-size")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD).")]
 ScheduleOpt = Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")]
 StepOpt = Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs (default: at 25/50/75 % of the epochs).")]
-LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
-SeedOpt = Annotated[int, typer.Option("--seed")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads in this process.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (one job per worker, a GPU each if any).")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")]
 CpusOpt = Annotated[int, typer.Option("--cpus-per-job", help="Ray: CPUs (and torch threads) per training job.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress bars.")]
 
 
-def _settings(spec, dataset, data_dir, val_fraction, teacher, criticality_file, epochs, criticality_epochs,
-              kd_only, batch_size, lr, schedule, step_size, limit_train, seed, device, one_block=True):
-    from relucut.deepreduce.search import SearchSettings
+@dataclass
+class SearchOptions:
+    """What a DeepReDuce command asks for beyond the model: the search's recipe, as given."""
 
-    if criticality_epochs is not None and criticality_epochs < 1:
-        raise RelucutError(f"--criticality-epochs must be >= 1, got {criticality_epochs}")
-    train = {"data_dir": str(Path(data_dir).resolve()) if data_dir else None, "val_fraction": val_fraction,
-             "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "step_size": step_size,
-             "limit_train": limit_train, "seed": seed}
-    return SearchSettings(
-        model=spec.to_dict(), dataset=dataset, train=train, criticality_epochs=criticality_epochs,
-        criticality_without_kd=not kd_only, teacher=str(Path(teacher).resolve()) if teacher else None,
-        criticality_file=str(Path(criticality_file).resolve()) if criticality_file else None,
-        one_block=one_block, device=device,
-    )
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    teacher: str | None = None
+    criticality_file: str | None = None
+    epochs: int = 120
+    criticality_epochs: int | None = None
+    kd_only: bool = False
+    batch_size: int = 128
+    lr: float = 0.1
+    schedule: str = "step"
+    step_size: int | None = None
+    limit_train: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    one_block: bool = True
+
+    def settings(self, model: ModelOptions):
+        """The search's settings for ``model``, every input checked first (recipe, teacher,
+        criticality file, data), so that a refused search writes nothing."""
+        from relucut.data import check_available
+        from relucut.deepreduce.search import SearchSettings
+
+        if self.criticality_epochs is not None and self.criticality_epochs < 1:
+            raise RelucutError(f"--criticality-epochs must be >= 1, got {self.criticality_epochs}")
+        spec = model.spec()
+        train = {"data_dir": absolute(self.data_dir), "val_fraction": self.val_fraction, "epochs": self.epochs,
+                 "batch_size": self.batch_size, "lr": self.lr, "schedule": self.schedule,
+                 "step_size": self.step_size, "limit_train": self.limit_train, "seed": self.seed}
+        settings = SearchSettings(
+            model=spec.to_dict(), dataset=model.dataset.lower(), train=train,
+            criticality_epochs=self.criticality_epochs, criticality_without_kd=not self.kd_only,
+            teacher=absolute(self.teacher), criticality_file=absolute(self.criticality_file),
+            one_block=self.one_block, device=self.device,
+        )
+        settings.base_config()  # checks the training recipe's values
+        if self.teacher:  # the search starts from the teacher and labels its row with this network
+            check_teacher(self.teacher, spec, model.dataset, full_relu=True)
+        if self.criticality_file:
+            check_criticality_file(self.criticality_file, spec, model.dataset)
+        check_available(model.dataset, self.data_dir)
+        return settings
+
+
+def check_criticality_file(path: str, spec, dataset: str) -> None:
+    """Refuses a criticality order computed for another network or dataset: it would cull the
+    wrong stages and label the frontier with the wrong network."""
+    from relucut.deepreduce.criticality import CriticalityTable
+    from relucut.models.registry import ModelSpec
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        raise RelucutError(f"criticality file '{path}' is missing or not JSON; make one with 'relucut criticality'") from None
+    table = CriticalityTable.from_dict(data, str(path))
+    theirs = ModelSpec.from_dict(dict(table.model))
+    if theirs.to_dict() != spec.to_dict() or table.dataset != dataset.lower():
+        raise RelucutError(f"criticality file '{path}' was computed for {_named(theirs)} on {table.dataset}, not for "
+                           f"{_named(spec)} on {dataset.lower()}; compute it for this model with 'relucut criticality'")
+
+
+def _named(spec) -> str:
+    shape = ", ".join(f"{k}={v}" for k, v in sorted(spec.kwargs.items()))
+    return f"{spec.name} ({shape})" if shape else spec.name
+
+
+def warn_if_chance(accuracies, num_classes: int, what: str) -> None:
+    """One warning line when no network learned (every validation accuracy below 1.5x chance):
+    then the order of stages and the frontier only rank noise."""
+    known = [a for a in accuracies if a is not None]
+    if known and max(known) < 1.5 / num_classes:
+        typer.echo(f"warning: every network is at chance accuracy (best val {100 * max(known):.1f}%, chance "
+                   f"{100 / num_classes:.1f}%), so {what} noise; train longer (--epochs)", err=True)
 
 
 def _executor(name: str, address: str | None, quiet: bool, cpus: int):
@@ -97,7 +148,7 @@ def print_frontier(results, title: str) -> None:
     console.print(table)
 
 
-def _report(outcome) -> None:
+def _report(outcome, num_classes: int) -> None:
     print_frontier(outcome.frontier, f"Pareto frontier ({len(outcome.frontier)} of {len(outcome.results)} "
                                      "candidates, chosen on validation accuracy; the stem is always culled)")
     console.print(f"wrote {outcome.out / 'frontier.json'}, frontier.csv, frontier.md, candidates.csv, pareto.png",
@@ -111,19 +162,14 @@ def _report(outcome) -> None:
         pick = outcome.best or outcome.frontier[-1]
         console.print(f"export one for private inference: relucut export {outcome.out / pick.run_dir} "
                       f"--out {outcome.out / 'export' / pick.name}", highlight=False, soft_wrap=True)
+    warn_if_chance([r.val_acc for r in outcome.results], num_classes, "the criticality order and the frontier are")
 
 
 @app.command()
+@with_model_options()
 def criticality(
-    model: ModelArg,
+    model: ModelOptions,
     out: OutOpt,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     data_dir: DataDirOpt = None,
     val_fraction: ValFractionOpt = 0.1,
     teacher: TeacherOpt = None,
@@ -134,7 +180,7 @@ def criticality(
     lr: LrOpt = 0.1,
     schedule: ScheduleOpt = "step",
     step_size: StepOpt = None,
-    limit_train: LimitOpt = None,
+    limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -148,26 +194,23 @@ def criticality(
     from relucut.deepreduce.search import Search
 
     _threads(threads)
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
-    settings = _settings(spec, dataset, data_dir, val_fraction, teacher, None, epochs, criticality_epochs,
-                         kd_only, batch_size, lr, schedule, step_size, limit_train, seed, device)
+    settings = SearchOptions(
+        data_dir=data_dir, val_fraction=val_fraction, teacher=teacher, epochs=epochs,
+        criticality_epochs=criticality_epochs, kd_only=kd_only, batch_size=batch_size, lr=lr, schedule=schedule,
+        step_size=step_size, limit_train=limit_train, seed=seed, device=device,
+    ).settings(model)
     search = Search(settings, out, _executor(executor, address, quiet, cpus_per_job), console)
     table = search.run_criticality()
     console.print(table.to_markdown(), highlight=False)
     console.print(f"wrote {Path(out) / 'criticality.json'} and criticality.md", highlight=False)
+    warn_if_chance([row.val_acc_kd for row in table.rows], settings.spec().num_classes, "the criticality order is")
 
 
 @app.command()
+@with_model_options()
 def deepreduce(
-    model: ModelArg,
+    model: ModelOptions,
     out: OutOpt,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     data_dir: DataDirOpt = None,
     val_fraction: ValFractionOpt = 0.1,
     teacher: TeacherOpt = None,
@@ -181,7 +224,7 @@ def deepreduce(
     lr: LrOpt = 0.1,
     schedule: ScheduleOpt = "step",
     step_size: StepOpt = None,
-    limit_train: LimitOpt = None,
+    limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -197,34 +240,11 @@ def deepreduce(
 
     _threads(threads)
     limit = parse_budget(budget) if budget is not None else None
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
-    settings = _settings(spec, dataset, data_dir, val_fraction, teacher, criticality_file, epochs,
-                         criticality_epochs, kd_only, batch_size, lr, schedule, step_size, limit_train, seed,
-                         device, one_block)
+    settings = SearchOptions(
+        data_dir=data_dir, val_fraction=val_fraction, teacher=teacher, criticality_file=criticality_file,
+        epochs=epochs, criticality_epochs=criticality_epochs, kd_only=kd_only, batch_size=batch_size, lr=lr,
+        schedule=schedule, step_size=step_size, limit_train=limit_train, seed=seed, device=device,
+        one_block=one_block,
+    ).settings(model)
     search = Search(settings, out, _executor(executor, address, quiet, cpus_per_job), console)
-    _report(search.run(budget=limit))
-
-
-DEMO_MODEL = "resnet18"
-DEMO_BASE_WIDTH = 8
-
-
-@app.command()
-def demo(
-    out: Annotated[str, typer.Option("--out", "-o", help="Where the demo search goes (rerun resumes).")] = "runs/demo",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per network.")] = 12,
-    executor: ExecutorOpt = "sequential",
-    quiet: Annotated[bool, typer.Option("--quiet/--progress", help="Per-epoch progress bars off (default).")] = True,
-) -> None:
-    """DeepReDuce end to end on the embedded digits data with a small ResNet18 (a few minutes on 2 CPU
-    cores): prints the criticality table and the Pareto frontier, and writes OUT/pareto.png."""
-    from relucut.deepreduce.search import Search
-
-    _threads(1)  # tiny tensors: one thread beats several on a shared CPU
-    spec = model_spec(DEMO_MODEL, "digits", base_width=DEMO_BASE_WIDTH)
-    settings = _settings(spec, "digits", None, 0.1, None, None, epochs, None, False, 64, 0.05, "cosine", 30,
-                         None, 0, "cpu")
-    console.print(f"[bold]relucut demo[/]: DeepReDuce on {DEMO_MODEL} (base width {DEMO_BASE_WIDTH}) / digits, "
-                  f"{epochs} epochs per network, into {out}", highlight=False)
-    outcome = Search(settings, out, _executor(executor, None, quiet, 1), console).run()
-    _report(outcome)
+    _report(search.run(budget=limit), settings.spec().num_classes)

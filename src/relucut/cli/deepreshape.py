@@ -10,9 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from relucut.cli.app import app
-from relucut.cli.options import DatasetOpt, JsonOpt, parse_ints
-from relucut.deepreshape.describe import describe
-from relucut.deepreshape.equalize import parse_order, satisfies, solve, stage_units
+from relucut.cli.options import DataDirOpt, DatasetOpt, JsonOpt, LimitTrainOpt, QuietOpt, SeedOpt, parse_ints
 from relucut.errors import RelucutError
 from relucut.presets import get_preset
 
@@ -51,6 +49,9 @@ def reshape(
 
     For each choice of the later ratios, the smallest alpha (fewest MACs) that satisfies every pair.
     """
+    from relucut.deepreshape.describe import describe
+    from relucut.deepreshape.equalize import parse_order, satisfies, solve, stage_units
+
     phi = _blocks(blocks)
     stage_order = parse_order(order, len(phi))
     if base_width < 1:
@@ -90,7 +91,7 @@ def deepreshape(
     model: Annotated[str, typer.Argument(help="The ReLU-equalized HybReNet, e.g. hrn_5x5x3x ('relucut reshape').")],
     budgets: Annotated[str, typer.Option("--budgets", help="ReLU budgets, e.g. 12k,25k,50k,100k.")],
     dataset: DatasetOpt = "cifar10",
-    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")] = None,
+    data_dir: DataDirOpt = None,
     order: OrderOpt = "s3,s2,s4,s1",
     blocks: ReshapeBlocksOpt = None,
     min_width: Annotated[int, typer.Option("--min-width", help="Below this m, switch from widening to culling.")] = 16,
@@ -99,14 +100,14 @@ def deepreshape(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     lr: Annotated[float, typer.Option("--lr")] = 0.1,
     schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "cosine",
-    limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    limit_train: LimitTrainOpt = None,
+    seed: SeedOpt = 0,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory (one run dir per design; resumes).")] = "runs/deepreshape",
     fine_grained: Annotated[bool, typer.Option(
         "--fine-grained", help="Low budgets: SNL pixel masks on the design's network to exactly the budget, "
         "instead of culling/thinning.")] = False,
     design_only: Annotated[bool, typer.Option("--design-only", help="Print the designs; train nothing.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Capacity–criticality trade-off: per ReLU budget, a HybReNet design next to the plain ResNet18.
@@ -115,6 +116,7 @@ def deepreshape(
     --fine-grained, mask it with SNL to exactly the budget). With training, reports accuracy too.
     """
     from relucut.budgets import parse_budgets
+    from relucut.deepreshape.equalize import parse_order
     from relucut.deepreshape.pipeline import PipelineSettings, designs, summary_rows, train_designs
     from relucut.models.hybrenet import parse_hrn_name
 

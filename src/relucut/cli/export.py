@@ -11,20 +11,9 @@ from rich.console import Console
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt,
-    BaseWidthOpt,
-    BlocksOpt,
-    CullOpt,
-    JsonOpt,
-    NumClassesOpt,
-    RhoOpt,
-    ThinOpt,
-    WidthsOpt,
-    model_spec,
-    resolve_plan,
+    CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, resolve_plan, with_model_options,
 )
 from relucut.errors import RelucutError
-from relucut.export import export_model, export_run, load_checkpoint
 
 console = Console()
 
@@ -40,21 +29,15 @@ def _is_run(model: str) -> bool:
 
 
 @app.command()
+@with_model_options(model_arg=RunOrModelArg, dataset=None, dataset_opt=Annotated[Optional[str], typer.Option(
+    "--dataset", "-d", help="Dataset preset: input shape and classes (default cifar10).")])
 def export(
-    model: RunOrModelArg,
+    model: ModelOptions,
     out: Annotated[str, typer.Option("--out", "-o", help="Directory to write recipe.json, model.pt, model.onnx.")],
-    plan: Annotated[str | None, typer.Option("--plan", help="The ReLU plan JSON to export under.")] = None,
+    plan: PlanOpt = None,
     checkpoint: Annotated[str | None, typer.Option(
         "--checkpoint", help="Weights of the plan-applied model (a state_dict, or a dict with 'model'); "
         "without it, fresh weights from --seed.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", "-d", help="Dataset preset: input shape and classes (default cifar10).")] = None,
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     cull: CullOpt = None,
     thin: ThinOpt = None,
     force_merge: Annotated[bool, typer.Option(
@@ -69,27 +52,29 @@ def export(
 ) -> None:
     """Export MODEL under a plan, or a trained run: dropped ReLUs removed, BN folded, exact linear
     merges applied."""
+    from relucut.export import export_model, export_run, load_checkpoint
+
     options = {"merge": not no_merge, "force_merge": force_merge, "bias_maps": bias_maps, "onnx": not no_onnx}
-    if _is_run(model):
-        given = [flag for flag, value in (("--plan", plan), ("--checkpoint", checkpoint), ("--dataset", dataset),
-                                          ("--num-classes", num_classes), ("--base-width", base_width),
-                                          ("--widths", widths), ("--blocks", blocks), ("--alpha", alpha),
-                                          ("--rho", rho), ("--cull", cull), ("--thin", thin)) if value is not None]
+    if not Path(out).is_file():  # an existing file: export names it (not an export)
+        check_writable(out, folder=True)
+    if _is_run(model.model):
+        given = [flag for flag, value in (("--plan", plan), ("--checkpoint", checkpoint), ("--dataset", model.dataset),
+                                          ("--cull", cull), ("--thin", thin)) if value is not None] + model.given()
         if given:
-            raise RelucutError(f"'{model}' is a trained run: its config fixes the model, plan and weights, so "
+            raise RelucutError(f"'{model.model}' is a trained run: its config fixes the model, plan and weights, so "
                                f"{', '.join(given)} cannot change them; drop {'it' if len(given) == 1 else 'them'}")
-        result = export_run(model, out, **options)
+        result = export_run(model.model, out, **options)
         spec_name = result.recipe.model.name
     else:
         if plan is None and not (cull or thin):
             raise RelucutError("export needs a plan: pass --plan plan.json, or --cull/--thin stages "
                                "(or a trained run directory instead of a model name)")
-        dataset = dataset or "cifar10"
-        spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+        model.dataset = model.dataset or "cifar10"
+        spec = model.spec()
         relu_plan = resolve_plan(spec, plan, cull, thin)
         state = load_checkpoint(checkpoint) if checkpoint else None
         result = export_model(spec, relu_plan, state, out, seed=seed,
-                              meta={"checkpoint": checkpoint, "dataset": dataset}, **options)
+                              meta={"checkpoint": checkpoint, "dataset": model.dataset}, **options)
         spec_name = spec.name
     before, after = result.recipe.before, result.recipe.after
     if as_json:

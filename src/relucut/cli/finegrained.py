@@ -10,46 +10,47 @@ import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt,
-    BaseWidthOpt,
-    BlocksOpt,
-    DatasetOpt,
-    DeviceOpt,
-    ModelArg,
-    NumClassesOpt,
-    RhoOpt,
-    WidthsOpt,
-    model_spec,
-    parse_ints,
+    DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, check_teacher, old_flag, parse_ints,
+    with_model_options,
 )
 from relucut.errors import RelucutError
 
 BudgetOpt = Annotated[str, typer.Option("--budget", "-b", help="Global ReLU budget, e.g. 25000 or 25k.")]
-DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
 TeacherOpt = Annotated[str | None, typer.Option(
     "--teacher", help="Trained all-ReLU run dir or checkpoint (relucut train): start point and KD teacher.")]
 BaseEpochsOpt = Annotated[int, typer.Option("--base-epochs", help="Without --teacher: epochs to train the all-ReLU base (relucut train's recipe).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size of every stage.")]
-KDWeightOpt = Annotated[float, typer.Option("--kd-weight", "--lam", help="KD weight (CE gets 1 - it).")]
+KDWeightOpt = Annotated[float, typer.Option("--kd-weight", help="KD weight (CE gets 1 - it).")]
+LamOpt = Annotated[float | None, typer.Option("--lam", hidden=True, help="Old name of --kd-weight.")]
+BetaOpt = Annotated[float | None, typer.Option("--beta", hidden=True, help="Old name of --feature-weight.")]
 KDTemperatureOpt = Annotated[float, typer.Option("--kd-temperature", help="KD temperature.")]
-LimitOpt = Annotated[int | None, typer.Option("--limit-train", help="Train on the first N training images only.")]
 OutOpt = Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default runs/METHOD-MODEL-DATASET-BUDGET).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-SeedOpt = Annotated[int, typer.Option("--seed")]
 ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for evaluation.")]
 
 
-def _base(model: str, dataset: str, data_dir: str | None, val_fraction: float, seed: int, limit: int | None,
-          base_epochs: int, batch_size: int, device: str, spec):
+def _base(model: ModelOptions, spec, teacher: str | None, val_fraction: float, seed: int, limit: int | None,
+          base_epochs: int, batch_size: int, device: str):
     """The engine config the method's stages derive from, and the data it names (checked first)."""
     from relucut.train import TrainConfig, load_data
 
-    base = TrainConfig(model=spec.to_dict(), dataset=dataset, data_dir=data_dir, val_fraction=val_fraction,
-                       seed=seed, limit_train=limit, epochs=base_epochs, batch_size=batch_size,
-                       device=device).resolved()
     if val_fraction <= 0:
         raise RelucutError("the fine-grained methods select and report on held-out images; use --val-fraction > 0")
+    base = TrainConfig(model=spec.to_dict(), dataset=model.dataset.lower(), data_dir=model.data_dir,
+                       val_fraction=val_fraction, seed=seed, limit_train=limit, epochs=base_epochs,
+                       batch_size=batch_size, device=device).resolved()
+    if teacher:  # the method starts from the teacher: it must be this network
+        check_teacher(teacher, spec, model.dataset, full_relu=True)
     return base, load_data(base)
+
+
+def _budget(text: str, spec) -> int:
+    from relucut.budgets import parse_budget
+    from relucut.cost import count
+    from relucut.finegrained.budget import check_budget
+
+    relus = parse_budget(text)
+    check_budget(relus, count(spec.build(), spec.input_size).relus)
+    return relus
 
 
 def _out(out: str | None, method: str, model: str, dataset: str, budget: int) -> Path:
@@ -57,16 +58,10 @@ def _out(out: str | None, method: str, model: str, dataset: str, budget: int) ->
 
 
 @app.command()
+@with_model_options(data_dir=True)
 def snl(
-    model: ModelArg,
+    model: ModelOptions,
     budget: BudgetOpt,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     granularity: Annotated[str, typer.Option("--granularity", help="pixel (C,H,W masks) or channel (C masks).")] = "pixel",
     search_epochs: Annotated[int, typer.Option("--search-epochs", help="Most epochs of mask search.")] = 10,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="KD fine-tuning epochs, masks frozen.")] = 10,
@@ -75,52 +70,42 @@ def snl(
     l1_init: Annotated[float, typer.Option("--l1", help="Initial L1 coefficient (grows while the count stalls).")] = 0.1,
     milestones: Annotated[str | None, typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8.")] = None,
     kd_weight: KDWeightOpt = 0.9,
+    lam: LamOpt = None,
     kd_temperature: KDTemperatureOpt = 4.0,
     teacher: TeacherOpt = None,
     base_epochs: BaseEpochsOpt = 10,
     batch_size: BatchOpt = 128,
-    data_dir: DataDirOpt = None,
     val_fraction: ValOpt = 0.1,
-    limit_train: LimitOpt = None,
+    limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """SNL: learn per-pixel or per-channel ReLU masks with an adaptive L1 penalty down to BUDGET ReLUs."""
-    from relucut.budgets import parse_budget
-    from relucut.cost import count
-    from relucut.finegrained.budget import check_budget
     from relucut.finegrained.pipeline import run_snl
     from relucut.finegrained.snl import SNLConfig
 
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
-    relus = parse_budget(budget)
-    check_budget(relus, count(spec.build(), spec.input_size).relus)
+    spec = model.spec()
+    relus = _budget(budget, spec)
     if granularity not in ("pixel", "channel"):
         raise RelucutError(f"unknown --granularity '{granularity}'; use pixel or channel")
     cfg = SNLConfig(budget=relus, granularity=granularity, search_epochs=search_epochs,
                     finetune_epochs=finetune_epochs, lr=lr, mask_lr=mask_lr, l1_init=l1_init,
-                    milestones=parse_ints(milestones, "--milestones") or [], kd_weight=kd_weight,
-                    kd_temperature=kd_temperature)
+                    milestones=parse_ints(milestones, "--milestones", "5,8") or [],
+                    kd_weight=old_flag(kd_weight, lam), kd_temperature=kd_temperature)
     cfg.check()
-    base, data = _base(model, dataset, data_dir, val_fraction, seed, limit_train, base_epochs, batch_size, device, spec)
-    result = run_snl(spec, data, _out(out, "snl", model, dataset, relus), cfg, base=base,
+    base, data = _base(model, spec, teacher, val_fraction, seed, limit_train, base_epochs, batch_size, device)
+    result = run_snl(spec, data, _out(out, "snl", model.model, model.dataset, relus), cfg, base=base,
                      teacher=teacher, progress=not quiet)
     typer.echo(json.dumps(result))
 
 
 @app.command()
+@with_model_options(data_dir=True)
 def senet(
-    model: ModelArg,
+    model: ModelOptions,
     budget: BudgetOpt,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     density: Annotated[float, typer.Option("--density", help="Parameter density of the pruning-sensitivity probe.")] = 0.1,
     mask_epochs: Annotated[int, typer.Option("--mask-epochs", help="Stage 2: epochs of mask learning.")] = 5,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Stage 3 epochs (paper: 180).")] = 180,
@@ -128,7 +113,9 @@ def senet(
     mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
     milestones: Annotated[str, typer.Option("--milestones", help="Stage 3 LR / 10 epochs; the gate ramps until the first.")] = "90,140,160",
     kd_weight: KDWeightOpt = 0.9,
-    feature_weight: Annotated[float, typer.Option("--feature-weight", "--beta", help="Weight (beta) of the feature-map term.")] = 1000.0,
+    lam: LamOpt = None,
+    feature_weight: Annotated[float, typer.Option("--feature-weight", help="Weight (beta) of the feature-map term.")] = 1000.0,
+    beta: BetaOpt = None,
     feature_loss: Annotated[str, typer.Option("--feature-loss", help="attention (attention transfer on stage outputs) or pram (eq. 2 literally).")] = "attention",
     kd_temperature: KDTemperatureOpt = 4.0,
     shallow: Annotated[bool, typer.Option("--shallow", help="Gated branching: blocks below --dth become one conv-BN.")] = False,
@@ -139,24 +126,19 @@ def senet(
     teacher: TeacherOpt = None,
     base_epochs: BaseEpochsOpt = 10,
     batch_size: BatchOpt = 128,
-    data_dir: DataDirOpt = None,
     val_fraction: ValOpt = 0.1,
-    limit_train: LimitOpt = None,
+    limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """SENet: per-layer budgets from pruning sensitivity, masks within them, frozen fine-tuning (+ shallow)."""
-    from relucut.budgets import parse_budget
-    from relucut.cost import count
-    from relucut.finegrained.budget import check_budget
     from relucut.finegrained.pipeline import run_senet
     from relucut.finegrained.senet import SENetConfig
 
-    spec = model_spec(model, dataset, num_classes, base_width, widths, blocks, alpha, rho)
-    relus = parse_budget(budget)
-    check_budget(relus, count(spec.build(), spec.input_size).relus)
+    spec = model.spec()
+    relus = _budget(budget, spec)
     if dth != 0.05 and not shallow:
         raise RelucutError("--dth applies to gated branching; add --shallow")
     if aux_classifier:
@@ -165,14 +147,14 @@ def senet(
         check_aux_model(spec.build(), aux_after)
     cfg = SENetConfig(
         budget=relus, density=density, mask_epochs=mask_epochs, mask_lr=mask_lr, lr=lr,
-        finetune_epochs=finetune_epochs, milestones=parse_ints(milestones, "--milestones") or [],
-        kd_weight=kd_weight, feature_weight=feature_weight, feature_loss=feature_loss,
+        finetune_epochs=finetune_epochs, milestones=parse_ints(milestones, "--milestones", "90,140,160") or [],
+        kd_weight=old_flag(kd_weight, lam), feature_weight=old_flag(feature_weight, beta), feature_loss=feature_loss,
         kd_temperature=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,
         aux_after=aux_after if aux_classifier else None,
     )
     cfg.check()  # before any data is read or anything written
-    base, data = _base(model, dataset, data_dir, val_fraction, seed, limit_train, base_epochs, batch_size, device, spec)
+    base, data = _base(model, spec, teacher, val_fraction, seed, limit_train, base_epochs, batch_size, device)
     method = "senet" + ("-shallow" if shallow else "")
-    result = run_senet(spec, data, _out(out, method, model, dataset, relus), cfg, base=base,
+    result = run_senet(spec, data, _out(out, method, model.model, model.dataset, relus), cfg, base=base,
                        teacher=teacher, progress=not quiet)
     typer.echo(json.dumps(result))

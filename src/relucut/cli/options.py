@@ -1,19 +1,36 @@
-"""Options shared by commands that build a model, and their parsing into a ModelSpec."""
+"""Options shared by commands, declared once, and their parsing into a ModelSpec.
+
+Importing this module must stay cheap (no torch): ``relucut --help`` builds every command's options.
+A command takes the model options as one :class:`ModelOptions` through :func:`with_model_options`::
+
+    @app.command()
+    @with_model_options()
+    def count(model: ModelOptions, plan: PlanOpt = None) -> None:
+        spec = model.spec()
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+import tempfile
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
 from relucut.errors import RelucutError
-from relucut.models.registry import ModelSpec
-from relucut.plan import ReLUPlan, build_plan
-from relucut.presets import get_preset
+
+if TYPE_CHECKING:
+    from relucut.models.registry import ModelSpec
+    from relucut.plan import ReLUPlan
 
 ModelArg = Annotated[str, typer.Argument(help="Zoo model name ('relucut models'), or 'package.module:factory'.")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset preset: input shape and classes.")]
-NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Override the preset's class count.")]
+DatasetOpt = Annotated[str, typer.Option(
+    "--dataset", "-d", help="Dataset: a preset (input shape and classes) or imagefolder (read from --data-dir).")]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Override the dataset's class count.")]
 BaseWidthOpt = Annotated[Optional[int], typer.Option("--base-width", help="First-stage width m (ResNet family).")]
 WidthsOpt = Annotated[Optional[str], typer.Option("--widths", help="Per-stage widths, e.g. 64,128,256,512.")]
 BlocksOpt = Annotated[Optional[str], typer.Option("--blocks", help="Per-stage block counts, e.g. 2,1,1,1.")]
@@ -21,17 +38,110 @@ AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="Channel scal
 RhoOpt = Annotated[Optional[float], typer.Option("--rho", help="Input resolution scaling (0 < rho <= 1).")]
 CullOpt = Annotated[Optional[str], typer.Option("--cull", help="Stages whose ReLUs are all removed, e.g. stem,s1.")]
 ThinOpt = Annotated[Optional[str], typer.Option("--thin", help="Stages that lose every other ReLU layer.")]
+PlanOpt = Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON (see 'relucut plan').")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder (or archive) with the dataset's files.")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(
+    "--image-size", help="imagefolder: the side images are resized to (default 32).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+LimitTrainOpt = Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")]
 
 
-def parse_ints(text: str | None, option: str) -> list[int] | None:
+@dataclass
+class ModelOptions:
+    """The model a command works on, as the user gave it: a name plus the options that shape it."""
+
+    model: str
+    dataset: str = "cifar10"
+    num_classes: int | None = None
+    base_width: int | None = None
+    widths: str | None = None
+    blocks: str | None = None
+    alpha: float | None = None
+    rho: float | None = None
+    data_dir: str | None = None  # imagefolder: its class folders give the class count
+    image_size: int | None = None  # imagefolder: the side images are resized to
+
+    def spec(self) -> ModelSpec:
+        """The ModelSpec; only options the user gave reach the factory."""
+        return model_spec(self.model, self.dataset, self.num_classes, self.base_width, self.widths, self.blocks,
+                          self.alpha, self.rho, data_dir=self.data_dir, image_size=self.image_size)
+
+    def given(self) -> list[str]:
+        """Flags of the shaping options the user set (not the model name or dataset)."""
+        return [f"--{f.name.replace('_', '-')}" for f in fields(self)
+                if f.name not in ("model", "dataset", "data_dir", "image_size") and getattr(self, f.name) is not None]
+
+
+# the typer parameters behind ModelOptions, in --help order; MODEL's help and the dataset default vary
+_SHAPING = [
+    ("num_classes", NumClassesOpt, None),
+    ("base_width", BaseWidthOpt, None),
+    ("widths", WidthsOpt, None),
+    ("blocks", BlocksOpt, None),
+    ("alpha", AlphaOpt, None),
+    ("rho", RhoOpt, None),
+]
+
+
+def with_model_options(model_arg: Any = ModelArg, dataset: Any = "cifar10", dataset_opt: Any = DatasetOpt,
+                       data_dir: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Replaces a command's ``model: ModelOptions`` parameter by the shared model options.
+
+    ``model_arg``: the MODEL argument's annotation (its help text); ``dataset``: the --dataset
+    default; ``data_dir``: also declare --data-dir and --image-size (commands that read data), which
+    then reach the command inside ``model`` as well as under their own names if it declares them.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        names = list(signature.parameters)
+        first = names[0]  # the MODEL argument takes this name (``target`` in ``pi``)
+        hints = typing.get_type_hints(command, include_extras=True)  # the Annotated typer options
+        if hints.get(first) is not ModelOptions:
+            raise TypeError(f"{command.__name__} needs a ModelOptions as its first parameter")
+        kw = inspect.Parameter.KEYWORD_ONLY
+        # MODEL stays positional (commands are also called from Python: count("resnet18", ...))
+        shared = [inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=model_arg),
+                  inspect.Parameter("dataset", kw, default=dataset, annotation=dataset_opt)]
+        shared += [inspect.Parameter(name, kw, default=default, annotation=ann) for name, ann, default in _SHAPING]
+        own = [p.replace(kind=kw, annotation=hints.get(name, p.annotation))
+               for name, p in signature.parameters.items() if name != first]
+        if data_dir:
+            own_names = {p.name for p in own}
+            shared += [inspect.Parameter(name, kw, default=None, annotation=ann)
+                       for name, ann in (("data_dir", DataDirOpt), ("image_size", ImageSizeOpt))
+                       if name not in own_names]
+        params = shared + own
+        takes = set(names)
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = wrapper.__signature__.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+            values["model"] = values[first]
+            options = ModelOptions(**{f.name: values.get(f.name) for f in fields(ModelOptions)})
+            passed = {k: v for k, v in values.items() if k in takes and k != first}
+            return command(options, **passed)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # typer must read the new signature, not the command's
+        return wrapper
+
+    return decorate
+
+
+def parse_ints(text: str | None, option: str, example: str = "2,2,2,2") -> list[int] | None:
     if text is None:
         return None
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise RelucutError(f"{option} takes comma-separated integers like 2,2,2,2, got '{text}'") from None
+        raise RelucutError(f"{option} takes comma-separated integers like {example}, got '{text}'") from None
 
 
 def parse_names(text: str | None) -> list[str]:
@@ -47,14 +157,20 @@ def model_spec(
     blocks: str | None = None,
     alpha: float | None = None,
     rho: float | None = None,
+    *,
+    data_dir: str | None = None,
+    image_size: int | None = None,
 ) -> ModelSpec:
     """Turns CLI options into a ModelSpec; only options the user gave reach the factory."""
-    preset = get_preset(dataset)
+    from relucut.data import dataset_preset
+    from relucut.models.registry import ModelSpec
+
+    preset = dataset_preset(dataset, data_dir, image_size)
     if num_classes is not None and num_classes < 1:
         raise RelucutError(f"--num-classes must be >= 1, got {num_classes}")
     kwargs = {
         "base_width": base_width,
-        "widths": parse_ints(widths, "--widths"),
+        "widths": parse_ints(widths, "--widths", "64,128,256,512"),
         "blocks": parse_ints(blocks, "--blocks"),
         "alpha": alpha,
         "rho": rho,
@@ -68,7 +184,64 @@ def model_spec(
     )
 
 
-
 def resolve_plan(spec: ModelSpec, plan_file: str | None, cull: str | None, thin: str | None) -> ReLUPlan:
     """The plan a command runs under: ``--plan`` FILE, then ``--cull``/``--thin`` edits on top."""
+    from relucut.plan import build_plan
+
     return build_plan(spec, plan_file, parse_names(cull), parse_names(thin))
+
+
+def check_builds(spec: ModelSpec) -> None:
+    """Builds the model once, so a bad --blocks/--widths/... is refused before anything is written."""
+    spec.build()
+
+
+def check_writable(out: str, *, folder: bool) -> None:
+    """Refuses, before any work, an output path that cannot be written: a folder where a file goes
+    (or a file where a folder goes), or a place where nothing can be created (/proc, a read-only
+    mount). The probe is a temporary folder, gone at once; permissions alone miss those places."""
+    path = Path(out)
+    if path.exists() and path.is_dir() != folder:
+        raise RelucutError(f"'{out}' is a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}; "
+                           "choose another --out")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    where = existing if existing.is_dir() else existing.parent
+    try:
+        tempfile.TemporaryDirectory(dir=where).cleanup()
+    except OSError as exc:
+        raise RelucutError(f"cannot write under '{where}' ({exc.strerror}); choose another --out") from None
+
+
+def absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def old_flag(value: Any, old: Any) -> Any:
+    """A hidden old flag name (``--lam`` for ``--kd-weight``): its value wins when it was given."""
+    return value if old is None else old
+
+
+def check_teacher(teacher: str, spec: ModelSpec, dataset: str, *, full_relu: bool = False) -> None:
+    """Refuses a teacher run that is not this network on this dataset (the method starts from it or
+    labels its rows with it), and with ``full_relu``, one trained under a ReLU plan."""
+    from relucut.train.checkpoint import find_checkpoint, read_checkpoint
+    from relucut.train.config import TrainConfig
+
+    file = find_checkpoint(teacher)
+    config = TrainConfig.from_dict(read_checkpoint(file)["config"])
+    theirs = config.spec()
+    if config.dataset != dataset.lower():
+        raise RelucutError(f"teacher '{teacher}' was trained on {config.dataset}, not {dataset}; "
+                           "pass a teacher trained on this dataset")
+    if theirs.to_dict() != spec.to_dict():
+        raise RelucutError(f"teacher '{teacher}' is {_describe(theirs)}, but the model here is {_describe(spec)}; "
+                           "pass a teacher of the same network, or drop --teacher to train one")
+    if full_relu and config.plan:
+        raise RelucutError(f"teacher '{teacher}' was trained under a ReLU plan; the teacher must be the full-ReLU "
+                           "network (train it without --plan/--cull/--thin), or drop --teacher")
+
+
+def _describe(spec: ModelSpec) -> str:
+    shape = ", ".join(f"{k}={v}" for k, v in sorted(spec.kwargs.items()))
+    return (f"{spec.name}{f' ({shape})' if shape else ''} with {spec.num_classes} classes on "
+            f"{spec.in_chans}x{spec.image_size}x{spec.image_size} inputs")

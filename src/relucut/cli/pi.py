@@ -13,22 +13,10 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    AlphaOpt,
-    BaseWidthOpt,
-    BlocksOpt,
-    CullOpt,
-    DatasetOpt,
-    JsonOpt,
-    NumClassesOpt,
-    RhoOpt,
-    ThinOpt,
-    WidthsOpt,
-    model_spec,
-    parse_names,
+    CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, parse_names, with_model_options,
 )
-from relucut.cost import count
 from relucut.errors import RelucutError
-from relucut.plan import atomic_write_text
+from relucut.rundir import atomic_write_text
 
 pi_app = typer.Typer(help="Private-inference cost: estimate, measure under SPU (Cheetah 2PC), calibrate.",
                      no_args_is_help=True)
@@ -36,7 +24,6 @@ app.add_typer(pi_app, name="pi")
 console = Console()
 
 TargetArg = Annotated[str, typer.Argument(help="An export directory (from `relucut export`) or a zoo model name.")]
-PlanOpt = Annotated[str | None, typer.Option("--plan", help="A ReLU plan JSON (zoo models only).")]
 
 _UNITS_BPS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 _UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -49,17 +36,17 @@ def parse_quantity(text: str, units: dict[str, float], option: str, example: str
     return float(m.group(1)) * units.get(m.group(2) or "", 1.0)
 
 
-def _network(target, dataset, num_classes, base_width, widths, blocks, alpha, rho, cull, thin, plan, seed=0):
+def _network(target: ModelOptions, cull, thin, plan, seed=0):
     from relucut.pi.networks import load_export_dir, looks_like_path, planned_zoo_model
 
-    if looks_like_path(target):
+    if looks_like_path(target.model):
         if cull or thin or plan:
             raise RelucutError("--cull/--thin/--plan apply to zoo models; an export directory already has its plan")
-        model, input_size = load_export_dir(target)
-        return model, input_size, target
-    spec = model_spec(target, dataset, num_classes, base_width, widths, blocks, alpha, rho)
+        model, input_size = load_export_dir(target.model)
+        return model, input_size, target.model
+    spec = target.spec()
     model, _ = planned_zoo_model(spec, plan, parse_names(cull), parse_names(thin), seed=seed)
-    return model, spec.input_size, f"{spec.name} / {dataset}"
+    return model, spec.input_size, f"{spec.name} / {target.dataset}"
 
 
 def _human_bytes(n: float) -> str:
@@ -70,8 +57,9 @@ def _human_bytes(n: float) -> str:
 
 
 @pi_app.command("estimate")
+@with_model_options(model_arg=TargetArg)
 def estimate_cmd(
-    target: TargetArg,
+    target: ModelOptions,
     protocol: Annotated[str, typer.Option("--protocol", help="delphi | delphi-slides | sci | cheetah | spu-cheetah")] = "delphi",
     profile_file: Annotated[str | None, typer.Option("--profile", help="Profile file (JSON/TOML) overriding constants.")] = None,
     bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit, 100mbit.")] = None,
@@ -79,13 +67,6 @@ def estimate_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="Threads (compute scales linearly).")] = None,
     requests_per_s: Annotated[float | None, typer.Option("--requests-per-s", help="Request rate: model offline on the critical path.")] = None,
     num_requests: Annotated[int, typer.Option("--num-requests", help="Requests simulated at that rate.")] = 100,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     cull: CullOpt = None,
     thin: ThinOpt = None,
     plan: PlanOpt = None,
@@ -96,8 +77,9 @@ def estimate_cmd(
 
     if num_requests < 1:
         raise RelucutError(f"--num-requests must be >= 1, got {num_requests}")
-    model, input_size, label = _network(target, dataset, num_classes, base_width, widths, blocks, alpha, rho,
-                                        cull, thin, plan)
+    from relucut.cost import count
+
+    model, input_size, label = _network(target, cull, thin, plan)
     report = count(model, input_size)
     est = estimate(
         report, protocol, profile_file=profile_file,
@@ -129,21 +111,15 @@ def estimate_cmd(
 
 
 @pi_app.command("measure")
+@with_model_options(model_arg=TargetArg)
 def measure_cmd(
-    target: TargetArg,
+    target: ModelOptions,
     mode: Annotated[str, typer.Option("--mode", help="public-weights (lower bound) | shared-weights (upper bound) | both")] = "public-weights",
     runs: Annotated[int, typer.Option("--runs", help="Runs per mode: the first includes OT setup.")] = 3,
     batch: Annotated[int, typer.Option("--batch", help="Inputs per secure run.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random input (and of zoo weights).")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds allowed for the SPU run.")] = 600.0,
     out: Annotated[str | None, typer.Option("--out", help="Write the results (JSON) here.")] = None,
-    dataset: DatasetOpt = "cifar10",
-    num_classes: NumClassesOpt = None,
-    base_width: BaseWidthOpt = None,
-    widths: WidthsOpt = None,
-    blocks: BlocksOpt = None,
-    alpha: AlphaOpt = None,
-    rho: RhoOpt = None,
     cull: CullOpt = None,
     thin: ThinOpt = None,
     plan: PlanOpt = None,
@@ -158,9 +134,12 @@ def measure_cmd(
         raise RelucutError(f"unknown --mode '{mode}'; use public-weights, shared-weights or both")
     if batch < 1:
         raise RelucutError(f"--batch must be >= 1, got {batch}")
+    if out:
+        check_writable(out, folder=False)
     spu_python()  # fail fast, before building anything
-    model, input_size, label = _network(target, dataset, num_classes, base_width, widths, blocks, alpha, rho,
-                                        cull, thin, plan, seed=seed)
+    from relucut.cost import count
+
+    model, input_size, label = _network(target, cull, thin, plan, seed=seed)
     results = []
     with console.status("running under SPU ...") if not as_json else _null():
         for m in modes:
@@ -218,6 +197,7 @@ def calibrate_cmd(
     from relucut.pi.calibrate import calibrate, profile_file_data, read_measurements
     from relucut.pi.profiles import get_profile
 
+    check_writable(out, folder=False)
     rows = read_measurements(measurements)
     profile, fit = calibrate(rows, get_profile(base), name)
     data = profile_file_data(profile, base, fit)

@@ -57,6 +57,17 @@ def read_image_folder(root: Path, size: int, classes: list[str] | None = None) -
     return Split(_images(paths, size), torch.tensor(labels, dtype=torch.long)), classes
 
 
+def imagefolder_classes(root: Path) -> list[str]:
+    """The class names of an image folder (sorted sub-folder names), read without opening an image."""
+    if not root.is_dir():
+        raise RelucutError(f"image folder '{root}' does not exist; pass the right --data-dir")
+    folder = root / "train" if (root / "train").is_dir() else root
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise RelucutError(f"'{folder}' has no class sub-folders; ImageFolder wants ROOT/CLASS/IMAGE files")
+    return classes
+
+
 def load_imagefolder(root: Path, size: int) -> tuple[Split, Split | None, list[str]]:
     """ROOT/train/CLASS/* (+ optional ROOT/test/CLASS/* or ROOT/val/CLASS/*), or ROOT/CLASS/* alone."""
     if not root.is_dir():
