@@ -169,16 +169,39 @@ def relu_counts(candidates: Sequence[Candidate], base: ModelSpec,
                 cache: dict[str, SiteMap] | None = None) -> dict[str, int]:
     """ReLUs per input of each candidate, by name; no MAC counting, and one trace per distinct
     model shape (kept in ``cache`` across calls), so it is cheap enough for budget checks."""
-    sites_by_shape: dict[str, SiteMap] = {} if cache is None else cache
+    cache = {} if cache is None else cache
     out = {}
     for cand in candidates:
-        spec = cand.spec(base)
-        shape_key = repr(sorted(spec.kwargs.items()))
-        if shape_key not in sites_by_shape:
-            _, model = _build(cand, base)
-            sites_by_shape[shape_key] = find_sites(model, spec.input_size)
-        sites = sites_by_shape[shape_key]
+        _, sites = _sites_of(cand, base, cache)
         out[cand.name] = cand.plan_for(sites).count(sites)
+    return out
+
+
+def _sites_of(cand: Candidate, base: ModelSpec, cache: dict[str, SiteMap]) -> tuple[str, SiteMap]:
+    """The candidate's model shape (as a key) and its sites, traced once per shape into ``cache``."""
+    spec = cand.spec(base)
+    shape_key = repr(sorted(spec.kwargs.items()))
+    if shape_key not in cache:
+        _, model = _build(cand, base)
+        cache[shape_key] = find_sites(model, spec.input_size)
+    return shape_key, cache[shape_key]
+
+
+def drop_identical(candidates: Sequence[Candidate], base: ModelSpec,
+                   cache: dict[str, SiteMap] | None = None) -> list[Candidate]:
+    """The candidates without networks equal to an earlier one (same shape, same ReLUs dropped),
+    so none is trained twice: thinning a stage of one ReLU layer drops nothing (every "thinned"
+    candidate of a ResNet6 is its culled parent). The first of equals is kept; order is kept."""
+    cache = {} if cache is None else cache
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    out = []
+    for cand in candidates:
+        shape_key, sites = _sites_of(cand, base, cache)
+        plan = cand.plan_for(sites)
+        changed = tuple(sorted((name, d.action) for name, d in plan.decisions.items() if d.action != "keep"))
+        if (shape_key, changed) not in seen:
+            seen.add((shape_key, changed))
+            out.append(cand)
     return out
 
 

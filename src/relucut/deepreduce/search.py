@@ -25,6 +25,7 @@ from relucut.deepreduce.candidates import (
     STEM,
     Candidate,
     cost_candidate,
+    drop_identical,
     generate_candidates,
     relu_counts,
     stage_blocks_of,
@@ -229,7 +230,8 @@ class Search:
             self.console.print(f"note: {self.spec.name} takes no {' or '.join(missing)} argument, so the search "
                                "skips that reshaping (give the factory alpha/rho to get those candidates)",
                                highlight=False)
-        return [c for c in cands if all(getattr(c, key) == 1.0 for key in missing)]
+        cands = [c for c in cands if all(getattr(c, key) == 1.0 for key in missing)]
+        return drop_identical(cands, self.spec, self._sites_by_shape)  # none trained twice
 
     def smallest_reachable(self) -> int:
         """The fewest ReLUs any criticality order can reach: the last culling iteration's smallest."""
