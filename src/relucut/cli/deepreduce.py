@@ -15,7 +15,7 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    DataDirOpt, DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, absolute, check_teacher,
+    DataDirOpt, DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, absolute, check_teacher, need_extra,
     with_model_options,
 )
 from relucut.errors import RelucutError
@@ -203,7 +203,7 @@ def criticality(
     table = search.run_criticality()
     console.print(table.to_markdown(), highlight=False)
     console.print(f"wrote {Path(out) / 'criticality.json'} and criticality.md", highlight=False)
-    warn_if_chance([row.val_acc_kd for row in table.rows], settings.spec().num_classes, "the criticality order is")
+    warn_if_chance([row.val_acc_kd for row in table.stages], settings.spec().num_classes, "the criticality order is")
 
 
 @app.command()
@@ -239,6 +239,7 @@ def deepreduce(
     from relucut.deepreduce.search import Search
 
     _threads(threads)
+    need_extra("matplotlib", "plot", "the frontier's pareto.png")
     limit = parse_budget(budget) if budget is not None else None
     settings = SearchOptions(
         data_dir=data_dir, val_fraction=val_fraction, teacher=teacher, criticality_file=criticality_file,

@@ -11,7 +11,8 @@ from rich.console import Console
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, resolve_plan, with_model_options,
+    CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, need_extra, resolve_plan,
+    with_model_options,
 )
 from relucut.errors import RelucutError
 
@@ -57,6 +58,8 @@ def export(
     options = {"merge": not no_merge, "force_merge": force_merge, "bias_maps": bias_maps, "onnx": not no_onnx}
     if not Path(out).is_file():  # an existing file: export names it (not an export)
         check_writable(out, folder=True)
+    if not no_onnx:
+        need_extra("onnx", "export", "model.onnx (pass --no-onnx to skip it)")
     if _is_run(model.model):
         given = [flag for flag, value in (("--plan", plan), ("--checkpoint", checkpoint), ("--dataset", model.dataset),
                                           ("--cull", cull), ("--thin", thin)) if value is not None] + model.given()

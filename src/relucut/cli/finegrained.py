@@ -10,7 +10,7 @@ import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, check_teacher, old_flag, parse_ints,
+    DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, check_teacher, need_extra, old_flag, parse_ints,
     with_model_options,
 )
 from relucut.errors import RelucutError
@@ -35,6 +35,7 @@ def _base(model: ModelOptions, spec, teacher: str | None, val_fraction: float, s
 
     if val_fraction <= 0:
         raise RelucutError("the fine-grained methods select and report on held-out images; use --val-fraction > 0")
+    need_extra("onnx", "export", "the export's model.onnx")
     base = TrainConfig(model=spec.to_dict(), dataset=model.dataset.lower(), data_dir=model.data_dir,
                        val_fraction=val_fraction, seed=seed, limit_train=limit, epochs=base_epochs,
                        batch_size=batch_size, device=device).resolved()

@@ -212,6 +212,15 @@ def check_writable(out: str, *, folder: bool) -> None:
         raise RelucutError(f"cannot write under '{where}' ({exc.strerror}); choose another --out") from None
 
 
+def need_extra(module: str, extra: str, what: str) -> None:
+    """Refuses, before any work, a command whose output needs an optional package that is absent
+    (found, not imported: importing onnx or matplotlib costs a second)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise RelucutError(f"{what} needs {module}; pip install 'relucut[{extra}]'")
+
+
 def absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 

@@ -47,13 +47,25 @@ def _import_factory(path: str) -> Callable[..., nn.Module]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import failure is the user's path, not our bug
         raise RelucutError(
-            f"cannot import '{module_name}' for model '{path}' ({exc.__class__.__name__}: {exc}); "
-            "make it importable (pip install -e your package, or set PYTHONPATH)"
+            f"cannot import '{module_name}' for model '{path}' ({exc.__class__.__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); {_import_hint(module_name, exc)}"
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise RelucutError(f"'{attr}' in module '{module_name}' is not a callable model factory")
     return factory
+
+
+def _import_hint(module_name: str, exc: Exception) -> str:
+    if not isinstance(exc, ModuleNotFoundError):  # found, but it broke while importing
+        if "torchvision" in module_name or "torchvision" in str(exc):
+            return (f"this torchvision does not fit torch {torch.__version__}; install the build made for it "
+                    "(for the CPU torch: pip install torchvision --index-url https://download.pytorch.org/whl/cpu)")
+        return f"'{module_name}' is installed but fails to import; fix or reinstall it"
+    if getattr(exc, "name", None) in ("torchvision", "timm"):
+        index = " --index-url https://download.pytorch.org/whl/cpu" if exc.name == "torchvision" else ""
+        return f"install it: pip install {exc.name}{index}"
+    return "make it importable (pip install -e your package, or set PYTHONPATH)"
 
 
 def resolve_factory(name: str) -> Callable[..., nn.Module]:

@@ -158,10 +158,19 @@ def measure_many(
                                "or raise --timeout") from None
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RelucutError(f"the SPU run failed: {last[:300]} (re-create the environment with `make spu-env`)")
+            if "failed (timeout)" in last:  # the runner's own deadline (--timeout), not a broken environment
+                raise RelucutError(f"the SPU run took longer than {timeout:g} s; measure a smaller model "
+                                   "or raise --timeout")
+            raise RelucutError(f"the SPU run failed: {last[:300]}{_environment_hint(last)}")
         results = [json.loads((work / "result.json").read_text()) for work in works]
     return [_measurement(r, graph, report, ref, mode, batch, seed)
             for r, (graph, report, ref) in zip(results, prepared)]
+
+
+def _environment_hint(last_line: str) -> str:
+    """Recreating .venv-spu helps only when the failure is a missing or broken package there."""
+    broken = ("ImportError", "ModuleNotFoundError", "undefined symbol", "cannot open shared object")
+    return " (re-create the environment with `make spu-env`)" if any(b in last_line for b in broken) else ""
 
 
 def _measurement(result, graph: OpGraph, report, reference: np.ndarray, mode: str, batch: int, seed: int) -> Measurement:
@@ -207,5 +216,5 @@ def plain_outputs(models: list[nn.Module], input_size: tuple[int, ...], seed: in
                               text=True, timeout=timeout, env=env, check=False)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RelucutError(f"the JAX rebuild failed: {last[:300]} (re-create the environment with `make spu-env`)")
+            raise RelucutError(f"the JAX rebuild failed: {last[:300]}{_environment_hint(last)}")
         return [(ref, np.load(work / "plain.npy")) for ref, work in zip(refs, works)]

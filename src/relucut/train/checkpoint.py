@@ -65,6 +65,9 @@ def find_checkpoint(path: str | Path) -> Path:
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name
+        if (path / "recipe.json").is_file():
+            raise RelucutError(f"'{path}' is an export (recipe.json), not a training run; pass the run directory "
+                               "it was exported from")
         raise RelucutError(f"run directory '{path}' holds no best.pt or last.pt; train it first")
     if not path.exists():
         raise RelucutError(f"'{path}' does not exist; pass a run directory or a checkpoint file")

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,6 +32,18 @@ from relucut.train.evaluate import autocast, evaluate_batches
 from relucut.train.hooks import LossContext
 from relucut.train.kd import kd_loss
 from relucut.train.progress import TensorBoard, TrainProgress
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says how far the run got and how to go on."""
+
+    def __init__(self, epochs_done: int, label: str = "epochs"):
+        stage = "" if label == "epochs" else f" ({label})"
+        super().__init__(f"interrupted after epoch {epochs_done}{stage}; rerun the same command to resume"
+                         if epochs_done else
+                         f"interrupted in the first epoch{stage}; rerun the same command to start it again")
+        self.epochs_done = epochs_done
+
 
 ExtraLoss = Callable[[LossContext], "torch.Tensor | dict[str, torch.Tensor]"]
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
@@ -119,6 +132,8 @@ def train(
             state.update(resume["state"])
             if ranks.main:
                 repair_best(run_dir, resume)
+                if state["epoch"] < cfg.epochs and not state["stopped"]:
+                    print(f"resuming from epoch {state['epoch'] + 1} of {cfg.epochs} ({run_dir})", file=sys.stderr)
         if ranks.main:
             truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
 
@@ -186,6 +201,10 @@ def train(
                 ranks.barrier()
                 if state["stopped"]:
                     break
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # last.pt holds every finished epoch: a rerun resumes there
+            raise TrainingInterrupted(state["epoch"], label) from None
         finally:
             bar.close()
             board.close()
