@@ -5,6 +5,9 @@ import sys
 import types
 
 from relucut.errors import RelucutError
+from relucut.finegrained.senet import SENetConfig
+from relucut.finegrained.snl import SNLConfig
+from relucut.frontier_search import FrontierConfig, FrontierResult, frontier
 
 # Public names and the modules that define them, imported on first use: `import relucut` (and so
 # `relucut --help`) must not pay for torch.
@@ -48,12 +51,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CostReport",
+    "FrontierConfig",
+    "FrontierResult",
     "ModelSpec",
     "ReLUPlan",
     "PartialReLU",
     "ReLUSite",
     "ReduceResult",
     "RelucutError",
+    "SENetConfig",
+    "SNLConfig",
     "Site",
     "SiteDecision",
     "SiteMap",
@@ -62,6 +69,7 @@ __all__ = [
     "count",
     "create_model",
     "find_sites",
+    "frontier",
     "list_models",
     "reduce",
     "register_model",

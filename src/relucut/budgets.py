@@ -15,6 +15,9 @@ of ``_ddd``) when that number ends at a comma or the end of the list, else as pl
 ``100, 200`` (a space after the comma) are two; ``100,200,300`` is one, 100200300: write small
 budgets with spaces, ``100, 200, 300``.
 
+A latency budget (``--latency-budget``) is a positive duration with a unit: ``1.5s``, ``800ms``,
+``2min``; a list separates them with commas (``0.5s,1s,2s``).
+
 Every refusal is a one-line :class:`~relucut.errors.RelucutError` naming the option and the fix.
 """
 
@@ -86,4 +89,11 @@ def _unreadable(text: str, option: str, whole: str | None = None) -> RelucutErro
     return RelucutError(f"{option} takes a whole number of ReLUs like {EXAMPLES}, got {text!r}{where}")
 
 
-__all__ = ["parse_budget", "parse_budgets"]
+def parse_latency_budgets(text: str, option: str = "--latency-budget") -> list[float]:
+    """Comma-separated latency budgets in seconds: '1.5s' -> [1.5], '800ms,2s' -> [0.8, 2.0]."""
+    from relucut.units import parse_durations
+
+    return parse_durations(text, option, "1.5s or 800ms")
+
+
+__all__ = ["parse_budget", "parse_budgets", "parse_latency_budgets"]

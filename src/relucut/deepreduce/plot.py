@@ -14,16 +14,22 @@ from relucut.rundir import atomic_write
 STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
 
 
-def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
-                  teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None):
-    """The figure (matplotlib, Agg): ReLUs panel, plus a latency panel when estimates exist."""
+def matplotlib_pyplot():
+    """matplotlib.pyplot on the Agg backend (no screen needed), or a one-line install hint."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RelucutError("the Pareto plot needs matplotlib; pip install 'relucut[plot]'") from None
+        raise RelucutError("the plots need matplotlib; pip install 'relucut[plot]'") from None
+    return plt
+
+
+def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
+                  teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None):
+    """The figure (matplotlib, Agg): ReLUs panel, plus a latency panel when estimates exist."""
+    plt = matplotlib_pyplot()
     timed = any(r.est_latency_s is not None for r in results)
     fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(13, 5) if timed else (7.5, 5), dpi=120,
                              squeeze=False)
@@ -43,9 +49,9 @@ def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
     if teacher is not None:
         ax.scatter([teacher[0]], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
                    label="full-ReLU teacher")
-    _log_axis(ax, [r.relus for r in results] + ([teacher[0]] if teacher else []))
+    log_axis(ax, [r.relus for r in results] + ([teacher[0]] if teacher else []))
     ax.set_xlabel("ReLUs per input (log scale)")
-    _percent_axis(ax)
+    percent_axis(ax)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     if timed:
@@ -61,14 +67,15 @@ def _points(ax, results: Sequence[CandidateResult], x) -> None:
                        label=step, zorder=2)
 
 
-def _log_axis(ax, xs: list[float]) -> None:
+def log_axis(ax, xs: list[float]) -> None:
     ax.set_xscale("log")
+    xs = [x for x in xs if x is not None and x > 0]  # a log axis has no room for 0
     if xs:  # room on the log axis for the labels of the end points
         ax.set_xlim(min(xs) / 4, max(xs) * 2)
     ax.grid(True, which="both", alpha=0.3)
 
 
-def _percent_axis(ax) -> None:
+def percent_axis(ax) -> None:
     """Accuracies are fractions; the axis reads them in percent."""
     from matplotlib.ticker import PercentFormatter
 
@@ -94,9 +101,9 @@ def _latency_panel(ax, results: Sequence[CandidateResult], teacher: tuple[int, f
         ax.scatter([teacher_latency_s], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
                    label="full-ReLU teacher")
         xs.append(teacher_latency_s)
-    _log_axis(ax, xs)
+    log_axis(ax, xs)
     ax.set_xlabel("estimated private-inference latency, DELPHI online (s, log scale)")
-    _percent_axis(ax)
+    percent_axis(ax)
     ax.set_title("the same networks by estimated latency (ReLUs, ReLU layers, MACs)")
     ax.legend(fontsize=8, loc="lower right")
 

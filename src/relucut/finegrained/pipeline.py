@@ -93,10 +93,19 @@ def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else None}
 
 
+def _finished(out: Path) -> dict[str, Any] | None:
+    """result.json of a run that ended (written last, atomically, after its export), else None."""
+    try:
+        return json.loads((out / "result.json").read_text()) if (out / "export").is_dir() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, base: TrainConfig | None,
          teacher, progress: bool, body: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """Checks the settings, claims ``out`` for them (refused if it holds another run or another
-    process uses it), gets the all-ReLU start point and runs
+    process uses it), returns the result of a run that already ended there, else gets the all-ReLU
+    start point and runs
     ``body(out, base, teacher_model, base_cost)``;
     the result gets the baseline's cost and accuracy and the seconds taken, and is written to
     ``out/result.json``."""
@@ -105,6 +114,9 @@ def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, b
     base = base_config(spec, data, base)
     out = Path(out)
     with claim(out, _settings(method, base, cfg, teacher)):
+        finished = _finished(out)
+        if finished is not None:  # the same settings ran to the end: nothing to redo
+            return finished
         teacher_model = base_model(base, data, out, teacher, progress)
         base_cost = _base_cost(teacher_model, spec)
         result = body(out, base, teacher_model, base_cost)

@@ -1,0 +1,250 @@
+"""The cross-method frontier (`relucut frontier`, `relucut.frontier`): the undominated set, budgets
+that hold, exports that are the priced networks, reuse on a rerun, and refusals before any work."""
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TESTS, assert_one_line_error
+
+from relucut import ModelSpec, count
+from relucut.finegrained.senet import SENetConfig
+from relucut.finegrained.snl import SNLConfig
+from relucut.frontier_search import METHODS, FrontierConfig, FrontierPoint, frontier, undominated
+from relucut.frontier_search.points import best_within, mark
+from relucut.frontier_search.pricing import price, relu_budget_for_latency
+
+# -- the undominated set -------------------------------------------------------------------------
+
+
+def _point(i, relus, acc, online_s=0.0):
+    return FrontierPoint(method="m", name=f"p{i}", plan="", relus=relus, relu_layers=1, macs=1, conv_depth=1,
+                         val_acc=acc, run_dir="", export_dir="", online_s=online_s)
+
+
+def _dominated(p, others, key):
+    return any(q.cost(key) <= p.cost(key) and q.val_acc >= p.val_acc
+               and (q.cost(key) < p.cost(key) or q.val_acc > p.val_acc) for q in others if q is not p)
+
+
+@pytest.mark.parametrize("key", ["relus", "online_s"])
+def test_the_combined_frontier_is_exactly_the_undominated_set(key):
+    rng = random.Random(0)
+    for trial in range(300):
+        # few distinct values, so ties in cost and in accuracy are common
+        pts = [_point(i, rng.randrange(1, 8) * 100, rng.randrange(0, 6) / 5, rng.randrange(1, 8) / 10)
+               for i in range(rng.randrange(1, 12))]
+        front = mark(pts, key)
+        expected = {p.name for p in pts if not _dominated(p, pts, key)}
+        assert {p.name for p in front} == expected, trial
+        assert {p.name for p in pts if p.on_frontier} == expected
+        costs = [p.cost(key) for p in front]
+        assert costs == sorted(costs, reverse=True)  # most expensive first
+
+
+def test_best_within_a_budget_is_the_most_accurate_that_fits():
+    pts = [_point(0, 900, 0.9), _point(1, 500, 0.7), _point(2, 300, 0.7), _point(3, 100, 0.2)]
+    assert best_within(pts, 1000).name == "p0"
+    assert best_within(pts, 899).name == "p2"  # equal accuracy: the cheaper one
+    assert best_within(pts, 99) is None
+
+
+def test_a_latency_budget_becomes_the_most_relus_that_fit(one_thread):
+    spec = ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 2})
+    report = count(spec.build(), spec.input_size)
+    config = FrontierConfig(latency_budgets=[1.0], engine="delphi")
+    full = price(report, config).online_s
+    floor = relu_budget_for_latency(report, full, config)
+    assert floor == report.relus  # the full network meets its own latency
+    from relucut.pi import Workload
+
+    half = (full + price(dataclasses.replace(Workload.of(report), relus=1), config).online_s) / 2
+    relus = relu_budget_for_latency(report, half, config)
+    work = Workload.of(report)
+    assert 1 <= relus < report.relus
+    assert price(dataclasses.replace(work, relus=relus), config).online_s <= half
+    assert price(dataclasses.replace(work, relus=relus + 1), config).online_s > half
+    assert relu_budget_for_latency(report, 1e-9, config) is None
+
+
+# -- one search on digits, every method ---------------------------------------------------------
+
+SPEC = ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 2})
+BUDGETS = [150, 400]
+
+
+def _config(**changes):
+    settings = dict(budgets=BUDGETS, snl=SNLConfig(budget=0, search_epochs=1, finetune_epochs=1),
+                    senet=SENetConfig(budget=0, mask_epochs=1, finetune_epochs=1, milestones=[]), one_block=False)
+    return FrontierConfig(**{**settings, **changes})
+
+
+def _base():
+    from relucut.train import TrainConfig
+
+    return TrainConfig(model=SPEC.to_dict(), dataset="digits", epochs=1, batch_size=32, limit_train=96,
+                       device="cpu", schedule="constant", lr=0.05).resolved()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    from relucut.train import load_data
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("frontier") / "run"
+    base = _base()
+    data = load_data(base)
+    result = frontier(SPEC, _config(), data=data, out=out, train=base, progress=False)
+    return result, out, base, data
+
+
+def test_every_method_gives_points_and_each_budget_a_pick(searched):
+    result, out, _, _ = searched
+    methods = {p.method for p in result.points}
+    assert methods == {"teacher", *METHODS}
+    for budget in BUDGETS:
+        pick = result.picks[budget]
+        assert pick is not None and pick.relus <= budget
+        fits = [p for p in result.points if p.relus <= budget]
+        assert pick.val_acc == max(p.val_acc for p in fits)
+        assert pick.test_acc is not None and budget in pick.chosen_for
+    chosen = {p.name for p in result.picks.values()}
+    assert all(p.test_acc is None for p in result.points if p.name not in chosen)  # test read once per pick
+    assert {p.name for p in result.frontier} == {p.name for p in undominated(result.points)}
+
+
+def test_masked_networks_meet_their_budget_exactly_and_shallow_ones_within_it(searched):
+    result, _, _, _ = searched
+    for p in result.points:
+        if p.method in ("snl", "snl-channel", "senet"):
+            assert p.relus == p.budget, p.name
+        if p.method == "senet-shallow":
+            assert p.relus <= p.budget, p.name
+    budgets = {p.budget for p in result.points if p.method == "snl"}
+    assert budgets == set(BUDGETS)
+
+
+def test_each_point_is_its_export_counted_and_priced(searched):
+    from relucut.export import load_export
+
+    result, out, _, _ = searched
+    for p in result.points:
+        model = load_export(out / p.export_dir)
+        report = count(model, SPEC.input_size if p.method != "deepreshape" else model.relucut_recipe.model.input_size)
+        assert report.relus == p.relus and report.macs == p.macs, p.name
+        assert price(report, _config()).online_s == pytest.approx(p.online_s), p.name
+        assert (out / p.export_dir / "model.onnx").is_file()
+
+
+def test_exports_equal_the_trained_networks(searched):
+    from relucut.export import load_export
+    from relucut.train import load_checkpoint_model
+
+    result, out, _, _ = searched
+    x = torch.randn(4, *SPEC.input_size)
+    engine_runs = [p for p in result.points if p.method in ("teacher", "deepreduce", "deepreshape")]
+    assert len(engine_runs) >= 3
+    for p in engine_runs:
+        trained = load_checkpoint_model(out / p.run_dir)
+        exported = load_export(out / p.export_dir)
+        with torch.no_grad():
+            assert torch.allclose(trained(x), exported(x), atol=1e-4), p.name
+
+
+def test_the_files_hold_the_same_frontier(searched):
+    result, out, _, _ = searched
+    doc = json.loads((out / "frontier.json").read_text())
+    assert doc["cost"] == "relus" and doc["engine"] == "delphi" and doc["budgets"] == BUDGETS
+    rows = [FrontierPoint.from_dict(r) for r in doc["points"]]
+    assert {r.name for r in rows if r.on_frontier} == {p.name for p in undominated(rows)}
+    assert all(0.0 <= r.val_acc <= 1.0 for r in rows)  # fractions, as every results file
+    csv_lines = (out / "frontier.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows)
+    md = (out / "frontier.md").read_text()
+    for p in result.frontier:
+        assert f"relucut pi estimate {p.export_dir}" in md
+    png = (out / "frontier.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
+def test_a_rerun_with_more_budgets_and_another_engine_reuses_every_run(searched):
+    _, out, base, data = searched
+    finals = sorted(out.rglob("final.json"))
+    before = {f: f.stat().st_mtime_ns for f in finals}
+    started = time.time()
+    again = frontier(SPEC, _config(budgets=[400, 150], engine="cheetah", methods=["deepreduce", "snl"]),
+                     data=data, out=out, train=base, progress=False)
+    assert {f: f.stat().st_mtime_ns for f in finals} == before  # nothing trained again
+    assert time.time() - started < 60
+    assert {p.method for p in again.points} == {"teacher", "deepreduce", "snl"}
+    doc = json.loads((out / "frontier.json").read_text())
+    assert doc["engine"] == "cheetah" and doc["methods"] == ["deepreduce", "snl"]
+
+
+def test_other_training_settings_are_refused_in_the_same_folder(searched):
+    from relucut.errors import RelucutError
+
+    _, out, base, data = searched
+    with pytest.raises(RelucutError, match="different"):
+        frontier(SPEC, _config(), data=data, out=out, train=dataclasses.replace(base, lr=0.2), progress=False)
+
+
+# -- the command line: refusals before anything is written ---------------------------------------
+
+CLI = ["frontier", "resnet18", "--dataset", "digits", "--base-width", "2", "--epochs", "1", "--quiet"]
+
+
+def _cli(*args, env=None):
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "relucut", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=600)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--budgets", "1k", "--methods", "snl,magic"], "unknown method(s) magic"),
+    (["--budgets", ""], "--budgets is empty"),
+    ([], "give ReLU budgets"),
+    (["--budgets", "1k", "--engine", "quantum"], "unknown engine 'quantum'"),
+    (["--latency-budget", "1us"], "latency budget of 1e-06 s"),
+    (["--latency-budget", "fast"], "--latency-budget takes a number with a unit"),
+    (["--budgets", "1k", "--measure"], "SPU environment is missing"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle):
+    out = tmp_path / "out"
+    proc = _cli(*CLI, *args, "--out", out, env={"RELUCUT_SPU_PYTHON": str(tmp_path / "no-python")})
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc, needle)
+    assert not out.exists()
+
+
+@pytest.mark.kill
+def test_a_killed_frontier_resumes_to_the_same_frontier(tmp_path):
+    args = [*CLI, "--budgets", "300", "--methods", "snl,deepreduce", "--limit-train", "96", "--batch-size", "32",
+            "--search-epochs", "1", "--finetune-epochs", "2", "--device", "cpu"]
+    whole = tmp_path / "whole"
+    assert _cli(*args, "--out", whole).returncode == 0
+    cut = tmp_path / "cut"
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "relucut", *args, "--out", str(cut)], env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "snl" / "300" / "finetune" / "last.pt").exists():  # in SNL's fine-tuning
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "frontier.json").exists()
+    assert _cli(*args, "--out", cut).returncode == 0
+
+    def rows(folder):
+        doc = json.loads((folder / "frontier.json").read_text())
+        return [(r["name"], r["relus"], r["val_acc"], r["test_acc"], r["on_frontier"]) for r in doc["points"]]
+
+    assert rows(cut) == rows(whole)
