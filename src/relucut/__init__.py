@@ -5,12 +5,10 @@ import sys
 import types
 
 from relucut.errors import RelucutError
-from relucut.finegrained.senet import SENetConfig
-from relucut.finegrained.snl import SNLConfig
-from relucut.frontier_search import FrontierConfig, FrontierResult, frontier
 
 # Public names and the modules that define them, imported on first use: `import relucut` (and so
-# `relucut --help`) must not pay for torch.
+# `relucut --help`) must not pay for torch. A new public name goes here, not in an import above
+# (tests/test_cli_startup.py fails when start-up imports torch).
 _LAZY = {
     "CostReport": "relucut.cost", "count": "relucut.cost",
     "ModelSpec": "relucut.models", "create_model": "relucut.models", "list_models": "relucut.models",
@@ -21,6 +19,10 @@ _LAZY = {
     "PartialReLU": "relucut.site_module", "ReLUSite": "relucut.site_module",
     "Site": "relucut.sites", "SiteMap": "relucut.sites", "find_sites": "relucut.sites", "sitify": "relucut.sites",
     "trace": "relucut.sites",
+    "SENetConfig": "relucut.finegrained.senet", "SNLConfig": "relucut.finegrained.snl",
+    "FrontierConfig": "relucut.frontier_search", "FrontierResult": "relucut.frontier_search",
+    "frontier": "relucut.frontier_search",
+    "DeepReDuceConfig": "relucut.deepreduce.search", "DeepReShapeConfig": "relucut.deepreshape.pipeline",
 }
 
 
@@ -38,10 +40,11 @@ def __dir__() -> list[str]:
 
 class _Package(types.ModuleType):
     # importing the submodule relucut.reduce binds it as the package's attribute `reduce`; the
-    # public `relucut.reduce` is the function, as it was when this module imported it eagerly
+    # public name is the function, so a module is not bound over a public name and __getattr__
+    # resolves it from _LAZY, as when this module imported the functions eagerly
     def __setattr__(self, name: str, value) -> None:
-        if name == "reduce" and isinstance(value, types.ModuleType):
-            value = value.reduce
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
         super().__setattr__(name, value)
 
 
@@ -51,6 +54,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CostReport",
+    "DeepReDuceConfig",
+    "DeepReShapeConfig",
     "FrontierConfig",
     "FrontierResult",
     "ModelSpec",
