@@ -82,9 +82,9 @@ def test_tinyimagenet_table5_first_rows():
     assert ReLUPlan.deepreduce(sites, cull=["stem", "s1", "s2"]).count(sites) == 393_216
 
 
-def test_thinning_drops_the_relu_between_the_convs():
+def test_inner_thinning_drops_the_relu_between_the_convs():
     sites = find_sites(create_model("resnet18"), (3, 32, 32))
-    plan = ReLUPlan.deepreduce(sites, thin=["s2"])
+    plan = ReLUPlan.deepreduce(sites, thin=["s2"], thin_style="inner")  # default: tests/test_thinning.py
     assert sorted(plan.decisions) == ["s2_0_relu1", "s2_1_relu1"]
 
 

@@ -32,6 +32,19 @@ POOL_ACTIONS = ("keep", "avgpool")
 RELU_ACTIONS = ("keep", "drop", "mask")
 
 
+THIN_STYLES = ("post_add", "inner")  # which ReLU layer of a block thinning drops (ReLUPlan.deepreduce)
+
+
+def thinned_sites(members: list[Site], style: str = "post_add") -> list[Site]:
+    """The sites of one stage (in network order) that thinning in ``style`` drops."""
+    blocks: dict[str, list[Site]] = {}
+    for site in members:
+        blocks.setdefault(site.block, []).append(site)
+    if style == "post_add" and all(len(b) >= 2 for b in blocks.values()):
+        return [b[-1] for b in blocks.values()]
+    return [site for i, site in enumerate(members) if (len(members) - 1 - i) % 2 == 1]
+
+
 @dataclass
 class SiteDecision:
     action: str  # keep | drop | mask
@@ -114,28 +127,37 @@ class ReLUPlan:
         return self.decisions.get(site, SiteDecision("keep"))
 
     @classmethod
-    def deepreduce(cls, sites: SiteMap, cull: Iterable[str] = (), thin: Iterable[str] = ()) -> ReLUPlan:
+    def deepreduce(cls, sites: SiteMap, cull: Iterable[str] = (), thin: Iterable[str] = (),
+                   thin_style: str = "post_add") -> ReLUPlan:
         """DeepReDuce's coarse edits: cull (drop every ReLU of a stage) and thin.
 
-        Thinning drops every other ReLU layer of a stage counting back from its last one, which
-        stays (it feeds the next stage): in a ResNet basic block that is the ReLU between the two
-        convs, so the pair can later merge into one conv. It halves a stage whose layers are equal.
+        Thinning halves a stage's ReLU layers, in one of ``THIN_STYLES``:
+
+        * ``post_add`` (default, as the authors' model zoo thins): in each block of two or more ReLU
+          layers, the block's last one goes (in a ResNet basic block, the ReLU after the residual
+          add) and the inner one stays.
+        * ``inner`` (relucut's earlier rule): every other ReLU layer of the stage counting back
+          from its last, which stays (it feeds the next stage); in a basic block that is the ReLU
+          between the two convs.
+
+        A stage whose blocks hold one ReLU layer each thins the ``inner`` way in both styles. In a
+        basic-block stage both drop the same number of ReLUs; the networks differ.
         """
         cull, thin = list(cull), list(thin)
+        if thin_style not in THIN_STYLES:
+            raise RelucutError(f"unknown thinning style '{thin_style}'; use {' or '.join(THIN_STYLES)}")
         sites.check_stages(cull, "--cull")
         sites.check_stages(thin, "--thin")
         both = sorted(set(cull) & set(thin))
         if both:
             raise RelucutError(f"stage(s) {', '.join(both)} are both culled and thinned; name each in one option")
-        plan = cls(meta={"cull": cull, "thin": thin})
+        plan = cls(meta={"cull": cull, "thin": thin, **({"thin_style": thin_style} if thin else {})})
         for stage in cull:
             for site in sites.in_stage(stage):
                 plan.drop(site.name)
         for stage in thin:
-            members = sites.in_stage(stage)
-            for i, site in enumerate(members):
-                if (len(members) - 1 - i) % 2 == 1:
-                    plan.drop(site.name)
+            for site in thinned_sites(sites.in_stage(stage), thin_style):
+                plan.drop(site.name)
         return plan
 
     @classmethod
@@ -268,14 +290,15 @@ class ReLUPlan:
 
 
 def build_plan(spec, plan_file: str | Path | None = None, cull: Iterable[str] = (),
-               thin: Iterable[str] = ()) -> ReLUPlan:
+               thin: Iterable[str] = (), thin_style: str = "post_add") -> ReLUPlan:
     """A plan for ``spec`` (a ModelSpec): loaded from ``plan_file``, then DeepReDuce edits on top."""
     from relucut.sites import find_sites
 
     plan = ReLUPlan.load(plan_file) if plan_file else ReLUPlan()
     cull, thin = list(cull), list(thin)
     if cull or thin:
-        edits = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size), cull=cull, thin=thin)
+        edits = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size), cull=cull, thin=thin,
+                                    thin_style=thin_style)
         plan.decisions.update(edits.decisions)
         plan.meta.update(edits.meta)
     return plan
