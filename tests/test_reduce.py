@@ -1,5 +1,7 @@
 """relucut.reduce: one call per method, from the README's example, on digits."""
 
+import json
+
 import pytest
 import torch
 from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
@@ -35,5 +37,36 @@ def test_senet_in_one_call(data_and_teacher, tmp_path):
 
 
 def test_unknown_config_is_one_line(tmp_path):
-    with pytest.raises(relucut.RelucutError, match="takes one of SNLConfig, SENetConfig"):
+    with pytest.raises(relucut.RelucutError, match="takes one of DeepReDuceConfig, SNLConfig, SENetConfig, DeepReShapeConfig"):
         relucut.reduce(SPEC, {"budget": 5}, data=tiny_data(), out=tmp_path)
+
+
+def _saved_teacher(data, tmp_path):
+    """A relucut train run dir: DeepReDuce and DeepReShape take their teacher by path."""
+    from relucut.train import train
+
+    run = tmp_path / "teacher"
+    train(BASE, run, data=data, progress=False)
+    return run
+
+
+def test_deepreduce_in_one_call(data_and_teacher, tmp_path):
+    data, _ = data_and_teacher
+    teacher = _saved_teacher(data, tmp_path)
+    cfg = relucut.DeepReDuceConfig(budget=600, criticality_without_kd=False, one_block=False)
+    result = relucut.reduce(SPEC, cfg, data=data, teacher=teacher, train=BASE, out=tmp_path / "dr", progress=False)
+    assert result.report.relus <= 600 and result.report.relus == result.result["result"]["relus"]
+    rows = [r for r in json.loads((tmp_path / "dr" / "frontier.json").read_text())["candidates"]
+            if r["relus"] <= 600]
+    assert result.result["result"]["val_acc"] == max(r["val_acc"] for r in rows)  # the pick, on validation
+    assert (result.export_dir / "model.onnx").is_file()
+
+
+def test_deepreshape_in_one_call(data_and_teacher, tmp_path):
+    data, _ = data_and_teacher
+    teacher = _saved_teacher(data, tmp_path)
+    cfg = relucut.DeepReShapeConfig(budget=900, min_width=2)
+    result = relucut.reduce(SPEC, cfg, data=data, teacher=teacher, train=BASE, out=tmp_path / "rs", progress=False)
+    assert result.report.relus <= 900 and result.result["network"].startswith("hrn_")
+    assert result.model(torch.zeros(2, *SPEC.input_size)).shape == (2, 10)
+    assert result.accuracy is not None

@@ -52,12 +52,16 @@ class Executor(Protocol):
 class SequentialExecutor:
     """Runs jobs one after another in this process, loading each dataset once."""
 
-    def __init__(self, progress: bool = True):
+    def __init__(self, progress: bool = True, data: Any = None):
         self.progress = progress
         self._data: dict[tuple, Any] = {}
+        self._given = data  # DataSplits the caller already holds: every job of its dataset trains on them
 
     def _dataset(self, cfg: TrainConfig):
         from relucut.train import load_data
+
+        if self._given is not None and self._given.name == cfg.dataset.lower():
+            return self._given
 
         # everything that shapes the split or the pixels: the training engine checks the same fields
         key = (cfg.dataset.lower(), cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.val_from, cfg.spec().image_size)
@@ -165,11 +169,13 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                            "start one (ray start --head) or fix --address") from None
 
 
-def make_executor(name: str, address: str | None = None, progress: bool = True, cpus_per_job: int = 1) -> Executor:
+def make_executor(name: str, address: str | None = None, progress: bool = True, cpus_per_job: int = 1,
+                  data: Any = None) -> Executor:
+    """``data``: DataSplits the sequential executor trains on instead of loading them by config."""
     if name == "sequential":
         if address:
             raise RelucutError("--address is for --executor ray; drop it or add --executor ray")
-        return SequentialExecutor(progress=progress)
-    if name == "ray":
+        return SequentialExecutor(progress=progress, data=data)
+    if name == "ray":  # workers load the dataset by its config
         return RayExecutor(address=address, cpus_per_job=cpus_per_job)
     raise RelucutError(f"unknown executor '{name}'; use sequential or ray")

@@ -64,6 +64,12 @@ class SearchSettings:
     one_block: bool = True  # the S* (one block per ReLU stage) candidates, where the model allows
     device: str = "auto"
 
+    @classmethod
+    def from_base(cls, base: TrainConfig, **fields: Any) -> SearchSettings:
+        """Settings whose runs share ``base``'s recipe (its model, dataset and device included)."""
+        train = {k: v for k, v in base.to_dict().items() if k not in ("model", "dataset", "device", "plan", "teacher")}
+        return cls(model=dict(base.model), dataset=base.dataset, train=train, device=base.device, **fields)
+
     def spec(self) -> ModelSpec:
         return ModelSpec.from_dict(dict(self.model))
 
@@ -339,4 +345,48 @@ def _blocks_kwarg(spec: ModelSpec) -> set[str]:
         return set()
 
 
-__all__ = ["Search", "SearchOutcome", "SearchSettings"]
+@dataclass
+class DeepReDuceConfig:
+    """``relucut.reduce`` with DeepReDuce: the search, then the most accurate network (validation)
+    within ``budget`` (None: the most accurate of all) exported as the result."""
+
+    budget: int | None = None
+    criticality_epochs: int | None = None  # None: the base recipe's epochs
+    criticality_without_kd: bool = True
+    criticality_file: str | None = None
+    one_block: bool = True
+
+    def check(self) -> None:
+        if self.budget is not None and self.budget < 1:
+            raise RelucutError(f"budget must be >= 1 ReLU, got {self.budget}")
+        if self.criticality_epochs is not None and self.criticality_epochs < 1:
+            raise RelucutError(f"criticality_epochs must be >= 1, got {self.criticality_epochs}")
+
+
+def run_deepreduce(base: TrainConfig, out: str | Path, cfg: DeepReDuceConfig, *, teacher: str | Path | None = None,
+                   data: Any = None, executor: Executor | None = None, console: Console | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """The search under ``out``, its pick exported to ``out/export``; returns (and writes) result.json.
+    ``data``: the DataSplits to train on (else loaded by ``base``'s dataset fields)."""
+    from relucut.export import export_run
+
+    cfg.check()
+    settings = SearchSettings.from_base(
+        base, criticality_epochs=cfg.criticality_epochs, criticality_without_kd=cfg.criticality_without_kd,
+        teacher=str(Path(teacher).resolve()) if teacher is not None else None,
+        criticality_file=cfg.criticality_file, one_block=cfg.one_block)
+    out = Path(out)
+    executor = executor or SequentialExecutor(progress=progress, data=data)
+    outcome = Search(settings, out, executor, console).run(cfg.budget)
+    pick = outcome.best or max(outcome.results, key=lambda r: (r.val_acc, -r.relus))
+    exported = export_run(out / pick.run_dir, out / "export")
+    report = count(exported.model, exported.recipe.model.input_size)
+    result = {"method": "deepreduce", "budget": cfg.budget, "network": pick.network_label(), "name": pick.name,
+              "candidates": len(outcome.results), "criticality_order": outcome.criticality.order,
+              "result": {"relus": report.relus, "val_acc": pick.val_acc, "test_acc": pick.test_acc,
+                         "macs": report.macs, "conv_depth": report.conv_depth}}
+    atomic_write_text(out / "result.json", json.dumps(result, indent=1))
+    return result
+
+
+__all__ = ["DeepReDuceConfig", "Search", "SearchOutcome", "SearchSettings", "run_deepreduce"]

@@ -121,7 +121,7 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
     """
     from relucut.cost import count
     from relucut.deepreshape.describe import distribution
-    from relucut.finegrained import load_export
+    from relucut.export import load_export
     from relucut.finegrained.pipeline import run_snl
     from relucut.finegrained.snl import SNLConfig
     from relucut.train import evaluate, load_data
@@ -173,3 +173,66 @@ def summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
         out.append([f"{r['budget']:,}", r["role"], f"{r['model']} m={r['base_width']} {edits}".strip(),
                     f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M", "-" if acc is None else f"{100 * acc:.2f}"])
     return out
+
+
+@dataclasses.dataclass
+class DeepReShapeConfig:
+    """``relucut.reduce`` with DeepReShape: the HybReNet design for ``budget`` (the equalized
+    network widened, or culled/thinned below its capacity floor), trained with KD from the teacher."""
+
+    budget: int
+    equalized: str = "hrn_5x5x3x"  # the ReLU-equalized HybReNet (the slides' CIFAR-100 order)
+    order: list[str] = dataclasses.field(default_factory=lambda: ["s3", "s2", "s4", "s1"])  # most -> least critical
+    min_width: int = 16  # capacity floor of the first stage's width
+
+    def check(self) -> None:
+        parse_hrn_name(self.equalized)
+        if self.budget < 1 or self.min_width < 1:
+            raise RelucutError(f"budget and min_width must be >= 1, got {self.budget} and {self.min_width}")
+
+    def design(self, num_classes: int, input_size: tuple[int, int, int]) -> BudgetDesign:
+        stages = [f"s{i + 1}" for i in range(4)]
+        if sorted(self.order) != stages:
+            raise RelucutError(f"order must rank {', '.join(stages)} once each, got {', '.join(self.order)}")
+        return design_for_budget(self.budget, parse_hrn_name(self.equalized), [stages.index(s) for s in self.order],
+                                 input_size=input_size, num_classes=num_classes, min_width=self.min_width)
+
+
+def design_job(spec: Any, cfg: DeepReShapeConfig, base: Any, teacher: str | Path | None, run_dir: Path):
+    """(the design, its engine TrainJob): ``spec``'s classes and input, ``base``'s recipe, KD from
+    ``teacher`` where given."""
+    from relucut.deepreduce.executors import TrainJob
+
+    cfg.check()
+    design = cfg.design(spec.num_classes, spec.input_size)
+    net = design.spec(spec.num_classes, spec.input_size)
+    plan = design.plan(spec.num_classes, spec.input_size)
+    train_cfg = dataclasses.replace(base, model=net.to_dict(), plan=plan.to_dict() if plan.decisions else None,
+                                    teacher=str(Path(teacher).resolve()) if teacher is not None else None)
+    return design, TrainJob(f"deepreshape {cfg.budget}", train_cfg, run_dir)
+
+
+def design_label(design: BudgetDesign) -> str:
+    """``hrn_5x5x3x m=16 cull s1 thin s2``: the network and its coarse edits."""
+    culled = [c for c in design.culled if c != "stem"]
+    edits = (f" cull {'+'.join(culled)}" if culled else "") + (f" thin {'+'.join(design.thinned)}" if design.thinned else "")
+    return f"{design.model} m={design.base_width}{edits}"
+
+
+def run_deepreshape(spec: Any, base: Any, out: str | Path, cfg: DeepReShapeConfig, *, teacher: str | Path | None = None,
+                    data: Any = None, progress: bool = True) -> dict[str, Any]:
+    """The design trained in ``out/train`` and exported to ``out/export``; returns (and writes) result.json."""
+    from relucut.cost import count
+    from relucut.export import export_run
+    from relucut.train import train
+
+    out = Path(out)
+    design, job = design_job(spec, cfg, base, teacher, out / "train")
+    final = train(job.config, job.run_dir, data=data, progress=progress, label="deepreshape design")
+    exported = export_run(job.run_dir, out / "export")
+    report = count(exported.model, exported.recipe.model.input_size)
+    result = {"method": "deepreshape", "budget": cfg.budget, "network": design_label(design), "design": design.to_dict(),
+              "result": {"relus": report.relus, "val_acc": final.get("best_val_acc"), "test_acc": final.get("test_acc"),
+                         "macs": report.macs, "conv_depth": report.conv_depth}}
+    atomic_write_json(out / RESULTS_FILE, result)
+    return result

@@ -74,7 +74,7 @@ class _Search:
         self.spec, self.config, self.data, self.out, self.base = spec, config, data, out, base
         self.progress, self.console = progress, console
         self.full = count(spec.build(), spec.input_size)
-        self.executor = _executor(config.executor, address, progress)
+        self.executor = _executor(config.executor, address, progress, data)
         self.teacher_dir = out / "teacher"
         self.order: list[str] | None = None  # DeepReDuce's culling order, least critical first
         self.points: list[FrontierPoint] = []
@@ -103,14 +103,11 @@ class _Search:
     def deepreduce(self) -> None:
         from relucut.deepreduce.search import Search, SearchSettings
 
-        train = {k: v for k, v in self.base.to_dict().items() if k not in ("model", "dataset", "device", "plan",
-                                                                          "teacher")}
-        settings = SearchSettings(model=self.spec.to_dict(), dataset=self.base.dataset, train=train,
-                                  criticality_epochs=self.config.criticality_epochs, criticality_without_kd=False,
-                                  teacher=str(self.teacher_dir.resolve()), one_block=self.config.one_block,
-                                  device=self.base.device)
+        settings = SearchSettings.from_base(self.base, criticality_epochs=self.config.criticality_epochs,
+                                            criticality_without_kd=False, teacher=str(self.teacher_dir.resolve()),
+                                            one_block=self.config.one_block)
         search = Search(settings, self.out / "deepreduce", self.executor, self.console)
-        budget = None
+        budget = None  # latency budgets: every candidate (a MAC-light one may fit where ReLU counts say not)
         if self.config.latency_budgets is None:
             budget = max(self.config.budgets)
             if budget < search.smallest_reachable():
@@ -124,41 +121,30 @@ class _Search:
                                    {"best_val_acc": r.val_acc, "test_acc": r.test_acc})
 
     def deepreshape(self) -> None:
-        from relucut.deepreduce.executors import TrainJob
-        from relucut.deepreshape.capacity import design_for_budget
-        from relucut.models.hybrenet import parse_hrn_name
+        from relucut.deepreshape.pipeline import DeepReShapeConfig, design_job, design_label
 
         stages = [s for s in self.full.stage_names if s != "stem"]
-        if len(stages) != 4:
-            self.console.print(f"note: DeepReShape designs four-stage networks; {self.spec.name} has "
-                               f"{len(stages)} stages, skipping it")
+        if stages != ["s1", "s2", "s3", "s4"]:
+            self.console.print(f"note: DeepReShape designs four-stage ResNets; {self.spec.name} has stages "
+                               f"{', '.join(stages)}, skipping it", highlight=False)
             return
-        most_first = list(reversed(self.order)) if self.order else list(STAGE_ORDER)
-        order = [stages.index(s) for s in most_first if s in stages]
+        order = list(reversed(self.order)) if self.order else list(STAGE_ORDER)  # most critical first
         min_width = min(16, int(self.spec.kwargs.get("base_width", 16)))
-        jobs, designs = [], {}
+        jobs, designs = [], []
         for budget in sorted({b for b in self.relu_budgets().values() if b is not None}):
+            cfg = DeepReShapeConfig(budget=budget, equalized=self.config.equalized, order=order, min_width=min_width)
             try:
-                design = design_for_budget(budget, parse_hrn_name(self.config.equalized), order,
-                                           input_size=self.spec.input_size, num_classes=self.spec.num_classes,
-                                           min_width=min_width)
+                design, job = design_job(self.spec, cfg, self.base, self.teacher_dir,
+                                         self.out / "deepreshape" / str(budget))
             except RelucutError as exc:
                 self.console.print(f"note: no DeepReShape design for {budget:,} ReLUs ({exc})", highlight=False)
                 continue
-            spec = design.spec(self.spec.num_classes, self.spec.input_size)
-            plan = design.plan(self.spec.num_classes, self.spec.input_size)
-            cfg = dataclasses.replace(self.base, model=spec.to_dict(), plan=plan.to_dict() if plan.decisions else None,
-                                      teacher=str(self.teacher_dir.resolve()))
-            designs[budget] = design
-            jobs.append(TrainJob(f"deepreshape {budget}", cfg, self.out / "deepreshape" / str(budget)))
+            jobs.append(job)
+            designs.append(design)
         finals = self.executor.run(jobs, lambda *_: None)
-        for job, (budget, design) in zip(jobs, designs.items()):
-            edits = " ".join(p for p in (f"cull {'+'.join(c for c in design.culled if c != 'stem')}"
-                                         if [c for c in design.culled if c != "stem"] else "",
-                                         f"thin {'+'.join(design.thinned)}" if design.thinned else "") if p)
-            label = f"{design.model} m={design.base_width} {edits}".strip()
-            self._add_engine_point("deepreshape", f"deepreshape/{budget}", label, job.run_dir, finals[job.key],
-                                   budget=budget)
+        for job, design in zip(jobs, designs):
+            self._add_engine_point("deepreshape", f"deepreshape/{design.budget}", design_label(design), job.run_dir,
+                                   finals[job.key], budget=design.budget)
 
     def masked(self, method: str, budget: int) -> None:
         """SNL or SENet from the teacher to exactly ``budget`` ReLUs (SENet + shallow: at most)."""
@@ -277,10 +263,10 @@ def _commands(front: list[FrontierPoint], config: FrontierConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _executor(name: str, address: str | None, progress: bool):
+def _executor(name: str, address: str | None, progress: bool, data: DataSplits):
     from relucut.deepreduce.executors import make_executor
 
-    return make_executor(name, address, progress=progress)
+    return make_executor(name, address, progress=progress, data=data)
 
 
 def _reshaped_reports(spec: ModelSpec) -> list:
