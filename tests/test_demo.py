@@ -1,21 +1,26 @@
-"""`relucut demo`: DeepReDuce end to end on the embedded digits data (one epoch per network here)."""
+"""`relucut demo`: the cross-method frontier on the embedded digits data (one epoch per network here)."""
 
 import json
 
+import pytest
 from conftest import run_cli
 
+from relucut.frontier_search import METHODS
 
-def test_demo_prints_the_frontier_and_writes_the_plot(tmp_path):
+
+@pytest.mark.slow
+def test_demo_prints_the_picks_and_writes_the_frontier_files(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli("demo", "--epochs", "1", "--out", out, check=True)
-    assert "Order, least to most critical:" in proc.stdout
-    assert "Pareto frontier" in proc.stdout and "#ReLU" in proc.stdout
+    assert "Chosen per budget" in proc.stdout and "combined frontier" in proc.stdout
     doc = json.loads((out / "frontier.json").read_text())
-    assert len(doc["candidates"]) == 18  # 3 culling iterations x 5, plus 3 one-block networks
     assert doc["model"]["name"] == "resnet18" and doc["dataset"] == "digits"
-    for r in doc["frontier"]:  # every frontier row is printed with its ReLU count
-        assert f"{r['relus']:,}" in proc.stdout
-    png = (out / "pareto.png").read_bytes()
+    assert {p["method"] for p in doc["points"]} == {"teacher", *METHODS}
+    for budget in doc["budgets"]:  # every budget gets a pick within it, printed with its ReLU count
+        pick = [p for p in doc["points"] if budget in p["chosen_for"]]
+        assert len(pick) == 1 and pick[0]["relus"] <= budget
+        assert f"{pick[0]['relus']:,}" in proc.stdout
+    png = (out / "frontier.png").read_bytes()
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
-    settings = json.loads((out / "search.json").read_text())
-    assert settings["dataset"] == "digits" and settings["train"]["epochs"] == 1
+    settings = json.loads((out / "config.json").read_text())
+    assert settings["train"]["dataset"] == "digits" and settings["train"]["epochs"] == 1
