@@ -1,5 +1,8 @@
 import os
+import shutil
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,18 +26,64 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def run_cli(*args, check=None, env=None, timeout=600, cwd=None):
-    """Runs ``python -m relucut ARGS`` in a subprocess, the way a user's shell would."""
+@dataclass
+class CliResult:
+    """What a test reads of a ``relucut`` run: the fields of ``subprocess.CompletedProcess``."""
+
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, check=None, env=None, timeout=600, cwd=None, subprocess=False):
+    """Runs ``relucut ARGS`` the way a user's shell would: the same ``main()``, exit status, stdout
+    and stderr. In this process by default (a subprocess pays ~3 s of torch import each time);
+    ``subprocess=True`` for tests about the process itself (signals, environment at start-up)."""
+    args = [str(a) for a in args]
+    run = _run_subprocess if subprocess else _run_in_process
+    proc = run(args, env=env, timeout=timeout, cwd=cwd)
+    if check is True and proc.returncode != 0:
+        raise AssertionError(f"relucut {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _run_subprocess(args, env, timeout, cwd):
     import subprocess
 
     full_env = {**os.environ, "PYTHONPATH": str(TESTS), "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "relucut", *map(str, args)],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd,
-    )
-    if check is True and proc.returncode != 0:
-        raise AssertionError(f"relucut {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return subprocess.run([sys.executable, "-m", "relucut", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+def _run_in_process(args, env, timeout, cwd):  # noqa: ARG001 (timeout: the in-process run is not killed)
+    from click.testing import CliRunner
+
+    from relucut.cli import app as cli_app
+
+    old_argv, old_cwd, old_threads = sys.argv, os.getcwd(), torch.get_num_threads()
+    with CliRunner().isolation(env={"COLUMNS": "200", **(env or {})}) as (out, err, _):
+        sys.argv = ["relucut", *args]
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            cli_app.main()  # the console script's entry point: RelucutError -> one line, exit 2
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                sys.stderr.write(exc.code + "\n")
+        except Exception:  # what the interpreter does with an uncaught exception
+            sys.stderr.write(traceback.format_exc())
+            code = 1
+        finally:
+            sys.argv = old_argv
+            os.chdir(old_cwd)
+            torch.set_num_threads(old_threads)  # a --threads option must not outlive its command
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return CliResult(["relucut", *args], code, stdout, stderr)
 
 
 def assert_one_line_error(proc, *needles):
@@ -44,3 +93,9 @@ def assert_one_line_error(proc, *needles):
     assert len(err.splitlines()) == 1, err
     for needle in needles:
         assert needle in err, err
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A private copy of a shared (module- or session-scoped) run dir, for a test that changes it."""
+    shutil.copytree(src, dst)
+    return dst
