@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -119,3 +119,72 @@ def models() -> None:
     for name in list_models():
         table.add_row(name, model_doc(name))
     console.print(table)
+
+
+@app.command()
+@with_model_options()
+def sites(model: ModelOptions, as_json: JsonOpt = False) -> None:
+    """Every plan site of MODEL (ReLUs, ReLU6s, max-pools) with its stage, block, shape and kind:
+    the names that --drop and plan files use."""
+    from relucut.sites import find_sites
+
+    spec = model.spec()
+    found = find_sites(spec.build(), spec.input_size)
+    rows = [site.to_dict() for site in (*found.sites, *found.pools)]
+    if as_json:
+        typer.echo(json.dumps({"model": spec.name, "spec": spec.to_dict(), "stages": list(found.stage_names),
+                               "sites": rows}))
+        return
+    table = Table("site", "stage", "block", "kind", "shape", "comparisons")
+    for row in rows:
+        kind = row["kind"] + (" (gate)" if row["gate"] else "")
+        table.add_row(row["name"], row["stage"], row["block"], kind, "x".join(map(str, row["shape"])),
+                      f"{row['comparisons']:,}")
+    console.print(table)
+
+
+@app.command("plan")
+@with_model_options()
+def make_plan(
+    model: ModelOptions,
+    out: Annotated[str, typer.Option("--out", "-o", help="The plan JSON to write.")],
+    cull: CullOpt = None,
+    thin: ThinOpt = None,
+    drop: Annotated[Optional[str], typer.Option("--drop", help="Sites whose ReLUs are removed, e.g. s1_0_relu1,s2_1_relu2 ('relucut sites').")] = None,
+    replace_maxpool: Annotated[bool, typer.Option("--replace-maxpool", help="Every max-pool becomes average pooling (no comparisons).")] = False,
+    plan: PlanOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a ReLU plan for MODEL (for --plan of count, train, export, pi): --cull/--thin stages,
+    --drop sites, --replace-maxpool, on top of an existing --plan."""
+    from relucut.cli.options import check_writable, parse_names
+    from relucut.cost import count as count_cost
+    from relucut.sites import find_sites
+
+    names = parse_names(drop)
+    if not (cull or thin or names or replace_maxpool or plan):
+        raise RelucutError("nothing to plan: pass --cull/--thin stages, --drop sites or --replace-maxpool")
+    check_writable(out, folder=False)
+    spec = model.spec()
+    net = spec.build()
+    found = find_sites(net, spec.input_size)
+    relu_plan = resolve_plan(spec, plan, cull, thin)
+    for name in names:
+        if found[name].is_pool:  # found[...] names the model's sites when one is unknown
+            raise RelucutError(f"'{name}' is a max-pool; --drop takes ReLU sites, --replace-maxpool swaps pools")
+        relu_plan.drop(name)
+    if replace_maxpool:
+        if not found.pools:
+            raise RelucutError(f"{spec.name} has no max-pool; drop --replace-maxpool")
+        relu_plan.replace_maxpools(found)
+    relu_plan.meta.update({"model": spec.to_dict(), **({"drop": names} if names else {}),
+                           **({"replace_maxpool": True} if replace_maxpool else {})})
+    report = count_cost(net, spec.input_size, plan=relu_plan)  # also checks that the plan fits
+    relu_plan.save(out)
+    summary = {"out": out, "relus": report.relus, "relus_full": report.relus_full,
+               "comparisons": report.comparisons, "sites_changed": sum(d.action != "keep" for d in relu_plan.decisions.values())}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        console.print(f"wrote {out}: ReLUs {report.relus_full:,} -> {report.relus:,} "
+                      f"({summary['sites_changed']} sites changed)", highlight=False)
