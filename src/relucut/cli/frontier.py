@@ -44,6 +44,7 @@ CritEpochsOpt = Annotated[Optional[int], typer.Option("--criticality-epochs", he
 BatchOpt = Annotated[int, typer.Option("--batch-size")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Initial SGD learning rate of the base recipe.")]
 ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out to choose networks.")]
+InitOpt = Annotated[str, typer.Option("--init", help="DeepReDuce networks start from: scratch, or the teacher's weights.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (DeepReDuce/DeepReShape training jobs).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local Ray).")]
 OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder; rerun the same command to resume.")]
@@ -52,7 +53,7 @@ OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folde
 def frontier_config(budgets: str | None, latency: str | None, methods: str | None, engine: str, objective: str,
                     bandwidth: str | None, rtt: str | None, pi_threads: int | None, measure: bool, epochs: int,
                     finetune_epochs: int | None, search_epochs: int | None, criticality_epochs: int | None,
-                    executor: str):
+                    executor: str, init: str = "scratch"):
     """The options as a FrontierConfig, every value checked (nothing is written before this)."""
     from relucut.budgets import parse_budgets, parse_latency_budgets
     from relucut.finegrained.senet import SENetConfig
@@ -72,7 +73,7 @@ def frontier_config(budgets: str | None, latency: str | None, methods: str | Non
         budgets=parse_budgets(budgets) if budgets is not None else [],
         latency_budgets=parse_latency_budgets(latency) if latency is not None else None,
         methods=parse_names(methods) if methods is not None else list(METHODS),
-        objective=objective, engine=engine, measure=measure, executor=executor,
+        objective=objective, engine=engine, measure=measure, executor=executor, init=init,
         bandwidth_bps=parse_quantity(bandwidth, BITS_PER_S, "--bandwidth", "1gbit") if bandwidth else None,
         rtt_s=parse_quantity(rtt, SECONDS, "--rtt", "0.3ms") if rtt is not None else None,
         threads=pi_threads, criticality_epochs=criticality_epochs,
@@ -153,6 +154,7 @@ def frontier(
     limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    init: InitOpt = "scratch",
     executor: ExecutorOpt = "sequential",
     address: AddressOpt = None,
     out: OutOpt = None,
@@ -163,7 +165,7 @@ def frontier(
     from relucut.train import TrainConfig
 
     config = frontier_config(budgets, latency_budget, methods, engine, objective, bandwidth, rtt, pi_threads,
-                             measure, epochs, finetune_epochs, search_epochs, criticality_epochs, executor)
+                             measure, epochs, finetune_epochs, search_epochs, criticality_epochs, executor, init)
     spec = model.spec()
     if val_fraction <= 0:
         raise RelucutError("the frontier chooses networks on held-out images; use --val-fraction > 0")

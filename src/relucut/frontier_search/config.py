@@ -15,6 +15,7 @@ from relucut.finegrained.snl import SNLConfig
 METHODS = ("deepreduce", "deepreshape", "snl", "snl-channel", "senet", "senet-shallow")
 OBJECTIVES = ("relus", "latency")
 EXECUTORS = ("sequential", "ray")
+INITS = ("scratch", "teacher")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class FrontierConfig:
     senet: SENetConfig = field(default_factory=lambda: SENetConfig(budget=0))
     criticality_epochs: int | None = None  # None: the base recipe's epochs
     one_block: bool = True  # DeepReDuce's S* candidates
+    init: str = "scratch"  # DeepReDuce's networks: fresh weights, or the teacher's (every weight of the same shape)
     executor: str = "sequential"  # DeepReDuce candidates and DeepReShape designs: in turn, or over Ray
     measure: bool = False  # run the final frontier's networks under SPU (slow)
     equalized: str = "hrn_5x5x3x"  # DeepReShape's ReLU-equalized HybReNet (slides: CIFAR-100 order)
@@ -60,6 +62,7 @@ class FrontierConfig:
             need(all(isinstance(b, int) and b >= 1 for b in self.budgets), "ReLU budgets must be whole numbers >= 1")
         need(self.objective in OBJECTIVES, f"unknown objective '{self.objective}'; use {' or '.join(OBJECTIVES)}")
         need(self.engine in profile_names(), f"unknown engine '{self.engine}'; use one of {', '.join(profile_names())}")
+        need(self.init in INITS, f"unknown init '{self.init}'; use {' or '.join(INITS)}")
         need(self.executor in EXECUTORS, f"unknown executor '{self.executor}'; use {' or '.join(EXECUTORS)}")
         need(self.criticality_epochs is None or self.criticality_epochs >= 1, "criticality epochs must be >= 1")
         self.snl.check()

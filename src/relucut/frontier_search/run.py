@@ -103,7 +103,10 @@ class _Search:
     def deepreduce(self) -> None:
         from relucut.deepreduce.search import Search, SearchSettings
 
-        settings = SearchSettings.from_base(self.base, criticality_epochs=self.config.criticality_epochs,
+        base = self.base
+        if self.config.init == "teacher":  # ReLUs removed, weights kept
+            base = dataclasses.replace(base, init=str(self.teacher_dir.resolve()))
+        settings = SearchSettings.from_base(base, criticality_epochs=self.config.criticality_epochs,
                                             criticality_without_kd=False, teacher=str(self.teacher_dir.resolve()),
                                             one_block=self.config.one_block)
         search = Search(settings, self.out / "deepreduce", self.executor, self.console)

@@ -54,3 +54,17 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
     model.relucut_config = config
     model.relucut_normalize = (tuple(ckpt.get("mean", ())), tuple(ckpt.get("std", ())))
     return model.to(device).eval()
+
+
+def init_from(model: nn.Module, path: str | Path) -> int:
+    """Copies the weights of the run dir or checkpoint ``path`` into ``model`` wherever a tensor's
+    name and shape match (a culled or thinned network keeps every weight of its full-ReLU parent;
+    a narrower one keeps none of the resized ones). Returns how many tensors were copied."""
+    source = read_checkpoint(find_checkpoint(path))["model"]
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not any(v.dim() >= 2 for v in matching.values()):  # biases and BN counters alone are no start
+        raise RelucutError(f"no weight of '{path}' fits this model (names or shapes differ); "
+                           "start from a run of the same architecture, or drop init")
+    model.load_state_dict(matching, strict=False)
+    return len(matching)

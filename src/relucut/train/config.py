@@ -41,6 +41,7 @@ class TrainConfig:
     val_from: str = "random"  # or "tail": the last val_fraction of the training files
     plan: dict[str, Any] | None = None  # a ReLUPlan.to_dict()
     teacher: str | None = None  # a run dir or a checkpoint file
+    init: str | None = None  # a run dir or checkpoint whose weights start the run where names and shapes match
     epochs: int = 120
     batch_size: int = 128
     lr: float = 0.1

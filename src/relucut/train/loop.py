@@ -21,7 +21,7 @@ from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.plan import atomic_write_text
 from relucut.train.batches import DeviceBatches, epoch_generator
-from relucut.train.build import build_model, load_checkpoint_model, load_data
+from relucut.train.build import build_model, init_from, load_checkpoint_model, load_data
 from relucut.train.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint, rng_state, set_rng_state,
 )
@@ -108,6 +108,8 @@ def train(
 
         seed_everything(cfg.seed)
         student = model if model is not None else build_model(cfg)
+        if cfg.init and model is None and resume is None:
+            init_from(student, cfg.init)  # before the optimizer and the first checkpoint see it
         student.to(device)
         if channels_last:
             student.to(memory_format=torch.channels_last)
