@@ -278,8 +278,8 @@ def _check_masks(model: nn.Module, plan: ReLUPlan) -> None:
 
 
 def _counts(report: CostReport) -> dict[str, Any]:
-    return {"relus": report.relus, "relus_full": report.relus_full, "macs": report.macs,
-            "params": report.params, "conv_depth": report.conv_depth}
+    return {"relus": report.relus, "relus_full": report.relus_full, "relus_without_stem": report.relus_without_stem,
+            "macs": report.macs, "params": report.params, "conv_depth": report.conv_depth}
 
 
 def _onnx_bytes(gm: nn.Module, input_size: tuple[int, ...]) -> bytes:

@@ -26,7 +26,7 @@ from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan
 from relucut.site_module import PartialReLU, ReLUSite
 
-SUMMARY_KEYS = ("relus", "relus_full", "macs", "params", "conv_depth")
+SUMMARY_KEYS = ("relus", "relus_full", "relus_without_stem", "macs", "params", "conv_depth")
 
 
 def site_names(model: nn.Module) -> dict[str, str]:
@@ -96,7 +96,7 @@ def export(out_dir: Path, model: nn.Module, spec: ModelSpec, *, shallow_blocks: 
            aux: tuple[AuxHead, str] | None = None, meta: dict[str, Any] | None = None,
            onnx: bool = True) -> dict[str, Any]:
     """Exports the trained ``model`` to ``out_dir`` and returns the exported network's cost summary
-    (relus, relus_full, macs, params, conv_depth).
+    (relus, relus_full, relus_without_stem, macs, params, conv_depth).
 
     ``shallow_blocks``: block paths now holding their shallow replacement; ``aux`` = (head, stage):
     export the auxiliary exit instead of the full network. The directory (recipe.json, model.pt,

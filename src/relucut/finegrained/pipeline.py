@@ -73,14 +73,16 @@ def _accuracy(model: nn.Module, data: DataSplits) -> dict[str, float | None]:
 
 def _columns(cost: dict[str, Any], base: dict[str, Any], accuracy: dict[str, float | None]) -> dict[str, Any]:
     return {
-        "relus": cost["relus"], **accuracy, "conv_depth": cost["conv_depth"], "macs": cost["macs"],
+        "relus": cost["relus"], "relus_without_stem": cost.get("relus_without_stem"), **accuracy,
+        "conv_depth": cost["conv_depth"], "macs": cost["macs"],
         "mac_saving": base["macs"] / max(1, cost["macs"]), "relu_reduction": base["relus"] / max(1, cost["relus"]),
     }
 
 
 def _base_cost(model: nn.Module, spec: ModelSpec) -> dict[str, Any]:
     r = count(model, spec.input_size)
-    return {"relus": r.relus, "macs": r.macs, "conv_depth": r.conv_depth, "params": r.params}
+    return {"relus": r.relus, "relus_without_stem": r.relus_without_stem, "macs": r.macs,
+            "conv_depth": r.conv_depth, "params": r.params}
 
 
 def _write(out: Path, name: str, data: dict[str, Any]) -> None:
@@ -164,7 +166,7 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConf
         result: dict[str, Any] = {
             "method": "senet" + ("+shallow" if cfg.shallow else "") + ("+ac" if cfg.aux_after else ""),
             "budget": cfg.budget, "layer_budget": res.layer_budget, "block_sensitivity": res.block_sensitivity,
-            "shallow_blocks": res.shallow_blocks, "stage2": stage2,
+            "shallow_blocks": res.shallow_blocks, "faded_sites": res.faded_sites, "stage2": stage2,
             "result": _columns(cost, base_cost, _accuracy(model, data)),
             "masks_only": _columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
         }
