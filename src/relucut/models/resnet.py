@@ -72,6 +72,23 @@ class ConvBNReLU(nn.Sequential):
 BLOCKS = {"basic": BasicBlock, "single": SingleConvBlock, "plain": ConvBNReLU}
 
 
+RHO_MODES = ("pool", "stride")  # rho < 1 by average-pooling the input, or by a strided stem conv
+
+
+def stem_stride_for(rho: float, rho_mode: str) -> int:
+    """The stem conv's stride: 1 when the input is pooled, 1/rho (an integer) for ``rho_mode="stride"``
+    (DeepReDuce's model zoo halves resolution with a stride-2 stem conv)."""
+    if rho_mode not in RHO_MODES:
+        raise RelucutError(f"unknown rho_mode '{rho_mode}'; use {' or '.join(RHO_MODES)}")
+    if rho_mode == "pool" or rho == 1.0:
+        return 1
+    stride = round(1 / rho)
+    if abs(stride * rho - 1) > 1e-9:
+        raise RelucutError(f"rho_mode 'stride' needs 1/rho to be an integer stride, got rho={rho}; "
+                           "use rho 0.5 or 0.25, or rho_mode 'pool'")
+    return stride
+
+
 class ResNet(ZooModel):
     """stem -> s1..sN -> global average pool -> fc, with one block type per stage."""
 
@@ -84,13 +101,15 @@ class ResNet(ZooModel):
         in_chans: int = 3,
         rho: float = 1.0,
         strides: Sequence[int] | None = None,
+        rho_mode: str = "pool",
     ):
         super().__init__()
         n = len(blocks)
         strides = tuple(strides or (1,) + (2,) * (n - 1))
         self.stage_names = ("stem",) + tuple(f"s{i + 1}" for i in range(n))
-        self.resize = InputResize(rho)
-        conv, bn = conv_bn(in_chans, widths[0])
+        stem_stride = stem_stride_for(rho, rho_mode)
+        self.resize = InputResize(rho if stem_stride == 1 else 1.0)
+        conv, bn = conv_bn(in_chans, widths[0], stride=stem_stride)
         self.stem = nn.Sequential()
         self.stem.conv, self.stem.bn, self.stem.relu = conv, bn, nn.ReLU()
         cin = widths[0]
@@ -121,6 +140,7 @@ def resnet(
     blocks: Sequence[int] | None = None,
     alpha: float = 1.0,
     rho: float = 1.0,
+    rho_mode: str = "pool",
 ) -> ResNet:
     blocks = check_ints("blocks", blocks, len(default_blocks)) or tuple(default_blocks)
     for kind, count in zip(block_types, blocks):
@@ -133,6 +153,7 @@ def resnet(
         num_classes=num_classes,
         in_chans=in_chans,
         rho=rho,
+        rho_mode=rho_mode,
     )
 
 
