@@ -18,7 +18,7 @@ def _threads(one_thread):
     """Tiny models: one torch thread (conftest's fixture)."""
 
 
-def invoke(*args, cwd=None):
+def invoke(*args):
     _register()
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -252,3 +252,11 @@ def test_a_teacher_that_is_an_export_is_named_as_one(teacher_run, tmp_path):
     result = invoke(*TRAIN, "--teacher", tmp_path / "exp", "--out", tmp_path / "student")
     assert_refused(result, "is an export", "not a training run")
     assert "train it first" not in result.stderr and not (tmp_path / "student").exists()
+
+
+@pytest.mark.spu
+def test_a_timed_out_spu_run_says_raise_timeout_not_recreate_the_environment():
+    result = invoke("pi", "measure", "resnet6", "--dataset", "digits", "--base-width", "4", "--runs", "2",
+                    "--timeout", "1")
+    assert_refused(result, "took longer than 1 s", "raise --timeout")
+    assert "spu-env" not in result.stderr
