@@ -47,7 +47,8 @@ def test_kd_loss_equals_the_hand_computed_value():
 
 def test_distilled_student_learns_from_a_trained_teacher(tmp_path):
     data = load_dataset("digits")
-    teacher = train(digits_config("resnet10", 16, epochs=6), tmp_path / "teacher", progress=False, data=data)
+    # a teacher twice as wide as the student; a ResNet6 at width 8 passes 0.95 in 6 epochs, 5x cheaper than a ResNet10 at 16
+    teacher = train(digits_config("resnet6", 8, epochs=6), tmp_path / "teacher", progress=False, data=data)
     assert teacher["test_acc"] > 0.85
     kd = train(digits_config("resnet6", 4, epochs=4, teacher=str(tmp_path / "teacher")), tmp_path / "kd",
                progress=False, data=data)
