@@ -165,5 +165,5 @@ def test_a_criticality_file_for_another_model_is_refused_before_training(uninter
     whole, _ = uninterrupted
     other = ["resnet18" if a == "resnet20" else a for a in TINY if a not in ("--blocks", "1,1,1")]
     proc = run_cli("deepreduce", *other, "--out", tmp_path / "o", "--criticality", whole / "criticality.json")
-    assert_one_line_error(proc, "this model's are s1, s2, s3, s4")
+    assert_one_line_error(proc, "was computed for resnet20", "not for resnet18")
     assert not (tmp_path / "o").exists()
