@@ -221,7 +221,7 @@ def test_cli_train_takes_cull_and_thin_like_count(tmp_path):
     assert result.exit_code == 0, result.output
     plan = json.loads((out / "config.json").read_text())["plan"]
     dropped = sorted(name for name, d in plan["sites"].items() if d["action"] == "drop")
-    assert dropped == ["s1_0_relu1", "s1_0_relu2", "s2_0_relu1", "stem_relu"]
+    assert dropped == ["s1_0_relu1", "s1_0_relu2", "s2_0_relu2", "stem_relu"]  # thinning drops the post-add ReLU
 
 
 def test_device_names_are_checked():
