@@ -9,6 +9,7 @@ DeepReDuce's culled/thinned counts at this scale. One CPU thread (several times 
 on the shared box). Resumable: finished runs are skipped on a rerun.
 
     nice -n 10 .venv/bin/python bench/finegrained_cifar10.py
+    nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --iso-relu --budgets 3584  # GB at iso-ReLU
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs of every method")
     parser.add_argument("--mask-epochs", type=int, default=2, help="SENet stage 2")
     parser.add_argument("--search-epochs", type=int, default=5, help="SNL search, at most")
+    parser.add_argument("--iso-relu", action="store_true",
+                        help="only SENet with and without gated branching at the same final ReLU count")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -62,6 +65,9 @@ def main() -> None:
     base = base_model(engine, data, out, None, progress=False)
     e = args.epochs
     milestones = [e // 2, (7 * e) // 9, (8 * e) // 9]  # 90/140/160 of 180, scaled
+    if args.iso_relu:
+        iso_relu(args, out, data, engine, base, milestones, started)
+        return
     results = []
     for budget in [int(b) for b in args.budgets.split(",")]:
         # d_th = the mean fraction of ReLUs kept (paper: 0.05 at 4.5% kept, 0.1 at 15%: 0.7-1.1x the mean)
@@ -91,6 +97,55 @@ def main() -> None:
             results.append(result)
             print(name, budget, json.dumps(result["result"]), flush=True)
     write_results(results, args, time.perf_counter() - started)
+
+
+def iso_relu(args, out: Path, data: DataSplits, engine, base, milestones: list[int], started: float) -> None:
+    """SENet + GB at each budget, then SENet without GB at the ReLU count GB ended with: the paper's
+    Table 1 comparison (same ReLUs, GB shallower). Writes finegrained_iso_relu_cifar10.{json,md}."""
+    e, rows = args.epochs, []
+    for budget in [int(b) for b in args.budgets.split(",")]:
+        dth = round(budget / 17_408, 2)  # as in main(): the mean fraction of ReLUs kept
+        gb_dir = out / f"iso-senet-gb-{budget}"
+        gb = _cached(gb_dir, lambda d: run_senet(SPEC, data, d, SENetConfig(
+            budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones,
+            shallow=True, dth=dth), base=engine, teacher=base, progress=False))
+        relus = gb["result"]["relus"]
+        plain = _cached(out / f"iso-senet-{relus}", lambda d: run_senet(SPEC, data, d, SENetConfig(
+            budget=relus, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones),
+            base=engine, teacher=base, progress=False))
+        rows.append({"budget": budget, "dth": dth, "with_gb": gb, "without_gb": plain})
+        print(budget, json.dumps(gb["result"]), json.dumps(plain["result"]), flush=True)
+    seconds = time.perf_counter() - started
+    atomic_write_text(RESULTS / "finegrained_iso_relu_cifar10.json", json.dumps(
+        {"setting": {"model": SPEC.to_dict(), "train_images": args.train_images, "base_epochs": args.base_epochs,
+                     "finetune_epochs": e, "senet_mask_epochs": args.mask_epochs, "threads": 1, "seeds": [0]},
+         "rows": rows, "seconds": seconds}, indent=1))
+    base_row = rows[0]["with_gb"]["baseline"]
+    lines = ["# SENet with and without gated branching at the same ReLU count (CIFAR-10, CPU scale)", "",
+             f"ResNet18, base width 8, 16x16 inputs: {base_row['relus']:,} ReLUs. All-ReLU base (the teacher): "
+             f"{args.base_epochs} epochs on the first {args.train_images:,} training images, "
+             f"{100 * base_row['test_acc']:.2f}% on the held-out last 5,000. SENet: {args.mask_epochs} mask epochs, "
+             f"{e} fine-tuning epochs, one seed, one CPU thread. GB decides per ReLU layer (inner ReLU below d_th: "
+             "conv-BN + shortcut; post-add ReLU below d_th: dropped); SENet without GB is then run to the ReLU "
+             "count GB ended with.", "",
+             "| start budget | d_th | network | #ReLUs | w/o stem | test acc % | conv depth | MACs |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        for name, res in (("SENet + GB", r["with_gb"]), ("SENet (no GB), same ReLUs", r["without_gb"])):
+            c = res["result"]
+            lines.append(f"| {r['budget']:,} | {r['dth']} | {name} | {c['relus']:,} | {c['relus_without_stem']:,} | "
+                         f"{100 * c['test_acc']:.2f} | {c['conv_depth']} | {c['macs'] / 1e6:.2f}M |")
+        gb = r["with_gb"]
+        lines.append(f"\nBudget {r['budget']:,}: shallow blocks {', '.join(gb['shallow_blocks']) or 'none'}; "
+                     f"post-add ReLUs dropped: {', '.join(gb.get('faded_sites') or []) or 'none'}.")
+    lines.append(f"\nWall time: {seconds / 60:.1f} min (finished runs are reused).")
+    atomic_write_text(RESULTS / "finegrained_iso_relu_cifar10.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _cached(run_dir: Path, run) -> dict:
+    done = run_dir / "result.json"
+    return json.loads(done.read_text()) if done.is_file() else run(run_dir)
 
 
 def _deepreduce_points() -> list[dict]:
