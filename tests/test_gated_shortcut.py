@@ -162,3 +162,5 @@ def test_senet_shallow_export_replays_and_counts_as_result_json(senet_shallow_ru
     counted = json.loads(run_cli("count", out / "export", "--json", check=True).stdout)
     assert counted["relus"] == written["result"]["relus"] == count(loaded, SPEC.input_size).relus
     assert written["result"]["relus"] <= 600
+    stem = written["layer_budget"]["stem_relu"]  # without GB: the budget, the stem's share aside
+    assert written["masks_only"]["relus"] - written["masks_only"]["relus_without_stem"] == stem

@@ -31,6 +31,7 @@ from relucut.finegrained.senet import SENetConfig, senet
 from relucut.finegrained.snl import SNLConfig, snl
 from relucut.models.registry import ModelSpec
 from relucut.rundir import atomic_write_text, claim
+from relucut.sites import find_sites
 from relucut.train.build import load_checkpoint_model
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 from relucut.train.evaluate import evaluate
@@ -161,7 +162,10 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConf
                     after_stage2=after_stage2)
         meta = {"method": "senet", "budget": cfg.budget, "shallow_blocks": res.shallow_blocks}
         cost = export(out / "export", model, spec, shallow_blocks=res.shallow_blocks, meta=meta)
-        without_gb = {"relus": cfg.budget, "conv_depth": base_cost["conv_depth"], "macs": base_cost["macs"]}
+        stem_sites = {s.name for s in find_sites(teacher_model, spec.input_size) if s.stage == "stem"}
+        stem_budget = sum(n for name, n in res.layer_budget.items() if name in stem_sites)
+        without_gb = {"relus": cfg.budget, "relus_without_stem": cfg.budget - stem_budget,
+                      "conv_depth": base_cost["conv_depth"], "macs": base_cost["macs"]}
         no_accuracy = {"val_acc": None, "test_acc": None}
         result: dict[str, Any] = {
             "method": "senet" + ("+shallow" if cfg.shallow else "") + ("+ac" if cfg.aux_after else ""),
