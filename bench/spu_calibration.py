@@ -7,10 +7,13 @@ fit never saw: HybReNets (hrn_...), CIFAR ResNet20 and SNL-style random pixel an
 `relucut pi calibrate`'s fit (relucut.pi.calibrate) on the fit set gives the constants; the table
 sets every network's measurement beside the fitted and the shipped spu-cheetah estimates.
 
-Resumable: measured networks are kept in results/spu_calibration.partial.json and skipped.
+Resumable: measured networks are kept in results/spu_calibration.pass<N>.json and skipped. A second
+pass (``--pass 2``) measures every network again at another time; the analysis pools the warm runs
+of all passes, so each network's fastest run is the one least disturbed by other jobs on these
+shared cores.
 
-    nice -n 10 .venv/bin/python bench/spu_calibration.py [--runs 5]
-    .venv/bin/python bench/spu_calibration.py --analyse-only   # re-fit and re-write from the partial file
+    nice -n 10 .venv/bin/python bench/spu_calibration.py [--runs 5] [--pass 2]
+    .venv/bin/python bench/spu_calibration.py --analyse-only   # re-fit and re-write from the pass files
 """
 
 from __future__ import annotations
@@ -34,11 +37,10 @@ from relucut.plan import apply_plan
 from relucut.rundir import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
-PARTIAL = RESULTS / "spu_calibration.partial.json"
 TARGET = 0.25  # out of sample, estimated / measured - 1 for time and bytes each
 console = Console()
 
-# name, set, model, width, input side, plan: cull / thin stages, masks (kind, keep fraction, stages)
+# name, set, model, width, input side, plan: cull / thin stages, masks (kind, keep fraction, stages), blocks
 NETWORKS = [
     ("rn18-w4-16 full", "fit", "resnet18", 4, 16, {}),
     ("rn18-w8-16 full", "fit", "resnet18", 8, 16, {}),
@@ -50,6 +52,8 @@ NETWORKS = [
     ("rn18-w4-32 full", "fit", "resnet18", 4, 32, {}),
     ("rn18-w8-32 cull stem,s1,s2", "fit", "resnet18", 8, 32, {"cull": ["stem", "s1", "s2"]}),
     ("rn18-w16-32 cull stem,s1,s2,s3", "fit", "resnet18", 16, 32, {"cull": ["stem", "s1", "s2", "s3"]}),
+    ("rn18-b1-w4-16 full", "fit", "resnet18", 4, 16, {"blocks": [1, 1, 1, 1]}),
+    ("rn18-b1-w8-16 cull s1", "fit", "resnet18", 8, 16, {"blocks": [1, 1, 1, 1], "cull": ["s1"]}),
     ("rn18-w8-16 cull stem,s1 + 1/4 strided masks s2-s4", "fit", "resnet18", 8, 16,
      {"cull": ["stem", "s1"], "mask": ["strided", 0.25, ["s2", "s3", "s4"]]}),
     ("rn18-w4-32 1/2 strided masks s1-s4", "fit", "resnet18", 4, 32, {"mask": ["strided", 0.5, ["s1", "s2", "s3", "s4"]]}),
@@ -67,7 +71,8 @@ NETWORKS = [
 
 def build(model_name: str, width: int, side: int, plan_spec: dict, seed: int = 0):
     torch.manual_seed(seed)
-    base = relucut.create_model(model_name, num_classes=10, base_width=width).eval()
+    extra = {"blocks": plan_spec["blocks"]} if "blocks" in plan_spec else {}  # fewer blocks per stage
+    base = relucut.create_model(model_name, num_classes=10, base_width=width, **extra).eval()
     input_size = (3, side, side)
     sites = find_sites(base, input_size)
     plan = ReLUPlan.deepreduce(sites, cull=plan_spec.get("cull", []), thin=plan_spec.get("thin", []))
@@ -91,7 +96,7 @@ def build(model_name: str, width: int, side: int, plan_spec: dict, seed: int = 0
     return apply_plan(base, plan, input_size).eval(), input_size
 
 
-def measure_missing(done: dict, runs: int, chunk: int) -> None:
+def measure_missing(done: dict, runs: int, chunk: int, partial: Path) -> None:
     """Measures the networks not in ``done`` a few at a time, one SPU process pair per input size and chunk."""
     todo = [n for n in NETWORKS if n[0] not in done["rows"]]
     by_side: dict[int, list] = {}
@@ -118,7 +123,7 @@ def measure_missing(done: dict, runs: int, chunk: int) -> None:
                                      "messages_by_party": r["messages_by_party"]} for r in warm]
                 row["warm_min_cpu_s"] = min(max(r["cpu_s_by_party"]) for r in warm)
                 done["rows"][net[0]] = row
-                atomic_write_json(PARTIAL, done)
+                atomic_write_json(partial, done)
                 console.print(f"{net[0]}: {m.relus:,} ReLUs, warm min {row['warm_min_s']:.2f} s, "
                               f"{m.warm.bytes / 1e6:.3f} MB, {row['warm_rounds']} rounds, matches={m.matches}")
 
@@ -129,10 +134,54 @@ def workload_of(net) -> Workload:
     return Workload.of(relucut.count(model, input_size))
 
 
+def pooled_passes() -> dict:
+    """Every pass file's rows, each network's warm runs pooled across passes."""
+    passes = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("spu_calibration.pass*.json"))]
+    if not passes:
+        raise SystemExit("no measurements yet: run bench/spu_calibration.py without --analyse-only")
+    pooled: dict = {"config": {**passes[0]["config"], "passes": len(passes),
+                               "runs_per_pass": [p["config"]["runs"] for p in passes]}, "rows": {}}
+    for one in passes:
+        for name, row in one["rows"].items():
+            if name in pooled["rows"]:
+                pooled["rows"][name]["warm_runs"] += row["warm_runs"]
+                pooled["rows"][name]["matches"] &= row["matches"]
+                pooled["rows"][name]["max_abs_error"] = max(pooled["rows"][name]["max_abs_error"], row["max_abs_error"])
+            else:
+                pooled["rows"][name] = {**row, "warm_runs": list(row["warm_runs"])}
+    return pooled
+
+
+REFILL_MESSAGES = 500  # a warm run with this many more messages than the network's median also refilled the OT pool
+
+
+def typical_run(m: dict) -> dict:
+    """One network's typical warm inference: fastest wall time and CPU time of the runs that did not refill
+    the silent-OT pool (a refill adds over a thousand messages), their median bytes and rounds; and the
+    refill runs' extra cost."""
+    runs = m["warm_runs"]
+    rounds = [max(r["messages_by_party"]) for r in runs]
+    least = min(rounds)
+    plain = [r for r, n in zip(runs, rounds) if n < least + REFILL_MESSAGES]
+    refills = [r for r, n in zip(runs, rounds) if n >= least + REFILL_MESSAGES]
+    median_rounds = float(np.median([n for n in rounds if n < least + REFILL_MESSAGES]))
+    out = {"online_s": min(r["wall_s"] for r in plain), "cpu_s": min(max(r["cpu_s_by_party"]) for r in plain),
+           "online_bytes": float(np.median([r["bytes"] for r in plain])), "rounds": median_rounds,
+           "mean_s": float(np.mean([r["wall_s"] for r in runs])), "refills": len(refills)}
+    out["refill_extra"] = [{"bytes": r["bytes"] - out["online_bytes"], "rounds": max(r["messages_by_party"]) - median_rounds,
+                            "wall_s": r["wall_s"] - float(np.median([p["wall_s"] for p in plain]))} for r in refills]
+    return out
+
+
 def analyse(done: dict) -> dict:
+    """Fits the profile on the in-sample rows and sets every network's measurement beside the estimates.
+
+    Time is the busier party's CPU seconds (all its threads) of its fastest typical run: on these 2 cores,
+    shared with other jobs, wall time was 2-5x that and moved with their load, while CPU seconds stayed
+    within a few percent run to run. The same fit on wall seconds is kept beside it, for comparison."""
     from relucut.pi.calibrate import calibrate, measurement_row
 
-    rows, fit_rows = [], []
+    rows, cpu_rows, wall_rows = [], [], []
     for net in NETWORKS:
         name, group = net[0], net[1]
         if name not in done["rows"]:
@@ -140,105 +189,146 @@ def analyse(done: dict) -> dict:
         m = done["rows"][name]
         work = workload_of(net)
         assert work.relus == m["relus"], (name, work.relus, m["relus"])
-        measured = {"online_s": m["warm_min_s"], "online_bytes": m["warm"]["bytes"], "rounds": m["warm_rounds"]}
-        row = {**measurement_row(work), **measured}
-        rows.append((net, work, m, row))
+        typical = typical_run(m)
+        row = {**measurement_row(work), "online_s": typical["cpu_s"], "online_bytes": typical["online_bytes"],
+               "rounds": typical["rounds"]}
+        rows.append((net, work, m, row, typical))
         if group == "fit":
-            fit_rows.append(row)
+            cpu_rows.append(row)
+            wall_rows.append({**row, "online_s": typical["online_s"]})
     shipped = get_profile("spu-cheetah")
-    fitted, fit = calibrate(fit_rows, shipped, "spu-cheetah-fit")
-    # the measurements ran on loopback: the fitted per-layer time already holds its round trips
+    base = replace(shipped, ref_threads=1)  # CPU seconds: one core's worth of work per party
+    fitted, fit = calibrate(cpu_rows, base, "spu-cheetah-fit")
+    wall_fitted, wall_fit = calibrate(wall_rows, base, "spu-cheetah-wall")
     table = []
-    for net, work, m, row in rows:
+    for net, work, m, row, typical in rows:
         out = {"network": net[0], "set": "in-sample" if net[1] == "fit" else "out-of-sample",
                "model": net[2], "base_width": net[3], "input": [3, net[4], net[4]], "plan": net[5],
                **measurement_row(work),
-               "measured_s": row["online_s"], "measured_mean_s": m["warm"]["wall_s"],
+               "measured_s": row["online_s"], "measured_wall_s": typical["online_s"], "measured_mean_wall_s": typical["mean_s"],
                "measured_bytes": row["online_bytes"], "measured_rounds": row["rounds"],
-               "measured_relu_bytes": m["warm"]["relu_bytes"], "matches_pytorch": m["matches"],
-               "max_abs_error": m["max_abs_error"]}
+               "refills": typical["refills"], "refill_extra": typical["refill_extra"],
+               "matches_pytorch": m["matches"], "max_abs_error": m["max_abs_error"]}
+        # loopback: the fitted per-layer times already hold its round trips, so no RTT on top
         for label, prof in (("fit", fitted), ("shipped", shipped)):
-            est = estimate(work, prof, rtt_s=0.0)
+            est = estimate(work, prof, rtt_s=0.0, threads=1)
             out[f"{label}_s"], out[f"{label}_bytes"], out[f"{label}_rounds"] = est.online_s, est.online_bytes, est.online_rounds
             out[f"{label}_time_ratio"] = est.online_s / row["online_s"]
             out[f"{label}_bytes_ratio"] = est.online_bytes / row["online_bytes"]
             out[f"{label}_rounds_ratio"] = est.online_rounds / row["rounds"]
-        # what the old (ReLUs, layers, MACs) cheetah profile said, for comparison
+        wall_est = estimate(work, wall_fitted, rtt_s=0.0, threads=1).online_s
+        out["wall_fit_s"], out["wall_time_ratio"] = wall_est, wall_est / typical["online_s"]
+        out["wall_over_cpu"] = typical["online_s"] / row["online_s"]
+        # what the old (ReLUs, layers, MACs) cheetah profile said about the wall time and bytes
         old = estimate(Workload(work.relus, work.relu_layers, work.macs), "cheetah", rtt_s=0.0)
-        out["cheetah_time_ratio"] = old.online_s / row["online_s"]
+        out["cheetah_time_ratio"] = old.online_s / typical["online_s"]
         out["cheetah_bytes_ratio"] = old.online_bytes / row["online_bytes"]
         table.append(out)
     check = [r for r in table if r["set"] == "out-of-sample"]
+    inside = [r for r in table if r["set"] == "in-sample"]
 
     def worst(key: str, rows: list[dict]) -> float:
         return max((abs(r[key] - 1) for r in rows), default=float("nan"))
 
-    summary = {
+    keys = ("fit_time", "fit_bytes", "fit_rounds", "shipped_time", "shipped_bytes", "shipped_rounds", "wall_time",
+            "cheetah_time", "cheetah_bytes")
+    return {
         "config": done["config"], "rows": table, "fit": fit, "fitted_profile": fitted.to_dict(),
-        "target": TARGET,
-        "worst_out_of_sample": {k: worst(f"{k}_ratio", check) for k in
-                                ("fit_time", "fit_bytes", "fit_rounds", "shipped_time", "shipped_bytes",
-                                 "shipped_rounds", "cheetah_time", "cheetah_bytes")},
-        "worst_in_sample": {k: worst(f"{k}_ratio", [r for r in table if r["set"] == "in-sample"]) for k in
-                            ("fit_time", "fit_bytes", "fit_rounds", "cheetah_time", "cheetah_bytes")},
+        "wall_fit": wall_fit, "refills": refill_summary(done, table), "target": TARGET,
+        "wall_over_cpu_range": [min(r["wall_over_cpu"] for r in table), max(r["wall_over_cpu"] for r in table)],
+        "worst_out_of_sample": {k: worst(f"{k}_ratio", check) for k in keys},
+        "worst_in_sample": {k: worst(f"{k}_ratio", inside) for k in keys},
     }
-    return summary
+
+
+def refill_summary(done: dict, table: list[dict]) -> dict:
+    """How often a run refilled the silent-OT pool, what a refill cost, and that cost per comparison."""
+    extra = [e for r in table for e in r["refill_extra"]]
+    warm = {r["network"]: len(done["rows"][r["network"]]["warm_runs"]) for r in table}
+    comparisons = sum(r["relus"] * warm[r["network"]] for r in table)  # in the warm runs, where refills are seen
+    out = {"refills": len(extra), "warm_runs": sum(warm.values()), "comparisons_run": comparisons}
+    if extra:
+        for key in ("bytes", "rounds", "wall_s"):
+            out[f"median_extra_{key}"] = float(np.median([e[key] for e in extra]))
+        out["comparisons_per_refill"] = comparisons / len(extra)
+        out["amortised_bytes_per_relu"] = out["median_extra_bytes"] / out["comparisons_per_refill"]
+        out["amortised_s_per_relu"] = out["median_extra_wall_s"] / out["comparisons_per_refill"]
+    return out
 
 
 def write_markdown(s: dict) -> None:
-    c, fit, w = s["config"], s["fit"], s["worst_out_of_sample"]
+    c, fit, w, wi = s["config"], s["fit"], s["worst_out_of_sample"], s["worst_in_sample"]
     t, b, r = fit["time_fit"], fit["bytes_fit"], fit.get("rounds_fit", {})
+    lo, hi = s["wall_over_cpu_range"]
     lines = [
         "# The spu-cheetah cost profile: fitted on one set of networks, checked on others",
         "",
-        (f"{c['engine']}, weights public, batch 1, {c['cpus']} shared CPU cores; measured time = fastest of "
-         f"{c['runs'] - 1} warm runs (the first run of each process pair carries the OT set-up), bytes = both "
-         "parties' sends of a warm run, rounds = the larger party's messages in a warm run. Estimates: "
-         "`relucut.pi.estimate(report, profile, rtt_s=0)` (loopback: the fitted per-layer times hold its "
-         "round trips). Ratio = estimated / measured."),
+        (f"{c['engine']}, weights public, batch 1, {c['cpus']} CPU cores shared with other jobs; "
+         f"{c['passes']} measurement pass(es) of {', '.join(str(n - 1) for n in c['runs_per_pass'])} warm runs per "
+         "network (after a first run; the first run of each process pair carries the OT set-up). "
+         "**Time = the busier party's CPU seconds** (all its threads) in its fastest typical warm run; wall time "
+         f"on these shared cores was {lo:.1f}-{hi:.1f}x that, moving with other jobs' load, while CPU seconds stayed "
+         "within a few percent from run to run. Bytes = both parties' sends in a typical warm run; rounds = the "
+         "larger party's messages (an upper bound on round trips: a large message goes out in several). "
+         "Estimates: `relucut.pi.estimate(report, 'spu-cheetah', rtt_s=0, threads=1)` (loopback: the fitted "
+         "per-layer times hold its round trips). Ratio = estimated / measured."),
         "",
         "## Fitted constants (`relucut pi calibrate` on the in-sample rows)",
         "",
-        "| term | time | bytes |",
+        "| term | CPU time | bytes |",
         "| --- | ---: | ---: |",
         f"| per ReLU (comparison + multiplexer) | {t['per_relu_s'] * 1e6:.2f} µs | {b['per_relu']:.2f} B |",
         f"| per truncation (conv / linear / avg-pool output) | {t['per_truncation_s'] * 1e6:.3f} µs | {b['per_truncation']:.3f} B |",
         f"| per MAC (local convolution) | {t['per_mac_s'] * 1e9:.3f} ns | {b['per_mac']:.4f} B |",
         f"| per ReLU layer | {t['per_layer_s'] * 1e3:.2f} ms | — |",
-        f"| per linear layer | {t['per_linear_layer_s'] * 1e3:.2f} ms | — |",
+        f"| per conv / linear layer | {t['per_linear_layer_s'] * 1e3:.2f} ms | — |",
         f"| per gathered element (masked sites) | {t['per_gathered_s'] * 1e6:.3f} µs | — |",
         "",
-        (f"Time r² {fit['time_r2']:.4f} (relative residuals), bytes r² {fit['bytes_r2']:.6f}; "
-         f"rounds: {r.get('per_layer', float('nan')):.1f} per ReLU layer + {r.get('per_linear_layer', float('nan')):.2f} "
-         f"per linear layer (r² {fit.get('rounds_r2', float('nan')):.4f}). Terms dropped by the fit "
-         f"(negative or unsupported): {', '.join(fit.get('dropped', [])) or 'none'}."),
+        (f"Time r² {fit['time_r2']:.4f}, worst in-sample error {100 * fit['time_max_rel_error']:.1f} %; bytes r² "
+         f"{fit['bytes_r2']:.6f}, worst {100 * fit['bytes_max_rel_error']:.2f} %; rounds "
+         f"{r.get('per_layer', float('nan')):.1f} per ReLU layer + {r.get('per_linear_layer', float('nan')):.2f} per "
+         f"conv/linear layer (r² {fit.get('rounds_r2', float('nan')):.3f}). Terms the fit dropped (coefficient "
+         f"not positive): {', '.join(fit.get('dropped', [])) or 'none'}."),
         "",
         "## Every network: measured and estimated",
         "",
-        "| set | network | ReLUs | layers | MACs | truncations | gathered | measured s | est. s | ratio | measured MB | est. MB | ratio | rounds meas. / est. | old cheetah time / bytes ratio |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| set | network | ReLUs | layers | MACs | truncations | gathered | CPU s | est. s | ratio | MB | est. MB | ratio | rounds meas. / est. | wall s (wall fit ratio) | old cheetah wall / bytes ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in s["rows"]:
         lines.append(
             f"| {row['set']} | {row['network']} | {row['relus']:,} | {row['relu_layers']} | {row['macs'] / 1e6:.2f}M | "
             f"{row['truncations']:,} | {row['gathered']:,} | {row['measured_s']:.3f} | {row['shipped_s']:.3f} | "
             f"{row['shipped_time_ratio']:.2f} | {row['measured_bytes'] / 1e6:.3f} | {row['shipped_bytes'] / 1e6:.3f} | "
-            f"{row['shipped_bytes_ratio']:.3f} | {row['measured_rounds']} / {row['shipped_rounds']:.0f} | "
+            f"{row['shipped_bytes_ratio']:.3f} | {row['measured_rounds']:.0f} / {row['shipped_rounds']:.0f} | "
+            f"{row['measured_wall_s']:.2f} ({row['wall_time_ratio']:.2f}) | "
             f"{row['cheetah_time_ratio']:.2f} / {row['cheetah_bytes_ratio']:.2f} |")
     ok = w["shipped_time"] <= s["target"] and w["shipped_bytes"] <= s["target"]
     lines += [
         "",
-        (f"Estimates in the table are the shipped `spu-cheetah` profile's (the fitted constants, rounded). "
-         f"Worst out-of-sample error: time {100 * w['shipped_time']:.1f} %, bytes {100 * w['shipped_bytes']:.1f} %, "
-         f"rounds {100 * w['shipped_rounds']:.1f} % (target {100 * s['target']:.0f} % for time and bytes: "
-         f"{'met' if ok else 'NOT met'}); the unrounded fit: time {100 * w['fit_time']:.1f} %, bytes "
-         f"{100 * w['fit_bytes']:.1f} %. The old `cheetah` profile (ReLUs, layers and MACs only, the paper's "
-         f"55 B per ReLU) was off by up to {100 * w['cheetah_time']:.0f} % in time and {100 * w['cheetah_bytes']:.0f} % "
-         "in bytes on the same out-of-sample networks."),
+        (f"**Out of sample** (the shipped `spu-cheetah` profile = the fit, rounded): worst error CPU time "
+         f"{100 * w['shipped_time']:.1f} %, bytes {100 * w['shipped_bytes']:.1f} %, rounds {100 * w['shipped_rounds']:.1f} % "
+         f"(in sample: {100 * wi['shipped_time']:.1f} %, {100 * wi['shipped_bytes']:.1f} %, {100 * wi['shipped_rounds']:.1f} %). "
+         f"Target {100 * s['target']:.0f} % for time and bytes: **{'met' if ok else 'not met'}**"
+         + ("" if ok else f" (bytes {'met' if w['shipped_bytes'] <= s['target'] else 'not met'}, "
+                          f"time {'met' if w['shipped_time'] <= s['target'] else 'not met'})") + ". "
+         f"The same fit on wall seconds: worst out-of-sample {100 * w['wall_time']:.0f} % (r² {s['wall_fit']['time_r2']:.2f}): "
+         "wall time here moves with other jobs' load. The old `cheetah` profile (ReLUs, "
+         f"layers and MACs only; the paper's 55 B per ReLU) was off by up to {100 * w['cheetah_bytes']:.0f} % in bytes "
+         "on the same networks."),
         "",
         "Secure outputs equal PyTorch in every run: "
         f"{all(r['matches_pytorch'] for r in s['rows'])} (max |err| {max(r['max_abs_error'] for r in s['rows']):.1e}).",
     ]
+    rf = s["refills"]
+    if rf["refills"]:
+        lines += ["", (
+            f"**Silent-OT refills.** {rf['refills']} of {rf['warm_runs']} warm runs also refilled SPU's pool of OT "
+            f"correlations: +{rf['median_extra_bytes'] / 1e3:.0f} KB, +{rf['median_extra_rounds']:.0f} messages and "
+            f"+{rf['median_extra_wall_s']:.1f} s of wall time (medians), about one per "
+            f"{rf['comparisons_per_refill']:,.0f} comparisons of the warm runs. Those runs are left out of the typical inference "
+            f"above; amortised, refills add about {rf['amortised_bytes_per_relu']:.1f} B per ReLU, which the profile "
+            "does not include (like the one-time set-up, it is reported apart).")]
     atomic_write_text(RESULTS / "spu_calibration.md", "\n".join(lines) + "\n")
 
 
@@ -247,21 +337,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--chunk", type=int, default=4, help="networks per SPU process pair")
     parser.add_argument("--analyse-only", action="store_true")
+    parser.add_argument("--pass", dest="pass_no", type=int, default=1, help="measurement pass (pooled in the analysis)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = {"runs": args.runs, "seed": 0, "mode": "public-weights", "batch": 1, "cpus": os.cpu_count(),
               "engine": "spu 0.9.5 cheetah FM64, 2 processes on 127.0.0.1"}
-    done = json.loads(PARTIAL.read_text()) if PARTIAL.exists() else {}
-    if done.get("config") != config:
-        done = {"config": config, "rows": {}}
+    partial = RESULTS / f"spu_calibration.pass{args.pass_no}.json"
     if not args.analyse_only:
-        measure_missing(done, args.runs, args.chunk)
+        done = json.loads(partial.read_text()) if partial.exists() else {}
+        if done.get("config") != config:
+            done = {"config": config, "rows": {}}
+        measure_missing(done, args.runs, args.chunk, partial)
+    done = pooled_passes()
     summary = analyse(done)
     atomic_write_json(RESULTS / "spu_calibration.json", summary)
     write_markdown(summary)
     w = summary["worst_out_of_sample"]
-    console.print(f"worst out of sample: time {100 * w['shipped_time']:.1f} %, bytes {100 * w['shipped_bytes']:.1f} % "
-                  f"(fit: {100 * w['fit_time']:.1f} %, {100 * w['fit_bytes']:.1f} %)")
+    console.print(f"worst out of sample: CPU time {100 * w['shipped_time']:.1f} %, bytes {100 * w['shipped_bytes']:.1f} % "
+                  f"(unrounded fit: {100 * w['fit_time']:.1f} %, {100 * w['fit_bytes']:.1f} %; wall fit {100 * w['wall_time']:.0f} %)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.spu  # real 2PC under .venv-spu (`make spu-env`)
 
 INPUT = (3, 16, 16)
 ESTIMATE_FACTOR = 3.0  # the cheetah profile must land within 3x of SPU's measured warm run
+SPU_TIME_TOLERANCE = 0.6  # spu-cheetah vs CPU seconds: the smallest of these nets is below its fitted range (bench: 17 % in range)
 
 
 def tiny_resnet():
@@ -84,15 +85,16 @@ def test_cheetah_estimate_within_stated_factor(measured):
     for m in measured:
         est = estimate(relucut.pi.Workload(m.relus, m.relu_layers, m.macs), "cheetah")
         assert 1 / ESTIMATE_FACTOR <= est.online_bytes / m.warm.bytes <= ESTIMATE_FACTOR
-        # time: the fastest warm run, as timeit does; other jobs on CI's 2 cores only ever add time
-        fastest = min(run["wall_s"] for run in m.meta["runs"][1:])
-        assert 1 / ESTIMATE_FACTOR <= est.online_s / fastest <= ESTIMATE_FACTOR, (est.online_s, fastest)
+        # time: the busier party's CPU seconds in the fastest warm run; other jobs on CI's 2 shared cores
+        # stretch wall time 2-4x (bench/results/spu_calibration.md) but move CPU seconds little
+        cpu = min(max(run["cpu_s_by_party"]) for run in m.meta["runs"][1:])
+        assert 1 / ESTIMATE_FACTOR <= est.online_s / cpu <= ESTIMATE_FACTOR, (est.online_s, cpu)
         # the profile fitted to SPU (bench/spu_calibration.py) predicts these unseen networks closely
         work = relucut.pi.Workload(m.relus, m.relu_layers, m.macs, truncations=m.truncations, gathered=m.gathered,
                                    linear_layers=m.linear_layers)
         spu = estimate(work, "spu-cheetah")
         assert abs(spu.online_bytes / m.warm.bytes - 1) < 0.10, (spu.online_bytes, m.warm.bytes)
-        assert 0.5 <= spu.online_s / fastest <= 2.0, (spu.online_s, fastest)  # CI's shared cores only add time
+        assert abs(spu.online_s / cpu - 1) < SPU_TIME_TOLERANCE, (spu.online_s, cpu)
 
 
 def test_measurement_carries_the_workload_the_profile_prices(measured):

@@ -58,6 +58,10 @@ ARTIFACT = "public DELPHI artifact measurement (issue 6)"
 TABLE4 = "fitted to DeepReDuce Table 4 latencies (ResNet18/CIFAR-100, DELPHI), docs/pi.md"
 SLIDES = "DeepReDuce slides' operator table, from the DELPHI paper (USENIX Sec'20)"
 SPU_HERE = "SPU 0.9.5 Cheetah on this project's 2-core machine, bench/results/spu_scaling.md"
+SPU_FIT = "SPU 0.9.5 Cheetah, public weights, 2 shared cores, bench/results/spu_calibration.md"
+SPU_FITTED = ("relu_online_s", "relu_online_bytes", "mac_online_s", "mac_online_bytes", "truncation_online_s",
+              "truncation_online_bytes", "layer_online_s", "linear_layer_online_s", "gather_online_s",
+              "rounds_per_layer", "rounds_per_linear_layer")
 
 PROFILES: dict[str, Profile] = {
     "delphi": Profile(
@@ -128,17 +132,24 @@ PROFILES: dict[str, Profile] = {
     ),
     "spu-cheetah": Profile(
         name="spu-cheetah",
-        description="SecretFlow SPU 0.9.5's Cheetah with public weights, as measured here (bytes fitted)",
-        relu_online_s=25e-6, relu_online_bytes=101.4,
-        mac_online_s=90e-9, mac_online_bytes=0.012,
-        layer_online_s=0.005, rounds_per_layer=8,
-        setup_s=2.7, setup_bytes=2.6e6, ref_threads=2,
+        description="SecretFlow SPU 0.9.5's Cheetah with public weights, every constant fitted to its measurements "
+                    "here (bench/spu_calibration.py): CPU seconds of the busier party, loopback",
+        relu_online_s=3.1e-05, relu_online_bytes=98.5,
+        mac_online_s=1.04e-08, mac_online_bytes=0.0,
+        truncation_online_s=2.61e-06, truncation_online_bytes=3.13,
+        layer_online_s=0.00548, linear_layer_online_s=0.0114,
+        gather_online_s=7.43e-06,
+        rounds_per_layer=21.0, rounds_per_linear_layer=1.11,
+        setup_s=2.7, setup_bytes=2.6e6, ref_threads=1, rtt_s=0.0,
         sources={
-            "relu_online_bytes": f"{SPU_HERE}: linear fit of warm bytes vs ReLUs (r2 = 1.000)",
-            "mac_online_bytes": f"{SPU_HERE}: `relucut pi calibrate` (truncations after public-weight convs)",
+            **{key: f"{SPU_FIT}: `relucut pi calibrate` on the in-sample networks" for key in SPU_FITTED},
+            "relu_online_bytes": f"{SPU_FIT}: a comparison (82.25 B, pphlo.less) plus a multiplexer (16.25 B)",
+            "truncation_online_bytes": f"{SPU_FIT}: the truncation after each public-weight product (pphlo.convolution)",
+            "rounds_per_layer": f"{SPU_FIT}: the larger party's messages per ReLU layer (an upper bound on rounds)",
+            "ref_threads": "CPU seconds (all threads of the busier party): time at one core per party",
+            "rtt_s": "0: the fitted per-layer times hold loopback's round trips; pass another link's RTT",
             "setup_bytes": f"{SPU_HERE}: first run minus warm run, full network",
-            "relu_online_s": "as the cheetah profile", "mac_online_s": "as the cheetah profile",
-            "layer_online_s": "as the cheetah profile", "setup_s": "as the cheetah profile",
+            "setup_s": "as the cheetah profile",
         },
     ),
 }
