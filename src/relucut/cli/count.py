@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.table import Table
 
 from relucut.cli.app import app
-from relucut.cli.options import CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, resolve_plan, with_model_options
+from relucut.cli.options import (
+    CullOpt,
+    JsonOpt,
+    ModelOptions,
+    PlanOpt,
+    ThinOpt,
+    ThinStyleOpt,
+    resolve_plan,
+    with_model_options,
+)
 from relucut.errors import RelucutError
 
 if TYPE_CHECKING:
@@ -58,6 +67,7 @@ def count(
     model: ModelOptions,
     cull: CullOpt = None,
     thin: ThinOpt = None,
+    thin_style: ThinStyleOpt = "post_add",
     plan: PlanOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -78,7 +88,7 @@ def count(
         return
     spec = model.spec()
     net = spec.build()
-    report = count_cost(net, spec.input_size, plan=resolve_plan(spec, plan, cull, thin))
+    report = count_cost(net, spec.input_size, plan=resolve_plan(spec, plan, cull, thin, thin_style))
     report.meta.update({"model": spec.name, "dataset": model.dataset, "spec": spec.to_dict()})
     _show(report, as_json, f"{spec.name} / {model.dataset}")
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
+    ThinStyleOpt,
     DataDirOpt, DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, absolute, check_teacher, need_extra,
     with_model_options,
 )
@@ -58,6 +59,7 @@ class SearchOptions:
     seed: int = 0
     device: str = "auto"
     one_block: bool = True
+    thin_style: str = "post_add"
 
     def settings(self, model: ModelOptions):
         """The search's settings for ``model``, every input checked first (recipe, teacher,
@@ -75,7 +77,7 @@ class SearchOptions:
             model=spec.to_dict(), dataset=model.dataset.lower(), train=train,
             criticality_epochs=self.criticality_epochs, criticality_without_kd=not self.kd_only,
             teacher=absolute(self.teacher), criticality_file=absolute(self.criticality_file),
-            one_block=self.one_block, device=self.device,
+            one_block=self.one_block, thin_style=self.thin_style, device=self.device,
         )
         settings.base_config()  # checks the training recipe's values
         if self.teacher:  # the search starts from the teacher and labels its row with this network
@@ -219,6 +221,7 @@ def deepreduce(
     criticality_epochs: CritEpochsOpt = None,
     kd_only: KdOnlyOpt = False,
     one_block: Annotated[bool, typer.Option("--one-block/--no-one-block", help="Add the S* (one block per ReLU stage) candidates.")] = True,
+    thin_style: ThinStyleOpt = "post_add",
     budget: Annotated[str | None, typer.Option("--budget", help="Train only what fits, and return the best network under this many ReLUs (50k, 1.5M).")] = None,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
@@ -245,7 +248,7 @@ def deepreduce(
         data_dir=data_dir, val_fraction=val_fraction, teacher=teacher, criticality_file=criticality_file,
         epochs=epochs, criticality_epochs=criticality_epochs, kd_only=kd_only, batch_size=batch_size, lr=lr,
         schedule=schedule, step_size=step_size, limit_train=limit_train, seed=seed, device=device,
-        one_block=one_block,
+        one_block=one_block, thin_style=thin_style,
     ).settings(model)
     search = Search(settings, out, _executor(executor, address, quiet, cpus_per_job), console)
     _report(search.run(budget=limit), settings.spec().num_classes)

@@ -46,14 +46,19 @@ LrOpt = Annotated[float, typer.Option("--lr", help="Initial SGD learning rate of
 ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out to choose networks.")]
 InitOpt = Annotated[str, typer.Option("--init", help="DeepReDuce networks start from: scratch, or the teacher's weights.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (DeepReDuce/DeepReShape training jobs).")]
+CpusOpt = Annotated[int, typer.Option("--cpus-per-job", help="Ray: CPUs (and torch threads) per training job.")]
+GpusOpt = Annotated[Optional[float], typer.Option(
+    "--gpus-per-job", help="Ray: GPU share per job, e.g. 0.25 for four small networks per GPU (default: one each).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local Ray).")]
+OneBlockOpt = Annotated[bool, typer.Option("--one-block/--no-one-block", help="DeepReDuce's S* candidates (one block per ReLU stage).")]
 OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder; rerun the same command to resume.")]
 
 
 def frontier_config(budgets: str | None, latency: str | None, methods: str | None, engine: str, objective: str,
                     bandwidth: str | None, rtt: str | None, pi_threads: int | None, measure: bool, epochs: int,
                     finetune_epochs: int | None, search_epochs: int | None, criticality_epochs: int | None,
-                    executor: str, init: str = "scratch"):
+                    executor: str, init: str = "scratch", cpus_per_job: int = 1, gpus_per_job: float | None = None,
+                    one_block: bool = True):
     """The options as a FrontierConfig, every value checked (nothing is written before this)."""
     from relucut.budgets import parse_budgets, parse_latency_budgets
     from relucut.finegrained.senet import SENetConfig
@@ -74,9 +79,10 @@ def frontier_config(budgets: str | None, latency: str | None, methods: str | Non
         latency_budgets=parse_latency_budgets(latency) if latency is not None else None,
         methods=parse_names(methods) if methods is not None else list(METHODS),
         objective=objective, engine=engine, measure=measure, executor=executor, init=init,
+        cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
         bandwidth_bps=parse_quantity(bandwidth, BITS_PER_S, "--bandwidth", "1gbit") if bandwidth else None,
         rtt_s=parse_quantity(rtt, SECONDS, "--rtt", "0.3ms") if rtt is not None else None,
-        threads=pi_threads, criticality_epochs=criticality_epochs,
+        threads=pi_threads, criticality_epochs=criticality_epochs, one_block=one_block,
         snl=SNLConfig(budget=0, search_epochs=search, finetune_epochs=finetune, milestones=_scaled(finetune, SNL_DECAYS)),
         senet=SENetConfig(budget=0, mask_epochs=search, finetune_epochs=finetune,
                           milestones=_scaled(finetune, SENET_DECAYS)),
@@ -148,6 +154,7 @@ def frontier(
     finetune_epochs: FinetuneOpt = None,
     search_epochs: SearchOpt = None,
     criticality_epochs: CritEpochsOpt = None,
+    one_block: OneBlockOpt = True,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
     val_fraction: ValOpt = 0.1,
@@ -157,6 +164,8 @@ def frontier(
     init: InitOpt = "scratch",
     executor: ExecutorOpt = "sequential",
     address: AddressOpt = None,
+    cpus_per_job: CpusOpt = 1,
+    gpus_per_job: GpusOpt = None,
     out: OutOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -165,7 +174,8 @@ def frontier(
     from relucut.train import TrainConfig
 
     config = frontier_config(budgets, latency_budget, methods, engine, objective, bandwidth, rtt, pi_threads,
-                             measure, epochs, finetune_epochs, search_epochs, criticality_epochs, executor, init)
+                             measure, epochs, finetune_epochs, search_epochs, criticality_epochs, executor, init,
+                             cpus_per_job, gpus_per_job, one_block)
     spec = model.spec()
     if val_fraction <= 0:
         raise RelucutError("the frontier chooses networks on held-out images; use --val-fraction > 0")
@@ -183,7 +193,7 @@ DEMO_BUDGETS = "1k,3k"
 @app.command()
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Where the demo goes (rerun resumes).")] = "runs/demo",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per network.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per network.")] = 5,
     quiet: Annotated[bool, typer.Option("--quiet/--progress", help="Per-epoch progress bars off (default).")] = True,
 ) -> None:
     """The cross-method frontier on the embedded digits data with a small ResNet18 (a few minutes on
@@ -196,7 +206,7 @@ def demo(
     torch.set_num_threads(1)  # tiny tensors: one thread beats several on a shared CPU
     spec = model_spec(DEMO_MODEL, "digits", base_width=DEMO_BASE_WIDTH)
     config = frontier_config(DEMO_BUDGETS, None, None, "delphi", "relus", None, None, None, False, epochs,
-                             None, None, None, "sequential")
+                             None, None, None, "sequential", one_block=False)
     base = TrainConfig(model=spec.to_dict(), dataset="digits", val_fraction=0.1, seed=0, epochs=epochs,
                        batch_size=64, lr=0.05, schedule="cosine", device="cpu").resolved()
     console.print(f"[bold]relucut demo[/]: every method on {DEMO_MODEL} (base width {DEMO_BASE_WIDTH}) / digits "

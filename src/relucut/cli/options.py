@@ -38,6 +38,8 @@ AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="Channel scal
 RhoOpt = Annotated[Optional[float], typer.Option("--rho", help="Input resolution scaling (0 < rho <= 1).")]
 CullOpt = Annotated[Optional[str], typer.Option("--cull", help="Stages whose ReLUs are all removed, e.g. stem,s1.")]
 ThinOpt = Annotated[Optional[str], typer.Option("--thin", help="Stages that lose every other ReLU layer.")]
+ThinStyleOpt = Annotated[str, typer.Option(
+    "--thin-style", help="Which ReLU of a block thinning drops: post_add (the authors' zoo) or inner.")]
 PlanOpt = Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON (see 'relucut plan').")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
@@ -184,11 +186,12 @@ def model_spec(
     )
 
 
-def resolve_plan(spec: ModelSpec, plan_file: str | None, cull: str | None, thin: str | None) -> ReLUPlan:
+def resolve_plan(spec: ModelSpec, plan_file: str | None, cull: str | None, thin: str | None,
+                 thin_style: str = "post_add") -> ReLUPlan:
     """The plan a command runs under: ``--plan`` FILE, then ``--cull``/``--thin`` edits on top."""
     from relucut.plan import build_plan
 
-    return build_plan(spec, plan_file, parse_names(cull), parse_names(thin))
+    return build_plan(spec, plan_file, parse_names(cull), parse_names(thin), thin_style=thin_style)
 
 
 def check_builds(spec: ModelSpec) -> None:

@@ -9,6 +9,8 @@ lowest budgets, as in Tables 4 and 5. The stem ReLU is always culled.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,6 +38,7 @@ class Candidate:
     alpha: float = 1.0
     rho: float = 1.0
     blocks: tuple[int, ...] | None = None  # per non-stem stage; set by the S* (one-block) step
+    thin_style: str = "post_add"  # which ReLU of a block thinning drops (relucut.plan.THIN_STYLES)
 
     @property
     def name(self) -> str:
@@ -50,6 +53,8 @@ class Candidate:
             parts.append(f"rho{self.rho:g}")
         if self.blocks is not None:
             parts.append("one-block")
+        if self.thinned and self.thin_style != "post_add":
+            parts.append(f"{self.thin_style}-thin")
         return "_".join(parts)
 
     def spec(self, base: ModelSpec) -> ModelSpec:
@@ -64,7 +69,7 @@ class Candidate:
         return ModelSpec(base.name, base.num_classes, base.in_chans, base.image_size, kwargs)
 
     def plan_for(self, sites: SiteMap) -> ReLUPlan:
-        plan = ReLUPlan.deepreduce(sites, cull=self.culled, thin=self.thinned)
+        plan = ReLUPlan.deepreduce(sites, cull=self.culled, thin=self.thinned, thin_style=self.thin_style)
         plan.meta.update({"deepreduce": self.name})
         return plan
 
@@ -96,8 +101,9 @@ def generate_candidates(
     stage_names: Sequence[str],
     stage_blocks: Mapping[str, int] | None = None,
     one_block: bool = False,
+    thin_style: str = "post_add",
 ) -> list[Candidate]:
-    """DeepReDuce's candidate list.
+    """DeepReDuce's candidate list; thinned ones drop the ReLU ``thin_style`` names.
 
     ``order`` lists the non-stem stages from least to most critical. ``stage_names`` gives the
     model's stage order (a ``stem`` among them is always culled). ``stage_blocks`` (blocks per
@@ -132,7 +138,7 @@ def generate_candidates(
             blocks = tuple(1 if s in remaining else int(stage_blocks[s]) for s in stages)
             if any(int(stage_blocks[s]) > 1 for s in remaining):
                 out.append(Candidate(iteration, "one-block", culled, remaining, REDUCED_ALPHA, REDUCED_RHO, blocks))
-    return out
+    return [dataclasses.replace(c, thin_style=thin_style) for c in out] if thin_style != "post_add" else out
 
 
 def stage_blocks_of(sites: SiteMap) -> dict[str, int]:

@@ -170,12 +170,16 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
 
 
 def make_executor(name: str, address: str | None = None, progress: bool = True, cpus_per_job: int = 1,
-                  data: Any = None) -> Executor:
-    """``data``: DataSplits the sequential executor trains on instead of loading them by config."""
+                  data: Any = None, gpus_per_job: float | None = None) -> Executor:
+    """``data``: DataSplits the sequential executor trains on instead of loading them by config;
+    ``gpus_per_job``: Ray's GPU share per job (0.25: four small networks per GPU; None: one GPU
+    each where the cluster has GPUs)."""
     if name == "sequential":
         if address:
             raise RelucutError("--address is for --executor ray; drop it or add --executor ray")
         return SequentialExecutor(progress=progress, data=data)
     if name == "ray":  # workers load the dataset by its config
-        return RayExecutor(address=address, cpus_per_job=cpus_per_job)
+        if gpus_per_job is not None and not 0 < gpus_per_job <= 1:
+            raise RelucutError(f"--gpus-per-job must be in (0, 1], got {gpus_per_job}")
+        return RayExecutor(address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job)
     raise RelucutError(f"unknown executor '{name}'; use sequential or ray")

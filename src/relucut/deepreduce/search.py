@@ -62,6 +62,7 @@ class SearchSettings:
     teacher: str | None = None  # a trained full-ReLU run dir / checkpoint; None: train one
     criticality_file: str | None = None  # a saved criticality.json; None: compute it
     one_block: bool = True  # the S* (one block per ReLU stage) candidates, where the model allows
+    thin_style: str = "post_add"  # thinning drops each block's post-add ReLU (the authors' zoo), or "inner"
     device: str = "auto"
 
     @classmethod
@@ -230,7 +231,8 @@ class Search:
 
     def candidates(self, order: list[str]) -> list[Candidate]:
         one_block, missing = self._capabilities()
-        cands = generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block)
+        cands = generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block,
+                                    thin_style=self.settings.thin_style)
         if missing and not self._reshape_noted:
             self._reshape_noted = True
             self.console.print(f"note: {self.spec.name} takes no {' or '.join(missing)} argument, so the search "
@@ -244,9 +246,10 @@ class Search:
         stages = self.stages()
         smallest = None
         for last in stages:
+            # the last iteration's networks (a thinned one equal to its culled parent is listed once)
             final_iteration = [c for c in self.candidates([s for s in stages if s != last] + [last])
-                               if c.iteration == len(stages) - 1 and c.thinned]
-            # thinned and most reshaped: alpha * rho^2 smallest (one-block variants count too)
+                               if c.iteration == len(stages) - 1]
+            # the most reshaped: alpha * rho^2 smallest (one-block variants count too)
             least = min(c.alpha * c.rho ** 2 for c in final_iteration)
             counts = relu_counts([c for c in final_iteration if c.alpha * c.rho ** 2 == least], self.spec,
                                  self._sites_by_shape)
@@ -355,6 +358,7 @@ class DeepReDuceConfig:
     criticality_without_kd: bool = True
     criticality_file: str | None = None
     one_block: bool = True
+    thin_style: str = "post_add"  # or "inner": thinning keeps the post-add ReLU instead
 
     def check(self) -> None:
         if self.budget is not None and self.budget < 1:
@@ -374,7 +378,7 @@ def run_deepreduce(base: TrainConfig, out: str | Path, cfg: DeepReDuceConfig, *,
     settings = SearchSettings.from_base(
         base, criticality_epochs=cfg.criticality_epochs, criticality_without_kd=cfg.criticality_without_kd,
         teacher=str(Path(teacher).resolve()) if teacher is not None else None,
-        criticality_file=cfg.criticality_file, one_block=cfg.one_block)
+        criticality_file=cfg.criticality_file, one_block=cfg.one_block, thin_style=cfg.thin_style)
     out = Path(out)
     executor = executor or SequentialExecutor(progress=progress, data=data)
     outcome = Search(settings, out, executor, console).run(cfg.budget)

@@ -40,6 +40,8 @@ class FrontierConfig:
     one_block: bool = True  # DeepReDuce's S* candidates
     init: str = "scratch"  # DeepReDuce's networks: fresh weights, or the teacher's (every weight of the same shape)
     executor: str = "sequential"  # DeepReDuce candidates and DeepReShape designs: in turn, or over Ray
+    cpus_per_job: int = 1  # Ray: CPUs (and torch threads) per training job
+    gpus_per_job: float | None = None  # Ray: GPU share per job (0.25: four per GPU); None: one each if any
     measure: bool = False  # run the final frontier's networks under SPU (slow)
     equalized: str = "hrn_5x5x3x"  # DeepReShape's ReLU-equalized HybReNet (slides: CIFAR-100 order)
 
@@ -64,6 +66,9 @@ class FrontierConfig:
         need(self.engine in profile_names(), f"unknown engine '{self.engine}'; use one of {', '.join(profile_names())}")
         need(self.init in INITS, f"unknown init '{self.init}'; use {' or '.join(INITS)}")
         need(self.executor in EXECUTORS, f"unknown executor '{self.executor}'; use {' or '.join(EXECUTORS)}")
+        need(self.cpus_per_job >= 1, f"cpus_per_job must be >= 1, got {self.cpus_per_job}")
+        need(self.gpus_per_job is None or 0 < self.gpus_per_job <= 1,
+             f"gpus_per_job must be in (0, 1], got {self.gpus_per_job}")
         need(self.criticality_epochs is None or self.criticality_epochs >= 1, "criticality epochs must be >= 1")
         self.snl.check()
         self.senet.check()

@@ -28,6 +28,7 @@ from rich.console import Console
 
 from relucut.cost import count
 from relucut.data.splits import DataSplits
+from relucut.deepreduce.executors import make_executor
 from relucut.errors import RelucutError
 from relucut.frontier_search.config import FrontierConfig
 from relucut.frontier_search.points import FrontierPoint, best_within, mark, markdown, to_csv
@@ -49,22 +50,29 @@ class FrontierResult:
 
 
 class _Jobs:
-    """Progress across the whole search: which budget, which method, and an ETA from the runs so far."""
+    """Progress across the whole search: which budget, which method, and an ETA from the steps of
+    the same kind done so far (a DeepReDuce search is far longer than one masked run)."""
 
-    def __init__(self, total: int, console: Console):
-        self.total, self.done, self.console = total, 0, console
-        self.started, self.trained_s, self.trained = time.time(), 0.0, 0
+    def __init__(self, kinds: list[str], console: Console):
+        self.left, self.console = list(kinds), console  # the kinds of the steps still to run, in order
+        self.total, self.done = len(kinds), 0
+        self.seconds: dict[str, list[float]] = {}
 
-    def run(self, what: str, work: Callable[[], Any]) -> Any:
-        left = self.total - self.done
-        eta = f", about {self.trained_s / self.trained * left / 60:.1f} min left" if self.trained else ""
-        self.console.print(f"[bold]frontier[/] [{self.done + 1}/{self.total}] {what}{eta}", highlight=False)
+    def _eta(self) -> str:
+        known = [sum(self.seconds[k]) / len(self.seconds[k]) for k in self.left if k in self.seconds]
+        if not known:
+            return ""
+        more = " or more" if len(known) < len(self.left) else ""
+        return f", about {sum(known) / 60:.1f} min left{more}"
+
+    def run(self, kind: str, what: str, work: Callable[[], Any]) -> Any:
+        self.console.print(f"[bold]frontier[/] [{self.done + 1}/{self.total}] {what}{self._eta()}", highlight=False)
         t0 = time.time()
         result = work()
         self.done += 1
-        if time.time() - t0 > 1.0:  # reused runs do not count towards the ETA
-            self.trained_s += time.time() - t0
-            self.trained += 1
+        self.left.remove(kind)
+        if time.time() - t0 > 1.0:  # reused runs say nothing about the time of new ones
+            self.seconds.setdefault(kind, []).append(time.time() - t0)
         return result
 
 
@@ -74,7 +82,8 @@ class _Search:
         self.spec, self.config, self.data, self.out, self.base = spec, config, data, out, base
         self.progress, self.console = progress, console
         self.full = count(spec.build(), spec.input_size)
-        self.executor = _executor(config.executor, address, progress, data)
+        self.executor = make_executor(config.executor, address, progress=progress, data=data,
+                                      cpus_per_job=config.cpus_per_job, gpus_per_job=config.gpus_per_job)
         self.teacher_dir = out / "teacher"
         self.order: list[str] | None = None  # DeepReDuce's culling order, least critical first
         self.points: list[FrontierPoint] = []
@@ -173,13 +182,14 @@ class _Search:
     # -- points -----------------------------------------------------------------------------------
     def _add_engine_point(self, method: str, name: str, label: str, run_dir: Path, final: dict[str, Any],
                           budget: int | None = None) -> None:
-        """A finished engine run, exported once (reused on a rerun: the run never trains again)."""
+        """A finished engine run, exported once (reused on a rerun: the run never trains again);
+        the ONNX file is added only for the networks the search ends with (see ``_finish_exports``)."""
         from relucut.export import export_run
         from relucut.recipe import is_export_dir
 
         export_dir = run_dir / "export"
         if not is_export_dir(export_dir):
-            export_run(run_dir, export_dir)
+            export_run(run_dir, export_dir, onnx=False)
         self._add_point(method, name, label, run_dir, export_dir, final.get("best_val_acc"), final.get("test_acc"),
                         budget=budget)
 
@@ -204,18 +214,18 @@ class _Search:
     # -- the whole search ---------------------------------------------------------------------------
     def run(self) -> FrontierResult:
         methods = self.config.methods
-        steps = 1 + sum(1 for m in methods if m in ("deepreduce", "deepreshape")) \
-            + sum(len(self.mask_budgets()) for m in methods if m.startswith(("snl", "senet")))
-        jobs = _Jobs(steps, self.console)
-        jobs.run("teacher: the full-ReLU network", self.teacher)
-        for method in methods:
-            if method == "deepreduce":
-                jobs.run("deepreduce: criticality and candidates under the budgets", self.deepreduce)
-            elif method == "deepreshape":
-                jobs.run("deepreshape: one HybReNet design per budget", self.deepreshape)
-        for budget in self.mask_budgets():  # budget by budget, so a cut-short search has whole budgets
-            for method in (m for m in methods if m.startswith(("snl", "senet"))):
-                jobs.run(f"budget {budget:,}: {method}", lambda b=budget, m=method: self.masked(m, b))
+        coarse = [m for m in methods if m in ("deepreduce", "deepreshape")]
+        masked = [m for m in methods if m.startswith(("snl", "senet"))]
+        steps = [(m, m, self.deepreduce if m == "deepreduce" else self.deepreshape) for m in coarse]
+        # budget by budget, so a search cut short has whole budgets
+        steps += [(m, f"budget {b:,}: {m}", lambda b=b, m=m: self.masked(m, b))
+                  for b in self.mask_budgets() for m in masked]
+        jobs = _Jobs(["teacher", *(kind for kind, _, _ in steps)], self.console)
+        jobs.run("teacher", "teacher: the full-ReLU network", self.teacher)
+        titles = {"deepreduce": "deepreduce: criticality and the candidates under the budgets",
+                  "deepreshape": "deepreshape: one HybReNet design per budget"}
+        for kind, what, work in steps:
+            jobs.run(kind, titles.get(what, what), work)
         return self.finish()
 
     def finish(self) -> FrontierResult:
@@ -229,6 +239,7 @@ class _Search:
             if pick is not None:
                 pick.chosen_for.append(budget)
                 pick.test_acc = self._test_acc[pick.name]
+        self._finish_exports([*front, *(p for p in picks.values() if p is not None)])
         if self.config.measure:
             self._measure(front)
         title = f"{self.spec.name} on {self.base.dataset}: every method"
@@ -246,6 +257,22 @@ class _Search:
 
         plot(self.points, self.out / "frontier.png", title, self.config.engine)
         return FrontierResult(self.points, front, picks, self.out)
+
+    def _finish_exports(self, points: list[FrontierPoint]) -> None:
+        """The frontier's and the picks' exports get their model.onnx, re-exported from the same
+        run; the rebuilt network must count and price as the point says."""
+        from relucut.export import export_run, load_export
+
+        for p in {p.name: p for p in points}.values():
+            export_dir = self.out / p.export_dir
+            if (export_dir / "model.onnx").is_file():
+                continue
+            export_run(self.out / p.run_dir, export_dir)
+            model = load_export(export_dir)
+            report = count(model, model.relucut_recipe.model.input_size)
+            if (report.relus, report.macs) != (p.relus, p.macs):
+                raise RelucutError(f"the export of {p.name} no longer counts as it did ({report.relus:,} ReLUs, "
+                                   f"not {p.relus:,}); delete {export_dir} and rerun")
 
     def _measure(self, front: list[FrontierPoint]) -> None:
         from relucut.export import load_export
@@ -266,12 +293,6 @@ def _commands(front: list[FrontierPoint], config: FrontierConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _executor(name: str, address: str | None, progress: bool, data: DataSplits):
-    from relucut.deepreduce.executors import make_executor
-
-    return make_executor(name, address, progress=progress, data=data)
-
-
 def _reshaped_reports(spec: ModelSpec) -> list:
     """Cost of the most reshaped variant (alpha = rho = 0.5) where the factory takes them: a network
     DeepReDuce may reach with fewer MACs than the full one."""
@@ -287,7 +308,7 @@ def settings_record(spec: ModelSpec, config: FrontierConfig, base: TrainConfig) 
     """What the runs compute. Budgets, methods, engine, objective and measuring only change what is
     reported, so a rerun with others reuses the runs that exist."""
     reporting = ("budgets", "latency_budgets", "methods", "objective", "engine", "bandwidth_bps", "rtt_s",
-                 "threads", "executor", "measure")
+                 "threads", "executor", "cpus_per_job", "gpus_per_job", "measure")
     frontier = {k: v for k, v in config.to_dict().items() if k not in reporting}
     train = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
     return {"format": FORMAT, "version": 1, "model": spec.to_dict(), "frontier": frontier, "train": train}
