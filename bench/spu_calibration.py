@@ -199,6 +199,8 @@ def analyse(done: dict) -> dict:
     shipped = get_profile("spu-cheetah")
     base = replace(shipped, ref_threads=1)  # CPU seconds: one core's worth of work per party
     fitted, fit = calibrate(cpu_rows, base, "spu-cheetah-fit")
+    # the same rows for the command line: `relucut pi calibrate <this file> --base spu-cheetah` gives this fit
+    atomic_write_json(RESULTS / "spu_calibration.fit_rows.json", cpu_rows)
     wall_fitted, wall_fit = calibrate(wall_rows, base, "spu-cheetah-wall")
     table = []
     for net, work, m, row, typical in rows:
@@ -274,6 +276,9 @@ def write_markdown(s: dict) -> None:
          "per-layer times hold its round trips). Ratio = estimated / measured."),
         "",
         "## Fitted constants (`relucut pi calibrate` on the in-sample rows)",
+        "",
+        ("`relucut pi calibrate bench/results/spu_calibration.fit_rows.json --base spu-cheetah` (the in-sample "
+         "rows: counts, CPU seconds, bytes, rounds) writes the same fit as a profile file."),
         "",
         "| term | CPU time | bytes |",
         "| --- | ---: | ---: |",
