@@ -160,6 +160,7 @@ def make_plan(
     out: Annotated[str, typer.Option("--out", "-o", help="The plan JSON to write.")],
     cull: CullOpt = None,
     thin: ThinOpt = None,
+    thin_style: ThinStyleOpt = "post_add",
     drop: Annotated[Optional[str], typer.Option("--drop", help="Sites whose ReLUs are removed, e.g. s1_0_relu1,s2_1_relu2 ('relucut sites').")] = None,
     replace_maxpool: Annotated[bool, typer.Option("--replace-maxpool", help="Every max-pool becomes average pooling (no comparisons).")] = False,
     plan: PlanOpt = None,
@@ -178,7 +179,7 @@ def make_plan(
     spec = model.spec()
     net = spec.build()
     found = find_sites(net, spec.input_size)
-    relu_plan = resolve_plan(spec, plan, cull, thin)
+    relu_plan = resolve_plan(spec, plan, cull, thin, thin_style)
     for name in names:
         if found[name].is_pool:  # found[...] names the model's sites when one is unknown
             raise RelucutError(f"'{name}' is a max-pool; --drop takes ReLU sites, --replace-maxpool swaps pools")
