@@ -163,9 +163,9 @@ def write_markdown(s: dict) -> None:
     lines += [
         "",
         ("The `cheetah` profile takes its bytes per ReLU from the Cheetah paper (55 B) but its time constants "
-        "from these rows, so the time columns are in-sample; the out-of-sample check is "
-        "tests/test_pi_measure.py (other, tiny networks: estimate within 3x of SPU, and the `spu-cheetah` "
-        "profile, whose bytes are fitted here, within 15 % of SPU's bytes)."),
+        "from these rows, so the time columns are in-sample. The `spu-cheetah` profile is fitted on other "
+        "networks, with truncation, gather and per-layer terms, and checked out of sample in "
+        "spu_calibration.md."),
         "",
         (f"Linear fit, warm bytes vs ReLUs: {b['slope_B_per_relu']:.1f} B per ReLU + {b['intercept_B'] / 1e3:.0f} KB, "
         f"**r² = {b['r2']:.4f}**. Warm time vs ReLUs: {t['slope_s_per_relu'] * 1e6:.1f} µs per ReLU + "
