@@ -101,7 +101,7 @@ def test_measurement_carries_the_workload_the_profile_prices(measured):
     full, masked = measured[0], measured[2]
     assert full.truncations > 0 and full.linear_layers > 0 and full.gathered == 0
     assert masked.gathered > masked.relus > 0  # masked sites gather every element, compare a third
-    assert all(m.warm.rounds > 0 for m in measured)
+    assert all(m.warm.rounds > 0 and 0 < m.warm.cpu_s for m in measured)
     # fewer ReLU layers, fewer rounds (the least of the warm runs: a run that refills the OT pool has more)
     least = [min(max(run["messages_by_party"]) for run in m.meta["runs"][1:]) for m in measured]
     assert least[0] > least[3]

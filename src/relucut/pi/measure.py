@@ -61,6 +61,7 @@ class RunCost:
     relu_bytes: int  # bytes of the comparison ops (ReLUs)
     linear_bytes: int  # bytes of convolutions / matrix products
     rounds: int = 0  # the larger party's messages: an upper bound on sequential round trips
+    cpu_s: float = 0.0  # the busier party's CPU seconds (all threads): others' load moves it less than wall_s
 
 
 @dataclass
@@ -101,6 +102,7 @@ def _run_cost(run: dict) -> RunCost:
         relu_bytes=sum(v["bytes"] for k, v in ops.items() if k in RELU_OPS),
         linear_bytes=sum(v["bytes"] for k, v in ops.items() if k in LINEAR_OPS),
         rounds=max(run.get("messages_by_party", [0])),
+        cpu_s=float(max(run.get("cpu_s_by_party", [0.0]))),
     )
 
 
@@ -112,6 +114,7 @@ def _mean_cost(runs: list[RunCost]) -> RunCost:
         relu_bytes=round(sum(r.relu_bytes for r in runs) / n),
         linear_bytes=round(sum(r.linear_bytes for r in runs) / n),
         rounds=round(sum(r.rounds for r in runs) / n),
+        cpu_s=sum(r.cpu_s for r in runs) / n,
     )
 
 
