@@ -28,13 +28,14 @@ spu-env: $(SPU_STAMP)
 demo: $(STAMP)
 	$(BIN)/relucut demo
 
+# everything (under 10 minutes on 2 cores); tiny models: one torch thread per process is fastest
 test: $(STAMP) $(SPU_STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=15
 
 # the everyday subset (under 2 minutes on 2 cores): no SPU, Ray, kill-and-resume or slow tests
 FAST := not spu and not ray and not kill and not slow
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "$(FAST)"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=10 -m "$(FAST)"
 
 clean:
 	rm -rf $(VENV) $(SPU_VENV) .pytest_cache
