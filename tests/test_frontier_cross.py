@@ -246,7 +246,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle
 
 @pytest.mark.kill
 def test_a_killed_frontier_resumes_to_the_same_frontier(tmp_path):
-    args = [*CLI, "--budgets", "300", "--methods", "snl,deepreduce", "--limit-train", "96", "--batch-size", "32",
+    args = [*CLI, "--budgets", "300", "--methods", "snl", "--limit-train", "96", "--batch-size", "32",
             "--search-epochs", "1", "--finetune-epochs", "2", "--device", "cpu"]
     whole = tmp_path / "whole"
     assert _cli(*args, "--out", whole).returncode == 0
@@ -292,3 +292,16 @@ def test_ray_trains_the_same_deepreduce_networks_as_the_sequential_executor(sear
         return sorted((p.name, p.relus, p.val_acc) for p in points if p.method == "deepreduce")
 
     assert rows(spread.points) == rows(result.points)  # the same networks and accuracies, in Ray's workers
+
+
+@pytest.mark.spu
+def test_measure_runs_the_frontier_under_spu_next_to_the_estimate(searched):
+    _, out, base, data = searched
+    measured = frontier(SPEC, _config(methods=["deepreduce"], engine="spu-cheetah", measure=True), data=data,
+                        out=out, train=base, progress=False)
+    assert measured.frontier and all(p.measured for p in measured.frontier)
+    for p in measured.frontier:
+        assert p.measured["matches"] and p.measured["bytes"] > 0 and p.measured["online_s"] > 0
+        assert p.measured["bytes"] == pytest.approx(p.online_bytes, rel=0.25)  # spu-cheetah is fitted on SPU bytes
+    assert not any(p.measured for p in measured.points if not p.on_frontier)  # only the frontier is measured
+    assert "Measured under SPU" in (out / "frontier.md").read_text()

@@ -398,7 +398,7 @@ def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportRe
     file = find_checkpoint(run)
     ckpt = read_checkpoint(file)
     config = TrainConfig.from_dict(ckpt["config"])
-    plan = ReLUPlan.from_dict(config.plan) if config.plan else ReLUPlan()
+    plan = config.plan if config.plan is not None else ReLUPlan()
     state = ckpt.get("state") or {}
     meta = {"run": str(run), "checkpoint": str(file), "dataset": config.dataset,
             "epochs_trained": state.get("epoch"),

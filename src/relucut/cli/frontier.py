@@ -124,8 +124,10 @@ def _table(result, engine: str, cost_key: str) -> Table:
 
 def run_frontier(spec, config, base, out: Path, quiet: bool, address: str | None = None):
     from relucut.frontier_search import frontier
+    from relucut.frontier_search.run import relu_budgets
     from relucut.train import load_data
 
+    relu_budgets(spec, config)  # an unreachable latency budget is refused before the data loads
     data = load_data(base)
     result = frontier(spec, config, data=data, out=out, train=base, progress=not quiet, console=console,
                       address=address)

@@ -248,7 +248,7 @@ def check_teacher(teacher: str, spec: ModelSpec, dataset: str, *, full_relu: boo
     if theirs.to_dict() != spec.to_dict():
         raise RelucutError(f"teacher '{teacher}' is {_describe(theirs)}, but the model here is {_describe(spec)}; "
                            "pass a teacher of the same network, or drop --teacher to train one")
-    if full_relu and config.plan:
+    if full_relu and config.plan is not None and config.plan.decisions:
         raise RelucutError(f"teacher '{teacher}' was trained under a ReLU plan; the teacher must be the full-ReLU "
                            "network (train it without --plan/--cull/--thin), or drop --teacher")
 

@@ -69,7 +69,7 @@ class SearchSettings:
     def from_base(cls, base: TrainConfig, **fields: Any) -> SearchSettings:
         """Settings whose runs share ``base``'s recipe (its model, dataset and device included)."""
         train = {k: v for k, v in base.to_dict().items() if k not in ("model", "dataset", "device", "plan", "teacher")}
-        return cls(model=dict(base.model), dataset=base.dataset, train=train, device=base.device, **fields)
+        return cls(model=base.model.to_dict(), dataset=base.dataset, train=train, device=base.device, **fields)
 
     def spec(self) -> ModelSpec:
         return ModelSpec.from_dict(dict(self.model))

@@ -101,6 +101,15 @@ def markdown(points: Sequence[FrontierPoint], picks: dict[float, FrontierPoint |
     for p in sorted(points, key=lambda p: (-p.cost(key), -p.val_acc)):
         lines.append(f"| {'*' if p.on_frontier else ''} | {p.method} | {p.plan} | {p.relus:,} | {p.relu_layers} | "
                      f"{p.macs / 1e6:.2f}M | {p.conv_depth} | {_pct(p.val_acc)} | {p.online_s:.3g} |")
+    measured = [p for p in points if p.measured]
+    if measured:
+        lines += ["", f"Measured under SPU (Cheetah, 2 processes on one machine) next to the `{engine}` estimate:", "",
+                  "| method | network | ReLUs | estimated online s | measured s | estimated MB | measured MB |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for p in measured:
+            m = p.measured
+            lines.append(f"| {p.method} | {p.plan} | {p.relus:,} | {p.online_s:.3g} | {m['online_s']:.3g} | "
+                         f"{p.online_bytes / 1e6:.3g} | {m['bytes'] / 1e6:.3g} |")
     return "\n".join(lines) + "\n"
 
 

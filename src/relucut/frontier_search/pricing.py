@@ -7,7 +7,7 @@ import dataclasses
 from relucut.cost import CostReport
 from relucut.errors import RelucutError
 from relucut.frontier_search.config import FrontierConfig
-from relucut.pi import Estimate, Workload, estimate, get_profile
+from relucut.pi import Estimate, Workload, estimate
 
 
 def price(report: CostReport | Workload, config: FrontierConfig) -> Estimate:
@@ -15,9 +15,9 @@ def price(report: CostReport | Workload, config: FrontierConfig) -> Estimate:
                     threads=config.threads)
 
 
-def rounds(est: Estimate, config: FrontierConfig) -> int:
-    """Online communication rounds: each comparing layer waits on the network."""
-    return int(round(est.relu_layers * get_profile(config.engine).rounds_per_layer))
+def rounds(est: Estimate) -> int:
+    """Online communication rounds: each comparing layer (and, under SPU, each linear layer) waits on the network."""
+    return int(round(est.online_rounds))
 
 
 def relu_budget_for_latency(report: CostReport, latency_s: float, config: FrontierConfig) -> int | None:

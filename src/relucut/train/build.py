@@ -19,9 +19,8 @@ def build_model(config: TrainConfig) -> nn.Module:
     """The config's model spec built, with its plan (if any) applied. Seed first for a fixed init."""
     spec = config.spec()
     model = spec.build()
-    if config.plan:
-        plan = ReLUPlan.from_dict(config.plan)
-        model = apply_plan(model, plan, spec.input_size)
+    if config.plan is not None:
+        model = apply_plan(model, config.plan, spec.input_size)
     return model
 
 

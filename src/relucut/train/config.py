@@ -11,6 +11,7 @@ from typing import Any
 
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
+from relucut.plan import ReLUPlan
 from relucut.train.distributed import DEVICE_HELP, is_device_name
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -34,12 +35,12 @@ class TrainConfig:
     lr / 10 at 25/50/75 % of the epochs, i.e. 30/60/90 of 120, KD with T=4 and weight 0.9 when a
     teacher is given)."""
 
-    model: dict[str, Any] = field(default_factory=lambda: ModelSpec("resnet18").to_dict())
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("resnet18"))  # a dict is read as ModelSpec.to_dict()
     dataset: str = "cifar10"
     data_dir: str | None = None
     val_fraction: float = 0.1
     val_from: str = "random"  # or "tail": the last val_fraction of the training files
-    plan: dict[str, Any] | None = None  # a ReLUPlan.to_dict()
+    plan: ReLUPlan | None = None  # a dict is read as ReLUPlan.to_dict()
     teacher: str | None = None  # a run dir or a checkpoint file
     init: str | None = None  # a run dir or checkpoint whose weights start the run where names and shapes match
     epochs: int = 120
@@ -67,13 +68,19 @@ class TrainConfig:
     select: str = "best"  # the weights a run ends with: "best" on validation, or the "last" epoch's
     bn_recalibrate: int = 0  # > 0: re-estimate batch-norm statistics on N batches before each validation
 
+    def __post_init__(self) -> None:
+        # typed fields; dicts (JSON, older callers) are converted once, here
+        if isinstance(self.model, dict):
+            self.model = ModelSpec.from_dict(dict(self.model))
+        if isinstance(self.plan, dict):
+            self.plan = ReLUPlan.from_dict(self.plan)
+
     # -- resolution --------------------------------------------------------------------------
     def resolved(self) -> TrainConfig:
         """A copy with dataset-dependent defaults filled in and values checked."""
         cfg = dataclasses.replace(self)
         cfg.dataset = cfg.dataset.lower()
         spec = self.spec()
-        cfg.model = spec.to_dict()
         if cfg.augment is None:
             cfg.augment = "crop" if cfg.dataset == "digits" else "crop+flip"
         if cfg.crop_padding is None:
@@ -84,7 +91,7 @@ class TrainConfig:
         return cfg
 
     def spec(self) -> ModelSpec:
-        return ModelSpec.from_dict(dict(self.model))
+        return self.model
 
     def check(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -118,7 +125,11 @@ class TrainConfig:
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The JSON form: the model spec and the plan as their own dicts."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["model"] = self.model.to_dict()
+        data["plan"] = self.plan.to_dict() if self.plan is not None else None
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
