@@ -1,5 +1,4 @@
 import os
-import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -93,9 +92,3 @@ def assert_one_line_error(proc, *needles):
     assert len(err.splitlines()) == 1, err
     for needle in needles:
         assert needle in err, err
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    """A private copy of a shared (module- or session-scoped) run dir, for a test that changes it."""
-    shutil.copytree(src, dst)
-    return dst

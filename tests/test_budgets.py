@@ -128,7 +128,6 @@ def test_every_budget_option_refuses_a_bad_budget_in_one_line(command, tmp_path)
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-@pytest.mark.slow  # four CLI runs that build networks
 def test_every_budget_option_reads_the_same_counts(tmp_path):
     # each command shows the count it read: deepreshape in its designs, the others in a refusal by value
     shown = run_cli(*COMMANDS["deepreshape --budgets"], "12,500, 0.025M", "--json", check=True)
