@@ -15,8 +15,23 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
+    AddressOpt,
+    BatchOpt,
+    CpusOpt,
+    CritEpochsOpt,
+    DataDirOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    LimitTrainOpt,
+    LrOpt,
+    ModelOptions,
+    QuietOpt,
+    SeedOpt,
     ThinStyleOpt,
-    DataDirOpt, DeviceOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, absolute, check_teacher, need_extra,
+    ValFractionOpt,
+    absolute,
+    check_teacher,
+    need_extra,
     with_model_options,
 )
 from relucut.errors import RelucutError
@@ -25,19 +40,12 @@ from relucut.errors import RelucutError
 console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=140)
 
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Search directory; rerun the same command to resume.")]
-ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for selection.")]
 TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="A trained full-ReLU run dir or checkpoint (else one is trained).")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs for the teacher and every candidate.")]
-CritEpochsOpt = Annotated[int | None, typer.Option("--criticality-epochs", help="Fewer epochs for the stage networks: a proxy schedule (recorded).")]
 KdOnlyOpt = Annotated[bool, typer.Option("--criticality-kd-only", help="Skip the stage networks without KD (C_k uses the KD ones).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD).")]
 ScheduleOpt = Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")]
 StepOpt = Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs (default: at 25/50/75 % of the epochs).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads in this process.")]
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (one job per worker, a GPU each if any).")]
-AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")]
-CpusOpt = Annotated[int, typer.Option("--cpus-per-job", help="Ray: CPUs (and torch threads) per training job.")]
 
 
 @dataclass

@@ -13,11 +13,19 @@ from rich.table import Table
 
 from relucut.cli.app import app
 from relucut.cli.options import (
+    AddressOpt,
+    BatchOpt,
+    CpusOpt,
+    CritEpochsOpt,
     DeviceOpt,
+    ExecutorOpt,
+    GpusOpt,
     LimitTrainOpt,
+    LrOpt,
     ModelOptions,
     QuietOpt,
     SeedOpt,
+    ValFractionOpt,
     parse_names,
     with_model_options,
 )
@@ -40,16 +48,7 @@ EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs of the teacher,
 FinetuneOpt = Annotated[Optional[int], typer.Option("--finetune-epochs", help="SNL/SENet KD fine-tuning epochs (default: --epochs).")]
 SearchOpt = Annotated[Optional[int], typer.Option(
     "--search-epochs", help="SNL mask search / SENet mask learning epochs (default: a quarter of --epochs, at least 1).")]
-CritEpochsOpt = Annotated[Optional[int], typer.Option("--criticality-epochs", help="Fewer epochs for DeepReDuce's stage networks.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Initial SGD learning rate of the base recipe.")]
-ValOpt = Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out to choose networks.")]
 InitOpt = Annotated[str, typer.Option("--init", help="DeepReDuce networks start from: scratch, or the teacher's weights.")]
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (DeepReDuce/DeepReShape training jobs).")]
-CpusOpt = Annotated[int, typer.Option("--cpus-per-job", help="Ray: CPUs (and torch threads) per training job.")]
-GpusOpt = Annotated[Optional[float], typer.Option(
-    "--gpus-per-job", help="Ray: GPU share per job, e.g. 0.25 for four small networks per GPU (default: one each).")]
-AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local Ray).")]
 OneBlockOpt = Annotated[bool, typer.Option("--one-block/--no-one-block", help="DeepReDuce's S* candidates (one block per ReLU stage).")]
 OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder; rerun the same command to resume.")]
 
@@ -159,7 +158,7 @@ def frontier(
     one_block: OneBlockOpt = True,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
-    val_fraction: ValOpt = 0.1,
+    val_fraction: ValFractionOpt = 0.1,
     limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",

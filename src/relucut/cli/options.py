@@ -49,6 +49,18 @@ ImageSizeOpt = Annotated[Optional[int], typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
 LimitTrainOpt = Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")]
+# the training and execution options every training command takes
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Initial SGD learning rate.")]
+ValFractionOpt = Annotated[float, typer.Option(
+    "--val-fraction", help="Share of the training set held out to choose networks and report.")]
+CritEpochsOpt = Annotated[Optional[int], typer.Option(
+    "--criticality-epochs", help="Fewer epochs for DeepReDuce's stage networks: a proxy schedule (recorded).")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="sequential | ray (one training job per worker).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")]
+CpusOpt = Annotated[int, typer.Option("--cpus-per-job", help="Ray: CPUs (and torch threads) per training job.")]
+GpusOpt = Annotated[Optional[float], typer.Option(
+    "--gpus-per-job", help="Ray: GPU share per job, e.g. 0.25 for four small networks per GPU (default: one each).")]
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from relucut.errors import RelucutError
+from relucut.errors import RelucutError, refuse_unknown_fields
 from relucut.finegrained.senet import SENetConfig
 from relucut.finegrained.snl import SNLConfig
 
@@ -86,10 +86,7 @@ class FrontierConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontierConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise RelucutError(f"unknown frontier config field(s) {', '.join(unknown)}; remove them")
+        refuse_unknown_fields(cls, data, "frontier config")
         values = dict(data)
         if isinstance(values.get("snl"), dict):
             values["snl"] = SNLConfig(**values["snl"])

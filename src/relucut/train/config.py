@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relucut.errors import RelucutError
+from relucut.errors import RelucutError, refuse_unknown_fields
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan
 from relucut.train.distributed import DEVICE_HELP, is_device_name
@@ -133,10 +133,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise RelucutError(f"unknown training config field(s) {', '.join(unknown)}; remove them")
+        refuse_unknown_fields(cls, data, "training config")
         return cls(**data)
 
     def to_json(self) -> str:
