@@ -31,7 +31,7 @@ def _panel(ax, points: Sequence[FrontierPoint], key: str, xlabel: str) -> None:
     log_axis(ax, [p.cost(key) for p in points])
     ax.set_xlabel(xlabel)
     percent_axis(ax)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best", framealpha=0.6)  # "best": clear of the points
 
 
 def plot(points: Sequence[FrontierPoint], path: Path, title: str, engine: str) -> Path:
