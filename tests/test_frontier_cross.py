@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import TESTS, assert_one_line_error
+from conftest import TESTS, assert_one_line_error, run_cli
 
 from relucut import ModelSpec, count
 from relucut.finegrained.senet import SENetConfig
@@ -105,6 +105,7 @@ def searched(tmp_path_factory):
     return result, out, base, data
 
 
+@pytest.mark.slow
 def test_every_method_gives_points_and_each_budget_a_pick(searched):
     result, out, _, _ = searched
     methods = {p.method for p in result.points}
@@ -120,6 +121,7 @@ def test_every_method_gives_points_and_each_budget_a_pick(searched):
     assert {p.name for p in result.frontier} == {p.name for p in undominated(result.points)}
 
 
+@pytest.mark.slow
 def test_masked_networks_meet_their_budget_exactly_and_shallow_ones_within_it(searched):
     result, _, _, _ = searched
     for p in result.points:
@@ -131,6 +133,7 @@ def test_masked_networks_meet_their_budget_exactly_and_shallow_ones_within_it(se
     assert budgets == set(BUDGETS)
 
 
+@pytest.mark.slow
 def test_each_point_is_its_export_counted_and_priced(searched):
     from relucut.export import load_export
 
@@ -144,6 +147,7 @@ def test_each_point_is_its_export_counted_and_priced(searched):
             assert (out / p.export_dir / "model.onnx").is_file(), p.name
 
 
+@pytest.mark.slow
 def test_exports_equal_the_trained_networks(searched):
     from relucut.export import load_export
     from relucut.train import load_checkpoint_model
@@ -159,6 +163,7 @@ def test_exports_equal_the_trained_networks(searched):
             assert torch.allclose(trained(x), exported(x), atol=1e-4), p.name
 
 
+@pytest.mark.slow
 def test_the_picks_onnx_files_compute_what_torch_does(searched):
     import numpy as np
     import onnxruntime
@@ -175,6 +180,7 @@ def test_the_picks_onnx_files_compute_what_torch_does(searched):
         assert np.allclose(got, want, atol=1e-4), p.name
 
 
+@pytest.mark.slow
 def test_the_files_hold_the_same_frontier(searched):
     result, out, _, _ = searched
     doc = json.loads((out / "frontier.json").read_text())
@@ -191,6 +197,7 @@ def test_the_files_hold_the_same_frontier(searched):
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
 
 
+@pytest.mark.slow
 def test_a_rerun_with_more_budgets_and_another_engine_reuses_every_run(searched):
     _, out, base, data = searched
     finals = sorted(out.rglob("final.json"))
@@ -208,6 +215,7 @@ def test_a_rerun_with_more_budgets_and_another_engine_reuses_every_run(searched)
     assert smaller.picks[200] is not None and smaller.picks[200].relus <= 200
 
 
+@pytest.mark.slow
 def test_other_training_settings_are_refused_in_the_same_folder(searched):
     from relucut.errors import RelucutError
 
@@ -238,7 +246,7 @@ def _cli(*args, env=None):
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"
-    proc = _cli(*CLI, *args, "--out", out, env={"RELUCUT_SPU_PYTHON": str(tmp_path / "no-python")})
+    proc = run_cli(*CLI, *args, "--out", out, env={"RELUCUT_SPU_PYTHON": str(tmp_path / "no-python")})
     assert proc.returncode == 2, proc.stderr
     assert_one_line_error(proc, needle)
     assert not out.exists()
