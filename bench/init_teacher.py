@@ -51,7 +51,7 @@ def main() -> None:
             "teacher E/2": (True, max(1, args.epochs // 2))}
     rows, started = [], time.time()
     for seed in (int(s) for s in args.seeds.split(",")):
-        base = TrainConfig(model=spec.to_dict(), dataset="digits", epochs=args.teacher_epochs, lr=0.05,
+        base = TrainConfig(model=spec, dataset="digits", epochs=args.teacher_epochs, lr=0.05,
                            schedule="cosine", batch_size=64, seed=seed, device="cpu")
         data = load_data(base)
         with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +61,7 @@ def main() -> None:
                 t0 = time.time()
                 accs = []
                 for cost in costs:
-                    cfg = dataclasses.replace(base, model=cost.spec.to_dict(), plan=cost.plan.to_dict(),
+                    cfg = dataclasses.replace(base, model=cost.spec, plan=cost.plan,
                                               teacher=str(teacher), epochs=epochs,
                                               init=str(teacher) if from_teacher else None)
                     final = train(cfg, Path(tmp) / f"{arm}-{cost.candidate.name}", data=data, progress=False)

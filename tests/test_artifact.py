@@ -49,7 +49,7 @@ def senet_like():
     model = SPEC.build()
     _, masks = install_mask_sites(model, SPEC.input_size, "pixel")
     gen = torch.Generator().manual_seed(1)
-    freeze_all(masks, {n: torch.rand(m.alpha.shape, generator=gen) > 0.5 for n, m in masks.items()})
+    freeze_all(masks, {n: torch.rand(m.scores.shape, generator=gen) > 0.5 for n, m in masks.items()})
     gates = install_gates(model, SHALLOW)
     set_gates(gates, 1.0)
     remove_main_branches(model, gates)

@@ -78,11 +78,11 @@ def test_binarize_is_exact_top_k():
     _, masks = install_mask_sites(model, SPEC.input_size, "pixel")
     torch.manual_seed(1)
     for m in masks.values():
-        m.alpha.data.uniform_()
+        m.scores.data.uniform_()
     chosen = binarize_to_budget(masks, 321)
     assert sum(int(c.sum()) for c in chosen.values()) == 321
-    threshold = min(float(masks[n].alpha.detach()[c].min()) for n, c in chosen.items() if c.any())
-    assert all(float(masks[n].alpha.detach()[~c].max()) <= threshold for n, c in chosen.items() if (~c).any())
+    threshold = min(float(masks[n].scores.detach()[c].min()) for n, c in chosen.items() if c.any())
+    assert all(float(masks[n].scores.detach()[~c].max()) <= threshold for n, c in chosen.items() if (~c).any())
 
 
 @pytest.mark.parametrize("budget, needle", [(0, "must be > 0"), (-5, "must be > 0"), (TOTAL_RELUS + 1, "exceeds")])
@@ -96,7 +96,7 @@ def test_bad_budgets(budget, needle):
 def test_relaxed_site_interpolates_relu_and_identity():
     site = LearnableMaskSite((2, 1, 3), "pixel")
     x = torch.tensor([[[[-1.0, 2.0, -3.0]], [[4.0, -5.0, 6.0]]]])
-    site.alpha.data.fill_(0.25)
+    site.scores.data.fill_(0.25)
     assert torch.allclose(site(x), 0.25 * torch.relu(x) + 0.75 * x)
     site.freeze(torch.tensor([[[True, False, True]], [[False, False, True]]]))
     assert site.active_relus((2, 1, 3)) == 3
@@ -107,9 +107,9 @@ def test_binarize_breaks_ties_by_relu_effect_not_site_order():
     model = SPEC.build()
     _, masks = install_mask_sites(model, SPEC.input_size, "pixel")
     for m in masks.values():
-        m.alpha.data.zero_()  # every score clamped to 0, as when the search stops below the budget
+        m.scores.data.zero_()  # every score clamped to 0, as when the search stops below the budget
     names = list(masks)
-    effect = {n: torch.zeros_like(m.alpha) for n, m in masks.items()}
+    effect = {n: torch.zeros_like(m.scores) for n, m in masks.items()}
     effect[names[-1]].fill_(1.0)  # only the last site (s4) changes its input
     chosen = binarize_to_budget(masks, 20, tiebreak=effect)  # the last site has 32 entries
     assert int(chosen[names[-1]].sum()) == 20

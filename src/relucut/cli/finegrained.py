@@ -36,7 +36,7 @@ def _base(model: ModelOptions, spec, teacher: str | None, val_fraction: float, s
     if val_fraction <= 0:
         raise RelucutError("the fine-grained methods select and report on held-out images; use --val-fraction > 0")
     need_extra("onnx", "export", "the export's model.onnx")
-    base = TrainConfig(model=spec.to_dict(), dataset=model.dataset.lower(), data_dir=model.data_dir,
+    base = TrainConfig(model=spec, dataset=model.dataset.lower(), data_dir=model.data_dir,
                        val_fraction=val_fraction, seed=seed, limit_train=limit, epochs=base_epochs,
                        batch_size=batch_size, device=device).resolved()
     if teacher:  # the method starts from the teacher: it must be this network

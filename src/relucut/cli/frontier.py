@@ -180,7 +180,7 @@ def frontier(
     spec = model.spec()
     if val_fraction <= 0:
         raise RelucutError("the frontier chooses networks on held-out images; use --val-fraction > 0")
-    base = TrainConfig(model=spec.to_dict(), dataset=model.dataset, data_dir=model.data_dir, val_fraction=val_fraction,
+    base = TrainConfig(model=spec, dataset=model.dataset, data_dir=model.data_dir, val_fraction=val_fraction,
                        seed=seed, limit_train=limit_train, epochs=epochs, batch_size=batch_size, lr=lr,
                        device=device).resolved()
     folder = Path(out) if out else Path("runs") / f"frontier-{model.model.replace(':', '_')}-{model.dataset}"
@@ -211,7 +211,7 @@ def demo(
     spec = model_spec(DEMO_MODEL, "digits", base_width=DEMO_BASE_WIDTH)
     config = frontier_config(DEMO_BUDGETS, None, DEMO_METHODS, "delphi", "relus", None, None, None, False, epochs,
                              None, None, None, "sequential", one_block=False)
-    base = TrainConfig(model=spec.to_dict(), dataset="digits", val_fraction=0.1, seed=0, epochs=epochs,
+    base = TrainConfig(model=spec, dataset="digits", val_fraction=0.1, seed=0, epochs=epochs,
                        batch_size=64, lr=0.05, schedule="cosine", device="cpu").resolved()
     console.print(f"[bold]relucut demo[/]: {DEMO_METHODS.replace(',', ', ')} on {DEMO_MODEL} (base width "
                   f"{DEMO_BASE_WIDTH}) / digits at {DEMO_BUDGETS} ReLUs, {epochs} epochs per network, into {out} "

@@ -57,8 +57,8 @@ def train(
     spec = model.spec()  # an imagefolder's class count and image size come from its files
     relu_plan = resolve_plan(spec, plan, cull, thin) if plan or cull or thin else None
     config = TrainConfig(
-        model=spec.to_dict(), dataset=model.dataset.lower(), data_dir=data_dir, val_fraction=val_fraction,
-        val_from=val_from, plan=relu_plan.to_dict() if relu_plan is not None else None,
+        model=spec, dataset=model.dataset.lower(), data_dir=data_dir, val_fraction=val_fraction,
+        val_from=val_from, plan=relu_plan,
         teacher=absolute(teacher), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
         weight_decay=weight_decay, schedule=schedule, step_size=step_size,
         milestones=parse_ints(milestones, "--milestones", "60,90"), kd_temperature=kd_temperature,

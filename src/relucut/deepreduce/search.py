@@ -263,7 +263,7 @@ class Search:
         for cand in cands:
             cost = cost_candidate(cand, self.spec)
             costs[cand.name] = cost
-            cfg = self._config(model=cost.spec.to_dict(), plan=cost.plan.to_dict(), teacher=teacher)
+            cfg = self._config(model=cost.spec, plan=cost.plan, teacher=teacher)
             jobs.append(TrainJob(cand.name, cfg, self.out / "candidates" / cand.name))
         finals = self._run_jobs(jobs)
         results = []

@@ -99,8 +99,8 @@ def _train_design(settings: PipelineSettings, design: BudgetDesign, role: str, t
     plan = design.plan(settings.num_classes, settings.input_size)
     cfg = dataclasses.replace(
         train_config,
-        model=design.spec(settings.num_classes, settings.input_size).to_dict(),
-        plan=plan.to_dict() if plan.decisions else None,
+        model=design.spec(settings.num_classes, settings.input_size),
+        plan=plan if plan.decisions else None,
     )
     if (run_dir / "final.json").is_file():
         _check_same_run(run_dir, cfg)
@@ -127,14 +127,14 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
     from relucut.train import evaluate, load_data
 
     spec = design.spec(settings.num_classes, settings.input_size)
-    splits = data if data is not None else load_data(dataclasses.replace(train_config, model=spec.to_dict()))
+    splits = data if data is not None else load_data(dataclasses.replace(train_config, model=spec))
     epochs = train_config.epochs
     cfg = SNLConfig(budget=design.budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs)
     run_dir = out / f"{design.budget}_{role}_snl"
     finished = run_dir / "result.json"
     first_seconds = json.loads(finished.read_text())["seconds"] if finished.is_file() else None
     # a finished run resumes from its last checkpoints at once (and refuses other settings)
-    base = dataclasses.replace(train_config, model=spec.to_dict(), plan=None, teacher=None)
+    base = dataclasses.replace(train_config, model=spec, plan=None, teacher=None)
     result = run_snl(spec, splits, run_dir, cfg, base=base, progress=progress)
     exported = load_export(run_dir / "export")
     report = count(exported, spec.input_size)
@@ -207,7 +207,7 @@ def design_job(spec: Any, cfg: DeepReShapeConfig, base: Any, teacher: str | Path
     design = cfg.design(spec.num_classes, spec.input_size)
     net = design.spec(spec.num_classes, spec.input_size)
     plan = design.plan(spec.num_classes, spec.input_size)
-    train_cfg = dataclasses.replace(base, model=net.to_dict(), plan=plan.to_dict() if plan.decisions else None,
+    train_cfg = dataclasses.replace(base, model=net, plan=plan if plan.decisions else None,
                                     teacher=str(Path(teacher).resolve()) if teacher is not None else None)
     return design, TrainJob(f"deepreshape {cfg.budget}", train_cfg, run_dir)
 

@@ -59,7 +59,7 @@ def deployable(model: nn.Module) -> nn.Module:
         if isinstance(module, LearnableMaskSite):
             if module.state != "frozen":
                 raise RelucutError(f"site '{path}' is still learning its mask; freeze masks before exporting")
-            out.set_submodule(path, PartialReLU.from_mask(module.mask, module.shape).to(module.alpha.device))
+            out.set_submodule(path, PartialReLU.from_mask(module.mask, module.shape).to(module.scores.device))
     return out
 
 

@@ -33,8 +33,8 @@ def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int,
     short by less than the cost of the smallest channel left out.
     """
     names = list(masks)
-    scores = torch.cat([masks[n].alpha.detach().flatten().cpu() for n in names])
-    costs = torch.cat([torch.full((masks[n].alpha.numel(),), masks[n].unit_relus) for n in names])
+    scores = torch.cat([masks[n].scores.detach().flatten().cpu() for n in names])
+    costs = torch.cat([torch.full((masks[n].scores.numel(),), masks[n].unit_relus) for n in names])
     total = int(costs.sum())
     check_budget(budget, total)
     order = torch.arange(scores.numel())
@@ -55,8 +55,8 @@ def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int,
                     break
     out, start = {}, 0
     for n in names:
-        size = masks[n].alpha.numel()
-        out[n] = chosen[start:start + size].view(masks[n].alpha.shape)
+        size = masks[n].scores.numel()
+        out[n] = chosen[start:start + size].view(masks[n].scores.shape)
         start += size
     return out
 

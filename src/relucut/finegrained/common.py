@@ -98,7 +98,7 @@ def relu_effect(model: nn.Module, masks: dict[str, LearnableMaskSite], data: Dat
     """Per mask entry, the mean squared change its ReLU makes, E[(relu(x) - x)^2] = E[x^2; x < 0],
     on fixed un-augmented training images (eval mode): how much the network needs that ReLU."""
     device = next(model.parameters()).device
-    sums = {n: torch.zeros_like(m.alpha) for n, m in masks.items()}
+    sums = {n: torch.zeros_like(m.scores) for n, m in masks.items()}
     handles = []
     for n, m in masks.items():
         def hook(mod, inputs, _out, n=n):

@@ -21,9 +21,10 @@ ACTIVE_THRESHOLD = 1e-2
 
 
 class LearnableMaskSite(ReLUSite):
-    """A site with a learnable mask ``alpha`` of shape (C,H,W) (pixel) or (C,1,1) (channel).
+    """A site with learnable mask ``scores`` (the papers' alpha; ``alpha`` in relucut is the
+    channel scale) of shape (C,H,W) (pixel) or (C,1,1) (channel).
 
-    States: ``relaxed`` (SNL: m = alpha in [0,1]), ``topk`` (SENet: m = the ``k`` largest alphas,
+    States: ``relaxed`` (SNL: m = scores in [0,1]), ``topk`` (SENet: m = the ``k`` largest scores,
     straight-through gradient), ``frozen`` (a binary mask; behaves exactly as ``ReLUSite``).
     """
 
@@ -34,45 +35,45 @@ class LearnableMaskSite(ReLUSite):
         self.shape = tuple(int(s) for s in shape)
         self.granularity = granularity
         mask_shape = self.shape if granularity == "pixel" else (self.shape[0],) + (1,) * (len(self.shape) - 1)
-        self.alpha = nn.Parameter(torch.full(mask_shape, float(init)))
+        self.scores = nn.Parameter(torch.full(mask_shape, float(init)))
         self.state = "relaxed"
         self.k = 0  # mask units kept in the topk state
 
     @property
     def unit_relus(self) -> int:
         """ReLUs one mask entry stands for: 1 per pixel, H*W per channel."""
-        return math.prod(self.shape) // self.alpha.numel()
+        return math.prod(self.shape) // self.scores.numel()
 
     # -- state changes -------------------------------------------------------------------------
     def use_topk(self, k: int) -> None:
-        if not 0 <= k <= self.alpha.numel():
-            raise ValueError(f"k={k} outside [0, {self.alpha.numel()}]")
+        if not 0 <= k <= self.scores.numel():
+            raise ValueError(f"k={k} outside [0, {self.scores.numel()}]")
         self.state, self.k = "topk", int(k)
 
     def freeze(self, mask: torch.Tensor) -> None:
-        """Fixes a binary mask (of alpha's shape); alpha stops taking part in the forward."""
+        """Fixes a binary mask (of the scores' shape); the scores stop taking part in the forward."""
         self.state = "frozen"
         self.mode = "mask"
-        self.mask = mask.to(device=self.alpha.device, dtype=torch.bool).reshape(self.alpha.shape)
-        self.alpha.requires_grad_(False)
+        self.mask = mask.to(device=self.scores.device, dtype=torch.bool).reshape(self.scores.shape)
+        self.scores.requires_grad_(False)
 
     def hard_mask(self) -> torch.Tensor:
         """The binary mask this site evaluates now (relaxed: entries above the threshold)."""
         if self.state == "frozen":
             return self.mask
         if self.state == "topk":
-            return _topk_indicator(self.alpha.detach(), self.k)
-        return self.alpha.detach() > ACTIVE_THRESHOLD
+            return _topk_indicator(self.scores.detach(), self.k)
+        return self.scores.detach() > ACTIVE_THRESHOLD
 
     # -- forward and counting ------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.state == "frozen":
             return super().forward(x)
         if self.state == "topk":
-            hard = _topk_indicator(self.alpha, self.k).to(x.dtype)
-            m = hard + self.alpha - self.alpha.detach()  # straight-through: forward hard, gradient to alpha
+            hard = _topk_indicator(self.scores, self.k).to(x.dtype)
+            m = hard + self.scores - self.scores.detach()  # straight-through: forward hard, gradient to the scores
         else:
-            m = self.alpha
+            m = self.scores
         return x + m * (torch.relu(x) - x)
 
     def active_relus(self, shape: tuple[int, ...]) -> int:
@@ -80,7 +81,7 @@ class LearnableMaskSite(ReLUSite):
 
     def extra_repr(self) -> str:
         on = int(self.hard_mask().sum())
-        return f"{self.granularity}, state={self.state}, ones={on}/{self.alpha.numel()}"
+        return f"{self.granularity}, state={self.state}, ones={on}/{self.scores.numel()}"
 
 
 def _topk_indicator(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -125,4 +126,4 @@ def install_mask_sites(
 
 
 def mask_parameters(masks: dict[str, LearnableMaskSite]) -> list[nn.Parameter]:
-    return [m.alpha for m in masks.values()]
+    return [m.scores for m in masks.values()]

@@ -44,7 +44,7 @@ def base_config(spec: ModelSpec, data: DataSplits, base: TrainConfig | None) -> 
     base = base or TrainConfig()
     carve = data.carve or {}
     return dataclasses.replace(
-        base, model=spec.to_dict(), dataset=data.name, plan=None, teacher=None,
+        base, model=spec, dataset=data.name, plan=None, teacher=None,
         val_fraction=carve.get("val_fraction", base.val_fraction), val_from=carve.get("val_from", base.val_from),
         seed=carve.get("seed", base.seed),
     ).resolved()

@@ -141,7 +141,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     _, masks = install_mask_sites(model, input_size, "pixel")
     with torch.no_grad():
         for name, effect in relu_effect(model, masks, data).items():  # start where ReLUs matter most
-            masks[name].alpha.copy_(effect / effect.max().clamp_min(1e-12))
+            masks[name].scores.copy_(effect / effect.max().clamp_min(1e-12))
     for name, site in masks.items():
         site.use_topk(budget[name])
     if cfg.mask_epochs:

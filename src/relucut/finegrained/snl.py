@@ -1,11 +1,11 @@
 """SNL-style mask search (Cho et al., 2022): relaxed masks, an adaptive L1 penalty, top-k.
 
-1. Every ReLU becomes ``alpha * relu(x) + (1 - alpha) * x`` with alpha (per pixel or per
-   channel) starting at 1 and kept in [0, 1].
-2. The loss adds ``coef * mean ReLU-weighted alpha``; every ``check_every`` steps, if the count of
+1. Every ReLU becomes ``m * relu(x) + (1 - m) * x`` with mask scores m (the paper's alpha), per
+   pixel or per channel, starting at 1 and kept in [0, 1].
+2. The loss adds ``coef * mean ReLU-weighted |m|``; every ``check_every`` steps, if the count of
    entries above 0.01 fell by less than ``min_drop`` (relative), coef is multiplied by ``growth``.
 3. Search stops once the count is at or below the budget (or after ``search_epochs``).
-4. Masks are binarized by a global top-k to the budget (ties, e.g. the many alphas clamped to 0,
+4. Masks are binarized by a global top-k to the budget (ties, e.g. the many scores clamped to 0,
    go to the ReLUs that change their input most) and frozen; the net is fine-tuned with KD.
 
 Both stages are runs of the training engine (``search/`` and ``finetune/`` under the workdir).
@@ -83,13 +83,13 @@ class L1Controller:
         self.state = {"coef": cfg.l1_init, "last": self.full, "step": 0, "history": []}
 
     def penalty(self, _ctx) -> torch.Tensor:
-        weighted = sum(m.alpha.abs().sum() * m.unit_relus for m in self.masks.values())
+        weighted = sum(m.scores.abs().sum() * m.unit_relus for m in self.masks.values())
         return self.state["coef"] * weighted / self.full
 
     def after_step(self, _step: int, _model: nn.Module) -> bool:
         with torch.no_grad():
             for m in self.masks.values():
-                m.alpha.clamp_(0.0, 1.0)
+                m.scores.clamp_(0.0, 1.0)
         state = self.state
         state["step"] += 1
         now = total_relus(self.masks)
