@@ -57,12 +57,12 @@ def test_unsupported_operator_is_named():
 
 
 def test_bad_options_are_rejected():
-    from relucut.cli.pi import _UNITS_BPS, _UNITS_S, parse_quantity
+    from relucut.units import BITS_PER_S, SECONDS, parse_quantity
 
-    assert parse_quantity("100mbit", _UNITS_BPS, "--bandwidth", "1gbit") == 1e8
-    assert parse_quantity("300us", _UNITS_S, "--rtt", "0.3ms") == pytest.approx(3e-4)
+    assert parse_quantity("100mbit", BITS_PER_S, "--bandwidth", "1gbit") == 1e8
+    assert parse_quantity("300us", SECONDS, "--rtt", "0.3ms") == pytest.approx(3e-4)
     with pytest.raises(RelucutError, match="--bandwidth takes a number with a unit"):
-        parse_quantity("fast", _UNITS_BPS, "--bandwidth", "1gbit")
+        parse_quantity("fast", BITS_PER_S, "--bandwidth", "1gbit")
     with pytest.raises(RelucutError, match="unknown protocol"):
         estimate(Workload(1, 1, 1), "gazelle")
 

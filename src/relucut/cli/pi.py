@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from relucut.cli.options import (
 )
 from relucut.errors import RelucutError
 from relucut.rundir import atomic_write_text
+from relucut.units import BITS_PER_S, SECONDS, parse_quantity
 
 pi_app = typer.Typer(help="Private-inference cost: estimate, measure under SPU (Cheetah 2PC), calibrate.",
                      no_args_is_help=True)
@@ -24,17 +24,6 @@ app.add_typer(pi_app, name="pi")
 console = Console()
 
 TargetArg = Annotated[str, typer.Argument(help="An export directory (from `relucut export`) or a zoo model name.")]
-
-_UNITS_BPS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
-_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-
-
-def parse_quantity(text: str, units: dict[str, float], option: str, example: str) -> float:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]*)\s*", text.lower())
-    if not m or (m.group(2) and m.group(2) not in units):
-        raise RelucutError(f"{option} takes a number with a unit ({', '.join(units)}), e.g. {example}; got '{text}'")
-    return float(m.group(1)) * units.get(m.group(2) or "", 1.0)
-
 
 def _network(target: ModelOptions, cull, thin, plan, seed=0):
     from relucut.pi.networks import load_export_dir, looks_like_path, planned_zoo_model
@@ -83,8 +72,8 @@ def estimate_cmd(
     report = count(model, input_size)
     est = estimate(
         report, protocol, profile_file=profile_file,
-        bandwidth_bps=parse_quantity(bandwidth, _UNITS_BPS, "--bandwidth", "1gbit") if bandwidth else None,
-        rtt_s=parse_quantity(rtt, _UNITS_S, "--rtt", "0.3ms") if rtt is not None else None,
+        bandwidth_bps=parse_quantity(bandwidth, BITS_PER_S, "--bandwidth", "1gbit") if bandwidth else None,
+        rtt_s=parse_quantity(rtt, SECONDS, "--rtt", "0.3ms") if rtt is not None else None,
         threads=threads, requests_per_s=requests_per_s, num_requests=num_requests,
     )
     if as_json:

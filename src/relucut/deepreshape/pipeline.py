@@ -96,12 +96,7 @@ def _train_design(settings: PipelineSettings, design: BudgetDesign, role: str, t
     if settings.fine_grained and design.regime == "cull":
         return _train_snl(settings, design, role, train_config, out, data, progress)
     run_dir = out / f"{design.budget}_{role}"
-    plan = design.plan(settings.num_classes, settings.input_size)
-    cfg = dataclasses.replace(
-        train_config,
-        model=design.spec(settings.num_classes, settings.input_size),
-        plan=plan if plan.decisions else None,
-    )
+    cfg = design_config(design, train_config, settings.num_classes, settings.input_size)
     if (run_dir / "final.json").is_file():
         _check_same_run(run_dir, cfg)
         final = json.loads((run_dir / "final.json").read_text())
@@ -205,11 +200,17 @@ def design_job(spec: Any, cfg: DeepReShapeConfig, base: Any, teacher: str | Path
 
     cfg.check()
     design = cfg.design(spec.num_classes, spec.input_size)
-    net = design.spec(spec.num_classes, spec.input_size)
-    plan = design.plan(spec.num_classes, spec.input_size)
-    train_cfg = dataclasses.replace(base, model=net, plan=plan if plan.decisions else None,
-                                    teacher=str(Path(teacher).resolve()) if teacher is not None else None)
+    train_cfg = design_config(design, base, spec.num_classes, spec.input_size,
+                              teacher=str(Path(teacher).resolve()) if teacher is not None else None)
     return design, TrainJob(f"deepreshape {cfg.budget}", train_cfg, run_dir)
+
+
+def design_config(design: BudgetDesign, base: Any, num_classes: int, input_size: tuple[int, int, int],
+                  **changes: Any) -> Any:
+    """``base`` (a TrainConfig) for the design's network and its plan (none when it culls nothing)."""
+    plan = design.plan(num_classes, input_size)
+    return dataclasses.replace(base, model=design.spec(num_classes, input_size),
+                               plan=plan if plan.decisions else None, **changes)
 
 
 def design_label(design: BudgetDesign) -> str:

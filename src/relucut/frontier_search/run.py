@@ -82,6 +82,8 @@ class _Search:
         self.spec, self.config, self.data, self.out, self.base = spec, config, data, out, base
         self.progress, self.console = progress, console
         self.full = count(spec.build(), spec.input_size)
+        # per frontier budget, the masked methods' ReLU budget; an unreachable latency is refused here
+        self._relu_budgets = relu_budgets(spec, config, self.full)
         self.executor = make_executor(config.executor, address, progress=progress, data=data,
                                       cpus_per_job=config.cpus_per_job, gpus_per_job=config.gpus_per_job)
         self.teacher_dir = out / "teacher"
@@ -92,7 +94,7 @@ class _Search:
     # -- budgets ----------------------------------------------------------------------------------
     def relu_budgets(self) -> dict[float, int | None]:
         """Per frontier budget, the ReLU budget of the masked methods (None: it cannot meet it)."""
-        return relu_budgets(self.spec, self.config, self.full)
+        return self._relu_budgets
 
     def mask_budgets(self) -> list[int]:
         """Distinct ReLU budgets for SNL/SENet below the full network's count."""
@@ -336,7 +338,6 @@ def frontier(spec: ModelSpec, config: FrontierConfig, *, data: DataSplits, out: 
     if not len(data.val):
         raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
     out = Path(out)
-    search = _Search(spec, config, data, out, base, progress, console or Console(), address)
-    search.relu_budgets()  # refuses an unreachable latency budget before anything is written
+    search = _Search(spec, config, data, out, base, progress, console or Console(), address)  # checks budgets
     with claim(out, settings_record(spec, config, base)):
         return search.run()
