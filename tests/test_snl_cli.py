@@ -32,6 +32,19 @@ def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
     assert_one_line_error(other, "holds a run with different", "snl.budget")
 
 
+def test_snl_cli_authors_recipe(tmp_path):
+    proc = run_cli("snl", "resnet18", "--budget", "1k", *TINY, "--recipe", "authors", "--search-epochs", "1",
+                   "--finetune-epochs", "1", "-o", tmp_path, "--device", "cpu", check=True,
+                   env={"OMP_NUM_THREADS": "1"})
+    result = json.loads(proc.stdout)
+    assert result["result"]["relus"] == 1000
+    assert result["forced_topk"]  # one search epoch cannot reach the budget by the authors' rule
+    recipe = json.loads((tmp_path / "config.json").read_text())["snl"]
+    assert (recipe["optimizer"], recipe["l1_rule"], recipe["finetune_schedule"]) == ("adam", "epochs", "cosine")
+    metrics = json.loads((tmp_path / "search" / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["lr"] == 1e-3 and metrics["relus"] > 1000
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [
@@ -58,6 +71,9 @@ def test_cli_errors(args, needles):
         ("snl", {"budget": "500", "search_epochs": 0}, "search_epochs must be >= 1"),
         ("senet", {"budget": "500", "density": 2.0}, "--density"),
         ("senet", {"budget": "500", "mask_epochs": 0, "finetune_epochs": 0}, "nothing would train"),
+        ("snl", {"budget": "500", "recipe": "paper"}, "unknown --recipe 'paper'"),
+        ("snl", {"budget": "500", "recipe": "authors", "milestones": "3"}, "belong to relucut's recipe"),
+        ("senet", {"budget": "500", "mask_learning": "magic"}, "unknown mask_learning 'magic'"),
     ],
 )
 def test_option_checks_before_any_training(command, kwargs, needle):

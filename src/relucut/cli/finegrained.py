@@ -66,10 +66,12 @@ def snl(
     granularity: Annotated[str, typer.Option("--granularity", help="pixel (C,H,W masks) or channel (C masks).")] = "pixel",
     search_epochs: Annotated[int, typer.Option("--search-epochs", help="Most epochs of mask search.")] = 10,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="KD fine-tuning epochs, masks frozen.")] = 10,
-    lr: Annotated[float, typer.Option("--lr", help="SGD learning rate of the weights.")] = 0.01,
-    mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
-    l1_init: Annotated[float, typer.Option("--l1", help="Initial L1 coefficient (grows while the count stalls).")] = 0.1,
-    milestones: Annotated[str | None, typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8.")] = None,
+    recipe: Annotated[str, typer.Option("--recipe", help="relucut (default) | authors: SNL's public code "
+                                        "(Adam 1e-3, 1e-5 L1 grown per epoch, threshold, cosine fine-tuning).")] = "relucut",
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of the weights (relucut: SGD 0.01).")] = None,
+    mask_lr: Annotated[float | None, typer.Option("--mask-lr", help="Adam learning rate of the mask scores (relucut: 0.01).")] = None,
+    l1_init: Annotated[float | None, typer.Option("--l1", help="Initial L1 coefficient, grown while the count stalls (relucut: 0.1).")] = None,
+    milestones: Annotated[str | None, typer.Option("--milestones", help="Fine-tuning LR decay epochs, e.g. 5,8 (relucut's recipe).")] = None,
     kd_weight: KDWeightOpt = 0.9,
     lam: LamOpt = None,
     kd_temperature: KDTemperatureOpt = 4.0,
@@ -91,10 +93,19 @@ def snl(
     relus = _budget(budget, spec)
     if granularity not in ("pixel", "channel"):
         raise RelucutError(f"unknown --granularity '{granularity}'; use pixel or channel")
-    cfg = SNLConfig(budget=relus, granularity=granularity, search_epochs=search_epochs,
-                    finetune_epochs=finetune_epochs, lr=lr, mask_lr=mask_lr, l1_init=l1_init,
-                    milestones=parse_ints(milestones, "--milestones", "5,8") or [],
-                    kd_weight=old_flag(kd_weight, lam), kd_temperature=kd_temperature)
+    if recipe not in ("relucut", "authors"):
+        raise RelucutError(f"unknown --recipe '{recipe}'; use relucut or authors")
+    changes = {k: v for k, v in {"lr": lr, "mask_lr": mask_lr, "l1_init": l1_init}.items() if v is not None}
+    common = dict(granularity=granularity, search_epochs=search_epochs, finetune_epochs=finetune_epochs,
+                  kd_temperature=kd_temperature, **changes)
+    if recipe == "authors":
+        if milestones or lam is not None or kd_weight != 0.9:
+            raise RelucutError("--milestones and --kd-weight belong to relucut's recipe; the authors' fine-tunes "
+                               "with a cosine schedule and weighs CE and KD equally (drop them or use --recipe relucut)")
+        cfg = SNLConfig.authors(relus, **common)
+    else:
+        cfg = SNLConfig(budget=relus, milestones=parse_ints(milestones, "--milestones", "5,8") or [],
+                        kd_weight=old_flag(kd_weight, lam), **common)
     cfg.check()
     base, data = _base(model, spec, teacher, val_fraction, seed, limit_train, base_epochs, batch_size, device)
     result = run_snl(spec, data, _out(out, "snl", model.model, model.dataset, relus), cfg, base=base,
@@ -112,6 +123,8 @@ def senet(
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Stage 3 epochs (paper: 180).")] = 180,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate (paper: 0.01).")] = 0.01,
     mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
+    mask_learning: Annotated[str, typer.Option("--mask-learning", help="scores (learned by gradient, default) | "
+                                               "distance (the SENet code's per-layer |teacher - student| top-k).")] = "scores",
     milestones: Annotated[str, typer.Option("--milestones", help="Stage 3 LR / 10 epochs; the gate ramps until the first.")] = "90,140,160",
     kd_weight: KDWeightOpt = 0.9,
     lam: LamOpt = None,
@@ -147,7 +160,7 @@ def senet(
 
         check_aux_model(spec.build(), aux_after)
     cfg = SENetConfig(
-        budget=relus, density=density, mask_epochs=mask_epochs, mask_lr=mask_lr, lr=lr,
+        budget=relus, density=density, mask_epochs=mask_epochs, mask_lr=mask_lr, mask_learning=mask_learning, lr=lr,
         finetune_epochs=finetune_epochs, milestones=parse_ints(milestones, "--milestones", "90,140,160") or [],
         kd_weight=old_flag(kd_weight, lam), feature_weight=old_flag(feature_weight, beta), feature_loss=feature_loss,
         kd_temperature=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,

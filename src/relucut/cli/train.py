@@ -31,7 +31,8 @@ def train(
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Run dir or checkpoint to distill from (KD).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 120,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 128,
-    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD).")] = 0.1,
+    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate.")] = 0.1,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (momentum) | adam.")] = "sgd",
     momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 4e-4,
     schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "step",
@@ -59,7 +60,7 @@ def train(
     config = TrainConfig(
         model=spec, dataset=model.dataset.lower(), data_dir=data_dir, val_fraction=val_fraction,
         val_from=val_from, plan=relu_plan,
-        teacher=absolute(teacher), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+        teacher=absolute(teacher), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
         weight_decay=weight_decay, schedule=schedule, step_size=step_size,
         milestones=parse_ints(milestones, "--milestones", "60,90"), kd_temperature=kd_temperature,
         kd_weight=kd_weight, augment=augment, limit_train=limit_train, seed=seed, device=device, compile=compile,

@@ -140,7 +140,8 @@ def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SNLConfig, 
         return {
             "method": f"snl-{cfg.granularity}", "budget": cfg.budget,
             "search_epochs_run": res.search_epochs_run, "relaxed_relus_at_stop": res.relaxed_relus_at_stop,
-            "l1_final": res.l1_final, "result": _columns(cost, base_cost, _accuracy(model, data)),
+            "l1_final": res.l1_final, "forced_topk": res.forced_topk,
+            "result": _columns(cost, base_cost, _accuracy(model, data)),
         }
 
     return _run(spec, data, out, cfg, "snl", base, teacher, progress, body)

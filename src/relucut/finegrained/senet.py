@@ -1,7 +1,8 @@
 """SENet's three stages (Kundu et al., 2023), with the shallow paper's stage 3 as an option.
 
 Stage 1: per-layer ReLU budgets from pruning sensitivity (``sensitivity.layer_budgets``).
-Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD.
+Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD;
+or, with ``mask_learning="distance"``, chosen once an epoch where student and teacher differ most.
 Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
 by default). With ``shallow``, each ReLU layer whose sensitivity (fraction of its ReLUs kept) is
 below ``dth`` goes, per layer as in the paper: a block's inner ReLU by a gated conv-BN branch that
@@ -26,6 +27,7 @@ from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget
 from relucut.finegrained.common import FeatureLoss, freeze_all, frozen_copy, relu_effect, stage_config
+from relucut.finegrained.distance_masks import DistanceMasks
 from relucut.finegrained.gated import (
     GATE_SCHEDULES,
     below_threshold,
@@ -45,12 +47,16 @@ from relucut.train.hooks import LossContext
 from relucut.train.loop import seed_everything, train
 
 
+MASK_LEARNING = ("scores", "distance")
+
+
 @dataclass
 class SENetConfig:
     budget: int
     density: float = 0.1  # parameter density for the pruning-sensitivity probe
     mask_epochs: int = 5
-    mask_lr: float = 0.01
+    mask_learning: str = "scores"  # or "distance": the SENet code's rule (see relucut.finegrained.distance_masks)
+    mask_lr: float = 0.01  # Adam on the scores ("scores" only)
     lr: float = 0.01
     finetune_epochs: int = 180
     milestones: list[int] = field(default_factory=lambda: [90, 140, 160])
@@ -71,6 +77,8 @@ class SENetConfig:
         need(0.0 < self.density < 1.0, f"--density must be in (0, 1) (the fraction of weights pruning keeps), "
                                        f"got {self.density}")
         need(self.mask_epochs >= 0 and self.finetune_epochs >= 0, "epochs must be >= 0")
+        need(self.mask_learning in MASK_LEARNING, f"unknown mask_learning '{self.mask_learning}'; "
+                                                  f"use {' or '.join(MASK_LEARNING)}")
         need(self.mask_epochs + self.finetune_epochs >= 1, "nothing would train: give --mask-epochs or --finetune-epochs")
         need(self.lr > 0 and self.mask_lr > 0, "lr and mask_lr must be > 0")
         need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
@@ -147,9 +155,17 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     if cfg.mask_epochs:
         stage = stage_config(base, epochs=cfg.mask_epochs, lr=cfg.lr, schedule="constant", select="last",
                              kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
-        train(stage, workdir / "masks", model=model, teacher=teacher, data=data, progress=progress,
-              label="SENet masks",
-              extra_optimizers=[lambda _m: torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr)])
+        if cfg.mask_learning == "distance":
+            learner = DistanceMasks(model, teacher, masks)
+            try:
+                train(stage, workdir / "masks", model=model, teacher=teacher, data=data, progress=progress,
+                      label="SENet masks", callbacks=[learner])
+            finally:
+                learner.close()
+        else:
+            train(stage, workdir / "masks", model=model, teacher=teacher, data=data, progress=progress,
+                  label="SENet masks",
+                  extra_optimizers=[lambda _m: torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr)])
     freeze_all(masks)
     if after_stage2 is not None:
         after_stage2(model)

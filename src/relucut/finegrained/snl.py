@@ -1,12 +1,18 @@
-"""SNL-style mask search (Cho et al., 2022): relaxed masks, an adaptive L1 penalty, top-k.
+"""SNL-style mask search (Cho et al., 2022): relaxed masks, an adaptive L1 penalty, then binary masks.
 
 1. Every ReLU becomes ``m * relu(x) + (1 - m) * x`` with mask scores m (the paper's alpha), per
-   pixel or per channel, starting at 1 and kept in [0, 1].
-2. The loss adds ``coef * mean ReLU-weighted |m|``; every ``check_every`` steps, if the count of
-   entries above 0.01 fell by less than ``min_drop`` (relative), coef is multiplied by ``growth``.
-3. Search stops once the count is at or below the budget (or after ``search_epochs``).
-4. Masks are binarized by a global top-k to the budget (ties, e.g. the many scores clamped to 0,
-   go to the ReLUs that change their input most) and frozen; the net is fine-tuned with KD.
+   pixel or per channel, starting at 1.
+2. The loss adds an L1 penalty on the scores whose coefficient grows while the ReLU count (scores
+   above 0.01) stops falling; the search stops once the count is at or below the budget.
+3. Masks are binarized and frozen; the net is fine-tuned with KD.
+
+Two recipes share this code (``SNLConfig()`` and ``SNLConfig.authors()``); see ``SNLConfig``.
+relucut's (the default) clamps the scores to [0, 1], uses a ReLU-count-normalized penalty grown
+every ``check_every`` steps, and binarizes by a global top-k to exactly the budget (ties, e.g.
+the many scores clamped to 0, go to the ReLUs that change their input most). The authors'
+(their public repository) trains weights and masks with Adam 1e-3, no weight decay, CE + KD,
+penalty 1e-5 * sum|alpha| grown x1.1 after each epoch without a new low count (from epoch 5),
+thresholds the scores at 0.01, and fine-tunes with SGD 1e-3, cosine, KD.
 
 Both stages are runs of the training engine (``search/`` and ``finetune/`` under the workdir).
 """
@@ -29,21 +35,59 @@ from relucut.train.config import TrainConfig
 from relucut.train.loop import train
 
 
+L1_RULES = ("steps", "epochs")
+BINARIZE = ("topk", "threshold")
+FINETUNE_SCHEDULES = ("step", "cosine")
+
+
 @dataclass
 class SNLConfig:
+    """One SNL run. The defaults are relucut's recipe; ``SNLConfig.authors(budget)`` is the authors'.
+
+    relucut's recipe was measured ahead of the authors' at short compute (bench/snl_reference.py).
+    """
+
     budget: int
     granularity: str = "pixel"
     search_epochs: int = 10  # at most; the search ends when the budget is reached
-    lr: float = 0.01  # SGD on the weights, search and fine-tune
+    lr: float = 0.01  # the weights' learning rate in the search (and fine-tuning unless finetune_lr)
+    optimizer: str = "sgd"  # the weights' optimizer in the search: sgd (the base config's momentum) | adam
+    weight_decay: float | None = None  # search; None: the base config's
     mask_lr: float = 0.01  # Adam on the mask scores
     l1_init: float = 0.1
+    l1_per_relu: bool = True  # penalty coef * sum|m| / #ReLUs (True) or coef * sum|m| (the authors')
     l1_growth: float = 1.5
+    l1_rule: str = "steps"  # "steps": grow every check_every steps when the count fell by < min_drop;
+    # "epochs": grow after each epoch (from l1_grace_epochs on) that set no new lowest count
     min_drop: float = 0.02
     check_every: int = 20  # steps
+    l1_grace_epochs: int = 5
+    clamp: bool = True  # keep the scores in [0, 1] during the search
+    binarize: str = "topk"  # "topk": exactly the budget; "threshold": scores > 0.01 (top-k if over budget)
     finetune_epochs: int = 10
-    milestones: list[int] = field(default_factory=list)  # fine-tuning LR decays
+    finetune_lr: float | None = None  # None: lr
+    finetune_schedule: str = "step"  # or "cosine"
+    finetune_weight_decay: float | None = None  # None: the base config's
+    milestones: list[int] = field(default_factory=list)  # fine-tuning LR decays (step schedule)
     kd_weight: float = 0.9
     kd_temperature: float = 4.0
+
+    @classmethod
+    def authors(cls, budget: int, **changes) -> SNLConfig:
+        """The recipe of SNL's public code, in relucut's loss convention.
+
+        Their loss is CE + KD + 1e-5 * sum|alpha|; relucut's is (1 - w) CE + w KD, so w = 0.5
+        halves CE + KD, and the penalty (1e-5 / 2) and the fine-tuning step (SGD lr 2e-3 with
+        weight decay 2.5e-4 on the halved loss = their lr 1e-3, wd 5e-4) keep the same updates.
+        Their search runs up to 2000 epochs and fine-tuning 100.
+        """
+        recipe = dict(
+            budget=budget, search_epochs=2000, lr=1e-3, optimizer="adam", weight_decay=0.0, mask_lr=1e-3,
+            l1_init=0.5e-5, l1_per_relu=False, l1_growth=1.1, l1_rule="epochs", l1_grace_epochs=5, clamp=False,
+            binarize="threshold", finetune_epochs=100, finetune_lr=2e-3, finetune_schedule="cosine",
+            finetune_weight_decay=2.5e-4, kd_weight=0.5, kd_temperature=4.0,
+        )
+        return cls(**{**recipe, **changes})
 
     def check(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -54,9 +98,15 @@ class SNLConfig:
         need(self.search_epochs >= 1, f"search_epochs must be >= 1 (the search must run), got {self.search_epochs}")
         need(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         need(self.lr > 0 and self.mask_lr > 0, "lr and mask_lr must be > 0")
+        need(self.finetune_lr is None or self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}")
         need(self.l1_init > 0, f"the L1 coefficient must be > 0, got {self.l1_init}")
         need(self.l1_growth >= 1, f"l1_growth must be >= 1, got {self.l1_growth}")
+        need(self.l1_rule in L1_RULES, f"unknown l1_rule '{self.l1_rule}'; use {' or '.join(L1_RULES)}")
+        need(self.binarize in BINARIZE, f"unknown binarize '{self.binarize}'; use {' or '.join(BINARIZE)}")
+        need(self.finetune_schedule in FINETUNE_SCHEDULES,
+             f"unknown finetune_schedule '{self.finetune_schedule}'; use {' or '.join(FINETUNE_SCHEDULES)}")
         need(self.check_every >= 1, f"check_every must be >= 1 step, got {self.check_every}")
+        need(self.l1_grace_epochs >= 0, f"l1_grace_epochs must be >= 0, got {self.l1_grace_epochs}")
         need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
         need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
 
@@ -71,27 +121,32 @@ class SNLResult:
     relaxed_relus_at_stop: int
     l1_final: float
     history: list[dict]
+    forced_topk: bool = False  # threshold binarization was over the budget: top-k to it instead
 
 
 class L1Controller:
-    """SNL's adaptive L1 penalty as engine hooks: ``penalty`` is the extra loss, ``after_step``
-    clamps the masks, counts the ReLUs, grows the coefficient and stops at the budget."""
+    """SNL's adaptive L1 penalty as engine hooks: ``penalty`` is the extra loss; ``after_step``
+    (clamps and) counts the ReLUs, grows the coefficient and stops at the budget (``l1_rule``
+    "steps"), or ``on_epoch_end`` does so once an epoch ("epochs", the authors' rule)."""
 
     def __init__(self, masks: dict[str, LearnableMaskSite], cfg: SNLConfig):
         self.masks, self.cfg = masks, cfg
         self.full = sum(math.prod(m.shape) for m in masks.values())
-        self.state = {"coef": cfg.l1_init, "last": self.full, "step": 0, "history": []}
+        self.state = {"coef": cfg.l1_init, "last": self.full, "lowest": self.full, "step": 0, "history": []}
 
     def penalty(self, _ctx) -> torch.Tensor:
         weighted = sum(m.scores.abs().sum() * m.unit_relus for m in self.masks.values())
-        return self.state["coef"] * weighted / self.full
+        return self.state["coef"] * (weighted / self.full if self.cfg.l1_per_relu else weighted)
 
     def after_step(self, _step: int, _model: nn.Module) -> bool:
-        with torch.no_grad():
-            for m in self.masks.values():
-                m.scores.clamp_(0.0, 1.0)
+        if self.cfg.clamp:
+            with torch.no_grad():
+                for m in self.masks.values():
+                    m.scores.clamp_(0.0, 1.0)
         state = self.state
         state["step"] += 1
+        if self.cfg.l1_rule != "steps":
+            return False
         now = total_relus(self.masks)
         if now <= self.cfg.budget:
             return True
@@ -102,11 +157,24 @@ class L1Controller:
             state["last"] = now
         return False
 
+    def on_epoch_end(self, epoch: int, _model: nn.Module, metrics: dict) -> None:
+        if self.cfg.l1_rule != "epochs":
+            return
+        state, now = self.state, total_relus(self.masks)
+        if now < state["lowest"]:
+            state["lowest"] = now
+        elif epoch >= self.cfg.l1_grace_epochs:
+            state["coef"] *= self.cfg.l1_growth
+        state["history"].append({"epoch": epoch, "step": state["step"], "relus": now, "coef": state["coef"]})
+        metrics["relus"] = now
+        if now <= self.cfg.budget:
+            metrics["stopped"] = True  # the engine ends the run after this epoch
+
     def state_dict(self) -> dict:
         return {**self.state, "history": list(self.state["history"])}
 
     def load_state_dict(self, saved: dict) -> None:
-        self.state = {**saved, "history": list(saved["history"])}
+        self.state = {"lowest": saved.get("last", self.full), **saved, "history": list(saved["history"])}
 
 
 def snl(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg: SNLConfig,
@@ -130,14 +198,20 @@ def snl_search(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
     sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0)
     check_budget(cfg.budget, sum(s.numel for s in sites))
     controller = L1Controller(masks, cfg)
+    optimizer = {"optimizer": cfg.optimizer}
+    if cfg.weight_decay is not None:
+        optimizer["weight_decay"] = cfg.weight_decay
     stage = stage_config(base, epochs=cfg.search_epochs, lr=cfg.lr, schedule="constant", select="last",
-                         kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
+                         kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature, **optimizer)
     final = train(stage, run_dir, model=model, teacher=teacher, data=data, progress=progress,
                   extra_loss=controller.penalty, callbacks=[controller], label="SNL search",
                   extra_optimizers=[lambda _m: torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr)])
     relaxed = total_relus(masks)
-    freeze_all(masks, binarize_to_budget(masks, cfg.budget, tiebreak=relu_effect(model, masks, data)))
-    return SNLResult(model, final["epochs"], relaxed, controller.state["coef"], controller.state["history"])
+    binary = None if cfg.binarize == "threshold" and relaxed <= cfg.budget else binarize_to_budget(
+        masks, cfg.budget, tiebreak=relu_effect(model, masks, data))
+    freeze_all(masks, binary)  # None: each site's scores above the threshold
+    return SNLResult(model, final["epochs"], relaxed, controller.state["coef"], controller.state["history"],
+                     forced_topk=cfg.binarize == "threshold" and binary is not None)
 
 
 def snl_finetune(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg: SNLConfig,
@@ -145,7 +219,10 @@ def snl_finetune(model: nn.Module, teacher: nn.Module, data: DataSplits, base: T
     """KD fine-tuning with the masks frozen (only weights train); the best epoch on validation."""
     if not cfg.finetune_epochs:
         return
-    stage = stage_config(base, epochs=cfg.finetune_epochs, lr=cfg.lr, schedule="step",
-                         milestones=list(cfg.milestones), kd_weight=cfg.kd_weight,
-                         kd_temperature=cfg.kd_temperature)
+    changes = {"milestones": list(cfg.milestones)} if cfg.finetune_schedule == "step" else {}
+    if cfg.finetune_weight_decay is not None:
+        changes["weight_decay"] = cfg.finetune_weight_decay
+    stage = stage_config(base, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr or cfg.lr,
+                         schedule=cfg.finetune_schedule, kd_weight=cfg.kd_weight,
+                         kd_temperature=cfg.kd_temperature, **changes)
     train(stage, run_dir, model=model, teacher=teacher, data=data, progress=progress, label="SNL fine-tune")

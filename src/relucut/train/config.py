@@ -15,6 +15,7 @@ from relucut.plan import ReLUPlan
 from relucut.train.distributed import DEVICE_HELP, is_device_name
 
 SCHEDULES = ("step", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("crop+flip", "crop", "flip", "none")
 SELECTS = ("best", "last")
 # Fields that change how fast a run goes but not what it computes: a run may resume with others.
@@ -46,6 +47,7 @@ class TrainConfig:
     epochs: int = 120
     batch_size: int = 128
     lr: float = 0.1
+    optimizer: str = "sgd"  # or "adam" (SNL's authors search with it; momentum and nesterov unused)
     momentum: float = 0.9
     weight_decay: float = 4e-4
     nesterov: bool = False
@@ -101,6 +103,7 @@ class TrainConfig:
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 2, f"batch_size must be >= 2 (batch norm needs two samples), got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}'; use {' or '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; use one of {', '.join(SCHEDULES)}")
         need(self.augment in AUGMENTS, f"unknown augment '{self.augment}'; use one of {', '.join(AUGMENTS)}")
         need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")

@@ -77,10 +77,10 @@ def train(
     ``state_dict()`` / ``load_state_dict(state)`` (saved in every checkpoint, restored on resume).
     ``data``: already loaded splits, to skip reloading across many runs. ``label``: the progress
     bar's name (a method's stage).
-    ``param_groups``: SGD parameter groups (e.g. mask parameters without weight decay); by default
+    ``param_groups``: the optimizer's parameter groups (e.g. mask parameters without weight decay); by default
     one group of every parameter that requires a gradient. Schedules scale each group's lr.
     ``extra_optimizers``: factories ``f(model) -> Optimizer`` for parameters that train by their
-    own rule (e.g. Adam on mask scores, constant lr); their parameters leave the SGD group, and
+    own rule (e.g. Adam on mask scores, constant lr); their parameters leave the main group, and
     their state is checkpointed.
 
     Restarted with the same config and run dir, training resumes from last.pt; on CPU the result
@@ -118,8 +118,7 @@ def train(
         own = {id(p) for opt in extras for group in opt.param_groups for p in group["params"]}
         groups = param_groups if param_groups is not None else [
             p for p in student.parameters() if p.requires_grad and id(p) not in own]
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                    nesterov=cfg.nesterov)
+        optimizer = make_optimizer(groups, cfg)
         scheduler = make_scheduler(optimizer, cfg)
         callbacks = list(callbacks)
         state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False}
@@ -443,6 +442,14 @@ def prepare_teacher(teacher: nn.Module | None, cfg: TrainConfig, data: DataSplit
             "use a teacher trained on this dataset"
         )
     return teacher
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The weights' optimizer: SGD (momentum, Nesterov) or Adam, both with ``cfg.weight_decay``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
