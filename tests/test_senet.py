@@ -9,6 +9,7 @@ from fixtures.finegrained import BASE, SPEC, TOTAL_RELUS, tiny_data, trained_bas
 
 from relucut import RelucutError, count, find_sites
 from relucut.finegrained import LearnableMaskSite, allocate_layer_budgets, export, load_export
+from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.senet import SENetConfig, senet
 from relucut.finegrained.sensitivity import (
     layer_budgets,
@@ -137,3 +138,33 @@ def test_rerun_after_a_kill_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert got.keys() == want.keys()
     for key in want:
         assert torch.allclose(got[key].float(), want[key].float(), atol=1e-6), key
+
+
+def test_sparse_training_probe_masks_to_the_density_and_sets_budgets(tmp_path):
+    from relucut.finegrained.sparse_probe import scheduled_density
+
+    assert scheduled_density(-1, 4, 0.1) == pytest.approx(1.0)
+    assert scheduled_density(3, 4, 0.1) == pytest.approx(0.1)
+    assert 0.1 < scheduled_density(1, 4, 0.1) < scheduled_density(0, 4, 0.1) < 1.0
+    data = tiny_data()
+    base = trained_base(data)
+    model = copy.deepcopy(base)
+    cfg = SENetConfig(budget=900, sensitivity="sparse-training", sensitivity_epochs=2, mask_epochs=1,
+                      finetune_epochs=1, milestones=[])
+    result = senet(model, base, data, BASE, cfg, tmp_path / "run", progress=False)
+    assert sum(result.layer_budget.values()) == 900
+    probe = [line for line in (tmp_path / "run" / "sensitivity" / "metrics.jsonl").read_text().splitlines()]
+    assert len(probe) == 2  # the probe is an engine run of its own
+    one_shot = relu_sensitivity(base, 0.1)
+    assert set(result.sensitivity) == set(one_shot) and result.sensitivity != one_shot
+    from relucut.finegrained.common import stage_config
+    from relucut.finegrained.sparse_probe import sparse_training_keep_fractions
+
+    kept = sparse_training_keep_fractions(base, frozen_copy(base), data, stage_config(BASE, epochs=2, lr=0.01),
+                                          0.1, tmp_path / "probe", progress=False)
+    sizes = {n: m.weight.numel() for n, m in base.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert set(kept) == set(sizes)
+    overall = sum(kept[n] * sizes[n] for n in sizes) / sum(sizes.values())
+    assert overall == pytest.approx(0.1, abs=0.002)  # the target density, over all convs
+    with pytest.raises(RelucutError, match="unknown sensitivity 'magic'"):
+        SENetConfig(budget=10, sensitivity="magic").check()

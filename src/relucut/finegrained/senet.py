@@ -1,6 +1,7 @@
 """SENet's three stages (Kundu et al., 2023), with the shallow paper's stage 3 as an option.
 
-Stage 1: per-layer ReLU budgets from pruning sensitivity (``sensitivity.layer_budgets``).
+Stage 1: per-layer ReLU budgets from pruning sensitivity (``sensitivity.layer_budgets``): one-shot
+magnitude pruning of the base, or (``sensitivity="sparse-training"``) a short sparse training run.
 Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD;
 or, with ``mask_learning="distance"``, chosen once an epoch where student and teacher differ most.
 Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
@@ -41,6 +42,7 @@ from relucut.finegrained.gated import (
 from relucut.finegrained.losses import FEATURE_LOSSES, LossWeights, combined_loss
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
 from relucut.finegrained.sensitivity import layer_budgets, relu_sensitivity
+from relucut.finegrained.sparse_probe import sparse_training_keep_fractions
 from relucut.sites import find_sites
 from relucut.train.config import TrainConfig
 from relucut.train.hooks import LossContext
@@ -48,12 +50,15 @@ from relucut.train.loop import seed_everything, train
 
 
 MASK_LEARNING = ("scores", "distance")
+SENSITIVITY_PROBES = ("one-shot", "sparse-training")
 
 
 @dataclass
 class SENetConfig:
     budget: int
     density: float = 0.1  # parameter density for the pruning-sensitivity probe
+    sensitivity: str = "one-shot"  # or "sparse-training" (see relucut.finegrained.sparse_probe)
+    sensitivity_epochs: int = 5  # sparse-training probe epochs
     mask_epochs: int = 5
     mask_learning: str = "scores"  # or "distance": the SENet code's rule (see relucut.finegrained.distance_masks)
     mask_lr: float = 0.01  # Adam on the scores ("scores" only)
@@ -77,6 +82,9 @@ class SENetConfig:
         need(0.0 < self.density < 1.0, f"--density must be in (0, 1) (the fraction of weights pruning keeps), "
                                        f"got {self.density}")
         need(self.mask_epochs >= 0 and self.finetune_epochs >= 0, "epochs must be >= 0")
+        need(self.sensitivity in SENSITIVITY_PROBES, f"unknown sensitivity '{self.sensitivity}'; "
+                                                     f"use {' or '.join(SENSITIVITY_PROBES)}")
+        need(self.sensitivity_epochs >= 1, f"sensitivity_epochs must be >= 1, got {self.sensitivity_epochs}")
         need(self.mask_learning in MASK_LEARNING, f"unknown mask_learning '{self.mask_learning}'; "
                                                   f"use {' or '.join(MASK_LEARNING)}")
         need(self.mask_epochs + self.finetune_epochs >= 1, "nothing would train: give --mask-epochs or --finetune-epochs")
@@ -142,8 +150,15 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     input_size = base.spec().input_size
     sites = find_sites(model, input_size)
     check_budget(cfg.budget, sum(s.numel for s in sites))
-    # stage 1: deterministic from the base weights, so a rerun recomputes it
-    sensitivity = relu_sensitivity(model, cfg.density)
+    # stage 1: one-shot pruning is deterministic from the base weights (a rerun recomputes it);
+    # the sparse-training probe is a resumable engine run of its own
+    kept = None
+    if cfg.sensitivity == "sparse-training":
+        probe = stage_config(base, epochs=cfg.sensitivity_epochs, lr=cfg.lr, schedule="constant", select="last",
+                             kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
+        kept = sparse_training_keep_fractions(model, teacher, data, probe, cfg.density, workdir / "sensitivity",
+                                              progress)
+    sensitivity = relu_sensitivity(model, cfg.density, kept)
     budget = layer_budgets(sites, sensitivity, cfg.budget)
     # stage 2
     _, masks = install_mask_sites(model, input_size, "pixel")

@@ -61,9 +61,10 @@ def pruning_keep_fractions(model: nn.Module, density: float) -> dict[str, float]
     return {n: float((m.weight.detach().abs().cpu() >= threshold).float().mean()) for n, m in convs.items()}
 
 
-def relu_sensitivity(model: nn.Module, density: float) -> dict[str, float]:
-    """Site name -> eta_alpha = 1 - (fraction of the preceding conv's weights kept)."""
-    kept = pruning_keep_fractions(model, density)
+def relu_sensitivity(model: nn.Module, density: float, kept: dict[str, float] | None = None) -> dict[str, float]:
+    """Site name -> eta_alpha = 1 - (fraction of the preceding conv's weights kept); ``kept``
+    (conv path -> fraction) from another probe, e.g. sparse training, else one-shot pruning."""
+    kept = kept if kept is not None else pruning_keep_fractions(model, density)
     return {site: 1.0 - kept[conv] for site, conv in preceding_convs(model).items()}
 
 
