@@ -74,6 +74,7 @@ def test_cli_errors(args, needles):
         ("snl", {"budget": "500", "recipe": "paper"}, "unknown --recipe 'paper'"),
         ("snl", {"budget": "500", "recipe": "authors", "milestones": "3"}, "belong to relucut's recipe"),
         ("senet", {"budget": "500", "mask_learning": "magic"}, "unknown mask_learning 'magic'"),
+        ("senet", {"budget": "500", "sensitivity": "oracle"}, "unknown sensitivity 'oracle'"),
     ],
 )
 def test_option_checks_before_any_training(command, kwargs, needle):

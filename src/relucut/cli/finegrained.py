@@ -123,6 +123,9 @@ def senet(
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Stage 3 epochs (paper: 180).")] = 180,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate (paper: 0.01).")] = 0.01,
     mask_lr: Annotated[float, typer.Option("--mask-lr", help="Adam learning rate of the mask scores.")] = 0.01,
+    sensitivity: Annotated[str, typer.Option("--sensitivity", help="one-shot (magnitude pruning of the base, default) | "
+                                             "sparse-training (a short sparse training run at --density).")] = "one-shot",
+    sensitivity_epochs: Annotated[int, typer.Option("--sensitivity-epochs", help="Epochs of the sparse-training probe.")] = 5,
     mask_learning: Annotated[str, typer.Option("--mask-learning", help="scores (learned by gradient, default) | "
                                                "distance (the SENet code's per-layer |teacher - student| top-k).")] = "scores",
     milestones: Annotated[str, typer.Option("--milestones", help="Stage 3 LR / 10 epochs; the gate ramps until the first.")] = "90,140,160",
@@ -160,7 +163,8 @@ def senet(
 
         check_aux_model(spec.build(), aux_after)
     cfg = SENetConfig(
-        budget=relus, density=density, mask_epochs=mask_epochs, mask_lr=mask_lr, mask_learning=mask_learning, lr=lr,
+        budget=relus, density=density, sensitivity=sensitivity, sensitivity_epochs=sensitivity_epochs,
+        mask_epochs=mask_epochs, mask_lr=mask_lr, mask_learning=mask_learning, lr=lr,
         finetune_epochs=finetune_epochs, milestones=parse_ints(milestones, "--milestones", "90,140,160") or [],
         kd_weight=old_flag(kd_weight, lam), feature_weight=old_flag(feature_weight, beta), feature_loss=feature_loss,
         kd_temperature=kd_temperature, shallow=shallow, dth=dth, gate_schedule=gate_schedule,
