@@ -72,7 +72,7 @@ def train(
     hooks on ``model`` before calling ``train``; they fire during the step's forward pass.
     ``callbacks``: objects with optional ``on_epoch_start(epoch, model)``,
     ``on_epoch_end(epoch, model, metrics)`` (may add entries to ``metrics`` before they are
-    logged), ``after_step(step, model)`` (after every optimizer step; returning True stops
+    logged; ``metrics["stopped"] = True`` ends training after this epoch), ``after_step(step, model)`` (after every optimizer step; returning True stops
     training there, mid-epoch: the epoch is logged and checkpointed as the run's last) and
     ``state_dict()`` / ``load_state_dict(state)`` (saved in every checkpoint, restored on resume).
     ``data``: already loaded splits, to skip reloading across many runs. ``label``: the progress
