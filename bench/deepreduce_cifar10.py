@@ -262,13 +262,27 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
                          "relus": r.relus, "macs": r.macs, "val_pool": _pct(pool.val_acc), "val_stride": _pct(r.val_acc),
                          "test_pool": _pct(pool.test_acc), "test_stride": _pct(r.test_acc)})
 
+    # thinning style: the same thinned networks dropping each block's inner ReLU instead of its post-add one
+    inner = Search(dataclasses.replace(settings, thin_style="inner"), out / "thin-inner", executor)
+    inner_cands = [dataclasses.replace(c, thin_style="inner") for c in base_cands]
+    print(f"thinning-style control: {len(inner_cands)} thinned networks with thin_style='inner'")
+    with inner.check_settings():
+        inner_results = inner.train_candidates(inner_cands, teacher_path)
+    thin_rows = []
+    for c, r in zip(base_cands, inner_results):
+        post_add = by_name[c.name]
+        assert post_add.relus == r.relus, (c.name, post_add.relus, r.relus)
+        thin_rows.append({"name": c.name, "culled": r.culled, "thinned": r.thinned, "relus": r.relus,
+                          "val_post_add": _pct(post_add.val_acc), "val_inner": _pct(r.val_acc),
+                          "test_post_add": _pct(post_add.test_acc), "test_inner": _pct(r.test_acc)})
+
     seconds = time.perf_counter() - started
     # training time of every run (teacher, stage networks, candidates, controls), across invocations
     train_seconds = sum(json.loads(p.read_text())["seconds"] for p in out.rglob("final.json"))
     test_order = order_from([dataclasses.asdict(r) for r in crit.stages], "test_acc_kd", search.sites.stage_names)
     result = {
         "setting": setting_record(spec, common, args),
-        "units": "teacher, criticality, frontier, candidates: fractions; table2, kd_vs_nokd, rho rows: percent",
+        "units": "teacher, criticality, frontier, candidates: fractions; table2, kd_vs_nokd, rho and thinning-style rows: percent",
         "input_side": round(32 * args.rho),
         "teacher": teacher_final,
         "criticality": crit.to_dict(),
@@ -280,6 +294,7 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
         "thinning_beats_alpha": [t["val_thinned"] > t["val_alpha"] for t in table2],
         "kd_vs_nokd": kd_rows,
         "rho_stride_vs_pool": rho_rows,
+        "thin_post_add_vs_inner": thin_rows,
         "seconds_this_invocation": seconds,
         "train_seconds_all_runs": train_seconds,
     }
@@ -472,6 +487,17 @@ def summarize(seeds: Sequence[int]) -> None:
               "not a paper claim but the choice of default (method): "
               + seed_consistency([statistics.fmean(v) for v in
                                   paired(full, "rho_stride_vs_pool", "val_stride", "val_pool", keep).values() if v]))
+    # thinning style: the zoo's (post-add dropped, the default) vs relucut's earlier rule (inner dropped)
+    with_thin = {s: d for s, d in full.items() if d.get("thin_post_add_vs_inner")}
+    if with_thin:
+        claim("thinning style: post-add ReLU dropped (zoo, default) >= inner ReLU dropped",
+              paired(with_thin, "thin_post_add_vs_inner", "val_post_add", "val_inner"),
+              paired(with_thin, "thin_post_add_vs_inner", "test_post_add", "test_inner"),
+              "every thinned network of the search, equal ReLUs; post-add minus inner",
+              "not a paper claim but the choice of default (method): "
+              + seed_consistency([statistics.fmean(v) for v in
+                                  paired(with_thin, "thin_post_add_vs_inner", "val_post_add", "val_inner").values()
+                                  if v]))
     lines += ["## Verdicts", "",
               ("| claim | val difference (points) | test difference (report only) | pairs ahead val / test | verdict "
               "(val; test) | likely cause where it fails |"), "| --- | ---: | ---: | ---: | --- | --- |"]
