@@ -69,7 +69,8 @@ def test_cost_of_the_smallest_table4_network(table4_candidates):
     spec, cands = table4_candidates
     star = next(c for c in cands if c.step == "one-block")
     cost = cost_candidate(star, spec)
-    assert cost.relus == 7_168 and cost.spec.kwargs == {"alpha": 0.5, "rho": 0.5, "blocks": [2, 1, 1, 1]}
+    assert cost.relus == 7_168 and cost.spec.kwargs == {"alpha": 0.5, "rho": 0.5, "blocks": [2, 1, 1, 1],
+                                                       "rho_mode": "stride"}
     both = next(c for c in cands if c.step == "alpha+rho" and c.culled == star.culled)  # two blocks per stage
     assert 0 < cost.report.macs < cost_candidate(both, spec).report.macs
 

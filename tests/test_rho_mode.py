@@ -1,5 +1,6 @@
-"""rho (DeepReDuce's resolution scaling) by average-pooling the input (default) or by a stride-2
-stem conv as the authors' model zoo does: the same ReLU and MAC counts, different networks."""
+"""rho (DeepReDuce's resolution scaling) by average-pooling the input (the models' default) or by a
+strided stem conv as the authors' model zoo does (DeepReDuce's rho candidates' default, measured
+ahead in bench/results/deepreduce_cifar10_seeds.md): the same ReLU and MAC counts, different networks."""
 
 import pytest
 import torch
@@ -32,6 +33,32 @@ def test_the_networks_differ_with_the_same_weights():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert (pool(x) - stride(x)).abs().max() > 1e-3
+
+
+def test_deepreduce_rho_candidates_stride_by_default_and_pool_on_request():
+    base = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8})
+    strided = Candidate(1, "rho", ("stem", "s1"), (), rho=0.5)
+    assert strided.spec(base).kwargs["rho_mode"] == "stride" and strided.spec(base).build().stem.conv.stride == (2, 2)
+    on_half = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8, "rho": 0.5})
+    assert strided.spec(on_half).build().stem.conv.stride == (4, 4)  # rho 0.25 in all: stride 4
+    odd = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8, "rho": 0.75})
+    assert "rho_mode" not in strided.spec(odd).kwargs  # 1/0.375 is no stride: pooled
+    assert strided.spec(odd).build().stem.conv.stride == (1, 1)
+    pooled = Candidate(1, "rho", ("stem", "s1"), (), rho=0.5, rho_mode="pool")
+    assert pooled.name.endswith("_rho0.5_pool-rho") and strided.name.endswith("_rho0.5")
+    assert "rho_mode" not in pooled.spec(base).kwargs
+    assert count(pooled.spec(base).build(), (3, 32, 32)).relus == count(strided.spec(base).build(), (3, 32, 32)).relus
+    assert Candidate(1, "thinned", ("stem", "s1"), ("s2",), rho_mode="pool").name == "cull-s1_thin-s2"
+
+
+def test_generate_candidates_passes_the_rho_mode_and_refuses_unknown_ones():
+    from relucut.deepreduce.candidates import generate_candidates
+
+    stages = ("stem", "s1", "s2", "s3", "s4")
+    cands = generate_candidates(["s1", "s2", "s3", "s4"], stages, rho_mode="pool")
+    assert {c.rho_mode for c in cands} == {"pool"}
+    with pytest.raises(RelucutError, match="unknown rho_mode 'conv'"):
+        generate_candidates(["s1", "s2", "s3", "s4"], stages, rho_mode="conv")
 
 
 def test_deepreduce_rho_candidates_keep_the_base_models_rho_mode():

@@ -68,6 +68,7 @@ class SearchOptions:
     device: str = "auto"
     one_block: bool = True
     thin_style: str = "post_add"
+    rho_mode: str = "stride"
 
     def settings(self, model: ModelOptions):
         """The search's settings for ``model``, every input checked first (recipe, teacher,
@@ -77,6 +78,8 @@ class SearchOptions:
 
         if self.criticality_epochs is not None and self.criticality_epochs < 1:
             raise RelucutError(f"--criticality-epochs must be >= 1, got {self.criticality_epochs}")
+        if self.rho_mode not in ("stride", "pool"):
+            raise RelucutError(f"unknown --rho-mode '{self.rho_mode}'; use stride or pool")
         spec = model.spec()
         train = {"data_dir": absolute(self.data_dir), "val_fraction": self.val_fraction, "epochs": self.epochs,
                  "batch_size": self.batch_size, "lr": self.lr, "schedule": self.schedule,
@@ -85,7 +88,7 @@ class SearchOptions:
             model=spec.to_dict(), dataset=model.dataset.lower(), train=train,
             criticality_epochs=self.criticality_epochs, criticality_without_kd=not self.kd_only,
             teacher=absolute(self.teacher), criticality_file=absolute(self.criticality_file),
-            one_block=self.one_block, thin_style=self.thin_style, device=self.device,
+            one_block=self.one_block, thin_style=self.thin_style, rho_mode=self.rho_mode, device=self.device,
         )
         settings.base_config()  # checks the training recipe's values
         if self.teacher:  # the search starts from the teacher and labels its row with this network
@@ -230,6 +233,8 @@ def deepreduce(
     kd_only: KdOnlyOpt = False,
     one_block: Annotated[bool, typer.Option("--one-block/--no-one-block", help="Add the S* (one block per ReLU stage) candidates.")] = True,
     thin_style: ThinStyleOpt = "post_add",
+    rho_mode: Annotated[str, typer.Option("--rho-mode", help="How rho candidates lower the resolution: stride (a "
+                                          "strided stem conv, the authors' zoo) or pool (average-pool the input).")] = "stride",
     budget: Annotated[str | None, typer.Option("--budget", help="Train only what fits, and return the best network under this many ReLUs (50k, 1.5M).")] = None,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
@@ -256,7 +261,7 @@ def deepreduce(
         data_dir=data_dir, val_fraction=val_fraction, teacher=teacher, criticality_file=criticality_file,
         epochs=epochs, criticality_epochs=criticality_epochs, kd_only=kd_only, batch_size=batch_size, lr=lr,
         schedule=schedule, step_size=step_size, limit_train=limit_train, seed=seed, device=device,
-        one_block=one_block, thin_style=thin_style,
+        one_block=one_block, thin_style=thin_style, rho_mode=rho_mode,
     ).settings(model)
     search = Search(settings, out, _executor(executor, address, quiet, cpus_per_job), console)
     _report(search.run(budget=limit), settings.spec().num_classes)

@@ -18,6 +18,7 @@ from typing import Any
 from relucut.cost import CostReport, count
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
+from relucut.models.resnet import RHO_MODES
 from relucut.plan import ReLUPlan
 from relucut.sites import SiteMap, find_sites
 
@@ -39,6 +40,7 @@ class Candidate:
     rho: float = 1.0
     blocks: tuple[int, ...] | None = None  # per non-stem stage; set by the S* (one-block) step
     thin_style: str = "post_add"  # which ReLU of a block thinning drops (relucut.plan.THIN_STYLES)
+    rho_mode: str = "stride"  # how rho < 1 lowers the resolution: a strided stem conv (the zoo) or "pool"
 
     @property
     def name(self) -> str:
@@ -55,6 +57,8 @@ class Candidate:
             parts.append("one-block")
         if self.thinned and self.thin_style != "post_add":
             parts.append(f"{self.thin_style}-thin")
+        if self.rho != 1.0 and self.rho_mode != "stride":
+            parts.append(f"{self.rho_mode}-rho")
         return "_".join(parts)
 
     def spec(self, base: ModelSpec) -> ModelSpec:
@@ -64,6 +68,11 @@ class Candidate:
             kwargs["alpha"] = float(kwargs.get("alpha", 1.0)) * self.alpha
         if self.rho != 1.0:
             kwargs["rho"] = float(kwargs.get("rho", 1.0)) * self.rho
+            # a strided stem needs an integer stride (1/rho); pooling takes any rho
+            if self.rho_mode == "stride" and float(1 / kwargs["rho"]).is_integer():
+                kwargs["rho_mode"] = "stride"
+            elif "rho_mode" in kwargs:
+                kwargs["rho_mode"] = "pool"
         if self.blocks is not None:
             kwargs["blocks"] = list(self.blocks)
         return ModelSpec(base.name, base.num_classes, base.in_chans, base.image_size, kwargs)
@@ -102,13 +111,17 @@ def generate_candidates(
     stage_blocks: Mapping[str, int] | None = None,
     one_block: bool = False,
     thin_style: str = "post_add",
+    rho_mode: str = "stride",
 ) -> list[Candidate]:
-    """DeepReDuce's candidate list; thinned ones drop the ReLU ``thin_style`` names.
+    """DeepReDuce's candidate list; thinned ones drop the ReLU ``thin_style`` names, rho ones lower
+    the resolution by ``rho_mode``.
 
     ``order`` lists the non-stem stages from least to most critical. ``stage_names`` gives the
     model's stage order (a ``stem`` among them is always culled). ``stage_blocks`` (blocks per
     non-stem stage, in model order) is needed for the one-block (S*) variants.
     """
+    if rho_mode not in RHO_MODES:
+        raise RelucutError(f"unknown rho_mode '{rho_mode}'; use {' or '.join(RHO_MODES)}")
     stages = [s for s in stage_names if s != STEM]
     order = list(order)
     if sorted(order) != sorted(stages):
@@ -138,7 +151,7 @@ def generate_candidates(
             blocks = tuple(1 if s in remaining else int(stage_blocks[s]) for s in stages)
             if any(int(stage_blocks[s]) > 1 for s in remaining):
                 out.append(Candidate(iteration, "one-block", culled, remaining, REDUCED_ALPHA, REDUCED_RHO, blocks))
-    return [dataclasses.replace(c, thin_style=thin_style) for c in out] if thin_style != "post_add" else out
+    return [dataclasses.replace(c, thin_style=thin_style, rho_mode=rho_mode) for c in out]
 
 
 def stage_blocks_of(sites: SiteMap) -> dict[str, int]:

@@ -37,6 +37,7 @@ from relucut.deepreduce.latency import estimate_latency_s
 from relucut.deepreduce.plot import plot_frontier
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
+from relucut.models.resnet import RHO_MODES
 from relucut.rundir import Claim, atomic_write_text, claim
 from relucut.sites import find_sites
 from relucut.train import TrainConfig
@@ -63,6 +64,7 @@ class SearchSettings:
     criticality_file: str | None = None  # a saved criticality.json; None: compute it
     one_block: bool = True  # the S* (one block per ReLU stage) candidates, where the model allows
     thin_style: str = "post_add"  # thinning drops each block's post-add ReLU (the authors' zoo), or "inner"
+    rho_mode: str = "stride"  # rho candidates: a strided stem conv (the zoo; measured ahead) or "pool" the input
     device: str = "auto"
 
     @classmethod
@@ -226,13 +228,16 @@ class Search:
         """(one-block variants possible, reshaping arguments the factory lacks), probed once."""
         if self._caps is None:
             one_block = self.settings.one_block and "blocks" in _blocks_kwarg(self.spec)
-            self._caps = (one_block, [key for key in ("alpha", "rho") if not _builds_with(self.spec, key, 0.5)])
+            missing = [key for key in ("alpha", "rho") if not _builds_with(self.spec, key, 0.5)]
+            strided = "rho" not in missing and _builds_with(self.spec, "rho_mode", "stride")
+            self._caps = (one_block, missing, strided)
         return self._caps
 
     def candidates(self, order: list[str]) -> list[Candidate]:
-        one_block, missing = self._capabilities()
+        one_block, missing, strided = self._capabilities()
+        rho_mode = self.settings.rho_mode if strided else "pool"  # a factory without rho_mode pools
         cands = generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block,
-                                    thin_style=self.settings.thin_style)
+                                    thin_style=self.settings.thin_style, rho_mode=rho_mode)
         if missing and not self._reshape_noted:
             self._reshape_noted = True
             self.console.print(f"note: {self.spec.name} takes no {' or '.join(missing)} argument, so the search "
@@ -324,8 +329,8 @@ def _check_budget(budget: int, smallest: int) -> None:
                            f"{smallest:,} ReLUs; raise --budget to at least that")
 
 
-def _builds_with(spec: ModelSpec, key: str, value: float) -> bool:
-    """Whether the model factory accepts ``key`` (alpha / rho reshaping)."""
+def _builds_with(spec: ModelSpec, key: str, value: Any) -> bool:
+    """Whether the model factory accepts ``key`` (alpha / rho reshaping, rho_mode)."""
     try:
         ModelSpec(spec.name, spec.num_classes, spec.in_chans, spec.image_size, {**spec.kwargs, key: value}).build()
         return True
@@ -359,8 +364,11 @@ class DeepReDuceConfig:
     criticality_file: str | None = None
     one_block: bool = True
     thin_style: str = "post_add"  # or "inner": thinning keeps the post-add ReLU instead
+    rho_mode: str = "stride"  # or "pool": rho candidates average-pool the input instead
 
     def check(self) -> None:
+        if self.rho_mode not in RHO_MODES:
+            raise RelucutError(f"unknown rho_mode '{self.rho_mode}'; use {' or '.join(RHO_MODES)}")
         if self.budget is not None and self.budget < 1:
             raise RelucutError(f"budget must be >= 1 ReLU, got {self.budget}")
         if self.criticality_epochs is not None and self.criticality_epochs < 1:
@@ -378,7 +386,8 @@ def run_deepreduce(base: TrainConfig, out: str | Path, cfg: DeepReDuceConfig, *,
     settings = SearchSettings.from_base(
         base, criticality_epochs=cfg.criticality_epochs, criticality_without_kd=cfg.criticality_without_kd,
         teacher=str(Path(teacher).resolve()) if teacher is not None else None,
-        criticality_file=cfg.criticality_file, one_block=cfg.one_block, thin_style=cfg.thin_style)
+        criticality_file=cfg.criticality_file, one_block=cfg.one_block, thin_style=cfg.thin_style,
+        rho_mode=cfg.rho_mode)
     out = Path(out)
     executor = executor or SequentialExecutor(progress=progress, data=data)
     outcome = Search(settings, out, executor, console).run(cfg.budget)
