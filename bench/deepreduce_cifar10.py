@@ -241,22 +241,28 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
         kd_rows.append({"name": r.name, "culled": r.culled, "relus": r.relus, "val_kd": _pct(kd.val_acc),
                         "val_nokd": _pct(r.val_acc), "test_kd": _pct(kd.test_acc), "test_nokd": _pct(r.test_acc)})
 
-    # rho control: resolution reduced by a strided stem conv (the zoo) instead of pooling the input
+    # rho control: the candidates' rho by a strided stem conv (relucut's default since this bench, as
+    # the zoo) against pooling the input; and the base network's own rho 0.5 by a stride-2 stem
     stride_spec = spec_for(args.base_width, args.rho, "stride")
     rho_cands = [c for c in cands if c.rho != 1.0]  # x (1/rho_base)(1/rho) = x4 down-scaling of 32x32
+    pooled = [dataclasses.replace(c, rho_mode="pool") for c in rho_cands]
     base_cands = [c for c in cands if c.step == "thinned"]  # the base x2 down-scaling only (stride-2 stem)
-    for c in rho_cands + base_cands:
-        pool_cost, stride_cost = cost_candidate(c, spec), cost_candidate(c, stride_spec)
-        assert pool_cost.relus == stride_cost.relus, (c.name, pool_cost.relus, stride_cost.relus)
-        assert pool_cost.report.macs == stride_cost.report.macs, (c.name, pool_cost.report.macs,
-                                                                 stride_cost.report.macs)
+    pairs = [(cost_candidate(p, spec), cost_candidate(c, spec)) for p, c in zip(pooled, rho_cands)]
+    pairs += [(cost_candidate(c, spec), cost_candidate(c, stride_spec)) for c in base_cands]
+    for pool_cost, stride_cost in pairs:
+        assert pool_cost.spec != stride_cost.spec and pool_cost.relus == stride_cost.relus, pool_cost.candidate.name
+        assert pool_cost.report.macs == stride_cost.report.macs, pool_cost.candidate.name
+    pool_search = Search(settings, out / "rho-pool", executor)
     stride = Search(dataclasses.replace(settings, model=stride_spec.to_dict()), out / "rho-stride", executor)
-    print(f"rho control: {len(rho_cands) + len(base_cands)} networks with rho_mode='stride'")
+    print(f"rho control: {len(pooled)} networks with rho_mode='pool', {len(base_cands)} with a strided base")
+    with pool_search.check_settings():
+        pool_results = pool_search.train_candidates(pooled, teacher_path)
     with stride.check_settings():
-        stride_results = stride.train_candidates(rho_cands + base_cands, teacher_path)
+        stride_results = stride.train_candidates(base_cands, teacher_path)
     rho_rows = []
-    for r in stride_results:
-        pool = by_name[r.name]
+    measured = [(p, by_name[c.name]) for p, c in zip(pool_results, rho_cands)]
+    measured += [(by_name[c.name], r) for c, r in zip(base_cands, stride_results)]
+    for pool, r in measured:
         assert pool.relus == r.relus and pool.macs == r.macs
         rho_rows.append({"name": r.name, "step": r.step, "culled": r.culled, "downscale": round(1 / (args.rho * r.rho)),
                          "relus": r.relus, "macs": r.macs, "val_pool": _pct(pool.val_acc), "val_stride": _pct(r.val_acc),
@@ -329,7 +335,8 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
     for k in kd_rows:
         lines.append(f"| {_label(k['culled'])} | {k['relus']:,} | {k['val_kd']:.2f} | {k['val_nokd']:.2f} "
                      f"| {k['test_kd']:.2f} | {k['test_nokd']:.2f} |")
-    lines += ["", "## rho control: input average-pooled (relucut) vs strided stem conv (DeepReDuce's zoo), KD", "",
+    lines += ["", ("## rho control: input average-pooled vs strided stem conv (the zoo; DeepReDuce's rho "
+                   "candidates' default), KD"), "",
               ("Equal ReLUs and MACs in each row (asserted). x2: the base network's own 32->16 reduction "
               "(stride-2 stem, the zoo's operation) on the thinned networks; x4: the candidates' rho 0.5 on top "
               "(pool by 4, or a stride-4 stem conv on the 32x32 input)."), "",
