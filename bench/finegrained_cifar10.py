@@ -1,21 +1,35 @@
-"""SNL, SENet and SENet + shallow (gated branching + AC) on the real CIFAR-10 images, CPU scale.
+"""SNL and SENet fidelity on the real CIFAR-10 images at CPU scale, several seeds (issue 12).
 
-Split: the first 45,000 training images are the training set (of which the first N are used for
-training and the next 1,000 for validation, which picks each stage's best epoch), the last 5,000
-(second half of data_batch_5) are the held-out test set, only evaluated. Every stage runs on the
-training engine (relucut.train). Scale, matched to bench/deepreduce_cifar10.py so ReLU counts line up: ResNet18, base
-width 8, inputs down-scaled to 16x16 (rho 0.5): 17,408 ReLUs. Budgets 3,584 and 7,168 are
-DeepReDuce's culled/thinned counts at this scale. One CPU thread (several times faster than two
-on the shared box). Resumable: finished runs are skipped on a rerun.
+Split: the first 45,000 training images are the training set (the first N train, the next 1,000
+validate and pick each stage's best epoch), the last 5,000 (second half of data_batch_5) are the
+held-out test set, only evaluated. Scale, matched to bench/deepreduce_cifar10.py so ReLU counts
+line up: ResNet18, base width 8, inputs down-scaled to 16x16 (rho 0.5): 17,408 ReLUs. Budget
+3,584 is DeepReDuce's cull-S1 + thin count at this scale. One CPU thread. Every run of a seed
+starts from that seed's all-ReLU base (also the KD teacher), with the same data and epochs.
 
-    nice -n 10 .venv/bin/python bench/finegrained_cifar10.py
-    nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --iso-relu --budgets 3584  # GB at iso-ReLU
+Runs per seed (each a relucut run folder, resumable: finished runs are reused on a rerun):
+  snl            relucut's SNL recipe (default)
+  snl-authors    the authors' recipe (SNLConfig.authors), its search capped at --authors-search-epochs
+  snl-matched    relucut's SNL recipe fine-tuned as many more epochs as the authors' search took
+  senet          relucut's SENet (mask scores learned by gradient; attention-transfer feature term)
+  senet-distance SENet with the SENet code's mask rule (per-layer |teacher - student| top-k)
+  senet-sparse   SENet whose stage-1 sensitivity comes from sparse training, not one-shot pruning
+  senet-pram     SENet with eq. 2 read literally (beta = 1000 on whole block outputs): defect 1's "before"
+  senet-gb       SENet + gated branching (d_th = the mean fraction kept), ending at R ReLUs
+  senet-iso      SENet without GB to R ReLUs: GB at iso-ReLU
+  senet-matched  SENet with as many mask epochs as relucut's SNL searches (equal epochs after the base)
+  senet-gb-long, senet-iso-long   the GB pair with --long-epochs of fine-tuning
+
+    nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --seeds 0,1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import statistics
 import time
 from pathlib import Path
 
@@ -28,10 +42,13 @@ from relucut.finegrained.senet import SENetConfig
 from relucut.finegrained.snl import SNLConfig
 from relucut.models.registry import ModelSpec
 from relucut.plan import atomic_write_text
+from relucut.sites import find_sites
+from relucut.train import TrainConfig, train
 
 SOURCE = Path("/work/shared/data/cifar-10-batches-py")
 RESULTS = Path(__file__).parent / "results"
 SPEC = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": 8, "rho": 0.5})
+FULL_RELUS = 17_408
 
 
 def cifar_data(train_images: int) -> DataSplits:
@@ -43,174 +60,270 @@ def cifar_data(train_images: int) -> DataSplits:
                       full.subset(torch.arange(45_000, 50_000)), mean, std)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="/tmp/relucut-bench/finegrained-cifar10")
-    parser.add_argument("--train-images", type=int, default=5000)
-    parser.add_argument("--budgets", default="3584,7168")
-    parser.add_argument("--base-epochs", type=int, default=15)
-    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs of every method")
-    parser.add_argument("--mask-epochs", type=int, default=2, help="SENet stage 2")
-    parser.add_argument("--search-epochs", type=int, default=5, help="SNL search, at most")
-    parser.add_argument("--iso-relu", action="store_true",
-                        help="only SENet with and without gated branching at the same final ReLU count")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    out = Path(args.out)
-    data = cifar_data(args.train_images)
-    from relucut.train import TrainConfig
-
-    engine = base_config(SPEC, data, TrainConfig(epochs=args.base_epochs, batch_size=64, device="cpu"))
-    base = base_model(engine, data, out, None, progress=False)
+def method_configs(args, budget: int) -> dict:
+    """Every run but senet-iso (whose budget is senet-gb's result), by name."""
     e = args.epochs
-    milestones = [e // 2, (7 * e) // 9, (8 * e) // 9]  # 90/140/160 of 180, scaled
-    if args.iso_relu:
-        iso_relu(args, out, data, engine, base, milestones, started)
-        return
-    results = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        # d_th = the mean fraction of ReLUs kept (paper: 0.05 at 4.5% kept, 0.1 at 15%: 0.7-1.1x the mean)
-        dth = round(budget / 17_408, 2)
-        runs = {
-            "snl-pixel": lambda d, budget=budget: run_snl(SPEC, data, d, SNLConfig(
-                budget=budget, search_epochs=args.search_epochs, finetune_epochs=e, milestones=milestones[:2], mask_lr=0.02,
-                check_every=10, l1_init=0.1), base=engine, teacher=base, progress=False),
-            "snl-channel": lambda d, budget=budget: run_snl(SPEC, data, d, SNLConfig(
-                budget=budget, granularity="channel", search_epochs=args.search_epochs, finetune_epochs=e,
-                milestones=milestones[:2], mask_lr=0.02, check_every=10, l1_init=0.1),
-                base=engine, teacher=base, progress=False),
-            "senet": lambda d, budget=budget: run_senet(SPEC, data, d, SENetConfig(
-                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones),
-                base=engine, teacher=base, progress=False),
-            "senet-shallow-ac": lambda d, budget=budget, dth=dth: run_senet(SPEC, data, d, SENetConfig(
-                budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones,
-                shallow=True, dth=dth, aux_after="s3"), base=engine, teacher=base, progress=False),
-        }
-        for name, run in runs.items():
-            run_dir = out / f"{name}-{budget}"
-            done = run_dir / "result.json"
-            result = json.loads(done.read_text()) if done.is_file() else run(run_dir)
-            result["run"] = name
-            if name.startswith("senet-shallow"):
-                result["dth"] = dth
-            results.append(result)
-            print(name, budget, json.dumps(result["result"]), flush=True)
-    write_results(results, args, time.perf_counter() - started)
+    milestones = [e // 2, (7 * e) // 9, (8 * e) // 9]  # SENet's 90/140/160 of 180, scaled
+    senet = dict(budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones)
+    return {
+        "snl": SNLConfig(budget=budget, search_epochs=args.search_epochs, finetune_epochs=e,
+                         milestones=milestones[:2], mask_lr=0.02, check_every=10, l1_init=0.1),
+        "snl-authors": SNLConfig.authors(budget, search_epochs=args.authors_search_epochs, finetune_epochs=e),
+        "senet": SENetConfig(**senet),
+        "senet-distance": SENetConfig(**senet, mask_learning="distance"),
+        "senet-sparse": SENetConfig(**senet, sensitivity="sparse-training", sensitivity_epochs=args.probe_epochs),
+        "senet-pram": SENetConfig(**senet, feature_loss="pram"),
+        "senet-gb": SENetConfig(**senet, shallow=True, dth=round(budget / FULL_RELUS, 2)),
+        # as many epochs after the base as relucut's SNL (its 5 search epochs + the fine-tuning)
+        "senet-matched": SENetConfig(**{**senet, "mask_epochs": args.search_epochs}),
+    }
 
 
-def iso_relu(args, out: Path, data: DataSplits, engine, base, milestones: list[int], started: float) -> None:
-    """SENet + GB at each budget, then SENet without GB at the ReLU count GB ended with: the paper's
-    Table 1 comparison (same ReLUs, GB shallower). Writes finegrained_iso_relu_cifar10.{json,md}."""
-    e, rows = args.epochs, []
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        dth = round(budget / 17_408, 2)  # as in main(): the mean fraction of ReLUs kept
-        gb_dir = out / f"iso-senet-gb-{budget}"
-        gb = _cached(gb_dir, lambda d: run_senet(SPEC, data, d, SENetConfig(
-            budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones,
-            shallow=True, dth=dth), base=engine, teacher=base, progress=False))
-        relus = gb["result"]["relus"]
-        plain = _cached(out / f"iso-senet-{relus}", lambda d: run_senet(SPEC, data, d, SENetConfig(
-            budget=relus, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones),
-            base=engine, teacher=base, progress=False))
-        rows.append({"budget": budget, "dth": dth, "with_gb": gb, "without_gb": plain})
-        print(budget, json.dumps(gb["result"]), json.dumps(plain["result"]), flush=True)
-    seconds = time.perf_counter() - started
-    atomic_write_text(RESULTS / "finegrained_iso_relu_cifar10.json", json.dumps(
-        {"setting": {"model": SPEC.to_dict(), "train_images": args.train_images, "base_epochs": args.base_epochs,
-                     "finetune_epochs": e, "senet_mask_epochs": args.mask_epochs, "threads": 1, "seeds": [0]},
-         "rows": rows, "seconds": seconds}, indent=1))
-    base_row = rows[0]["with_gb"]["baseline"]
-    lines = ["# SENet with and without gated branching at the same ReLU count (CIFAR-10, CPU scale)", "",
-             f"ResNet18, base width 8, 16x16 inputs: {base_row['relus']:,} ReLUs. All-ReLU base (the teacher): "
-             f"{args.base_epochs} epochs on the first {args.train_images:,} training images, "
-             f"{100 * base_row['test_acc']:.2f}% on the held-out last 5,000. SENet: {args.mask_epochs} mask epochs, "
-             f"{e} fine-tuning epochs, one seed, one CPU thread. GB decides per ReLU layer (inner ReLU below d_th: "
-             "conv-BN + shortcut; post-add ReLU below d_th: dropped); SENet without GB is then run to the ReLU "
-             "count GB ended with.", "",
-             "| start budget | d_th | network | #ReLUs | w/o stem | test acc % | conv depth | MACs |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        for name, res in (("SENet + GB", r["with_gb"]), ("SENet (no GB), same ReLUs", r["without_gb"])):
-            c = res["result"]
-            lines.append(f"| {r['budget']:,} | {r['dth']} | {name} | {c['relus']:,} | {c['relus_without_stem']:,} | "
-                         f"{100 * c['test_acc']:.2f} | {c['conv_depth']} | {c['macs'] / 1e6:.2f}M |")
-        gb = r["with_gb"]
-        lines.append(f"\nBudget {r['budget']:,}: shallow blocks {', '.join(gb['shallow_blocks']) or 'none'}; "
-                     f"post-add ReLUs dropped: {', '.join(gb.get('faded_sites') or []) or 'none'}.")
-    lines.append(f"\nWall time: {seconds / 60:.1f} min (finished runs are reused).")
-    atomic_write_text(RESULTS / "finegrained_iso_relu_cifar10.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+def epochs_run(cfg, result: dict) -> int:
+    """Training epochs a method run took after the base (search or probe + masks + fine-tuning)."""
+    if isinstance(cfg, SNLConfig):
+        return result["search_epochs_run"] + cfg.finetune_epochs
+    probe = cfg.sensitivity_epochs if cfg.sensitivity == "sparse-training" else 0
+    return probe + cfg.mask_epochs + cfg.finetune_epochs
 
 
-def _cached(run_dir: Path, run) -> dict:
-    done = run_dir / "result.json"
-    return json.loads(done.read_text()) if done.is_file() else run(run_dir)
+def run_seed(args, seed: int, data: DataSplits) -> dict:
+    out = Path(args.out) / f"seed{seed}"
+    # the base's decays at 25/50/75 %, as these results were measured (the default for runs under 120
+    # epochs is 50/75 % since this bench's defect-3 table)
+    quarters = [round(args.base_epochs * f) for f in (0.25, 0.5, 0.75)]
+    engine = base_config(SPEC, data, TrainConfig(epochs=args.base_epochs, batch_size=64, device="cpu", seed=seed,
+                                                 milestones=quarters))
+    base = base_model(engine, data, out, None, progress=False)
+    runs = {}
+    configs = method_configs(args, args.budget)
+    only = set(args.only.split(",")) if args.only else None
+    for name, cfg in configs.items():
+        if only and name not in only:
+            continue
+        runner = run_snl if isinstance(cfg, SNLConfig) else run_senet
+        runs[name] = runner(SPEC, data, out / name, cfg, base=engine, teacher=base, progress=False)
+        runs[name]["epochs_run"] = epochs_run(cfg, runs[name])
+        runs[name]["kept_per_stage"] = kept_per_stage(runs[name], out / name)
+        print(f"seed {seed} {name}: {json.dumps(runs[name]['result'])}", flush=True)
+    if {"snl", "snl-authors"} <= set(runs) and (not only or "snl-matched" in only):
+        # relucut's recipe given the authors' run's epochs: its fine-tuning lasts the difference
+        total = runs["snl-authors"]["search_epochs_run"] + args.epochs
+        finetune = total - runs["snl"]["search_epochs_run"]
+        matched = SNLConfig(**{**configs["snl"].to_dict(), "finetune_epochs": finetune,
+                               "milestones": [finetune // 2, (7 * finetune) // 9]})
+        runs["snl-matched"] = run_snl(SPEC, data, out / "snl-matched", matched, base=engine, teacher=base,
+                                      progress=False)
+        runs["snl-matched"]["epochs_run"] = epochs_run(matched, runs["snl-matched"])
+        print(f"seed {seed} snl-matched: {json.dumps(runs['snl-matched']['result'])}", flush=True)
+    if not only and args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
+        long = {**configs["senet-gb"].to_dict(), "finetune_epochs": args.long_epochs,
+                "milestones": [args.long_epochs // 2, (7 * args.long_epochs) // 9, (8 * args.long_epochs) // 9]}
+        gb_long = SENetConfig(**long)
+        runs["senet-gb-long"] = run_senet(SPEC, data, out / "senet-gb-long", gb_long, base=engine, teacher=base,
+                                          progress=False)
+        iso_long = SENetConfig(**{**long, "shallow": False, "budget": runs["senet-gb-long"]["result"]["relus"]})
+        runs["senet-iso-long"] = run_senet(SPEC, data, out / "senet-iso-long", iso_long, base=engine, teacher=base,
+                                           progress=False)
+        for name, cfg in (("senet-gb-long", gb_long), ("senet-iso-long", iso_long)):
+            runs[name]["epochs_run"] = epochs_run(cfg, runs[name])
+    if "senet-gb" in runs and (not only or "senet-iso" in only):
+        relus = runs["senet-gb"]["result"]["relus"]
+        iso = SENetConfig(**{**configs["senet"].to_dict(), "budget": relus})
+        runs["senet-iso"] = run_senet(SPEC, data, out / "senet-iso", iso, base=engine, teacher=base, progress=False)
+        runs["senet-iso"]["epochs_run"] = epochs_run(iso, runs["senet-iso"])
+        print(f"seed {seed} senet-iso: {json.dumps(runs['senet-iso']['result'])}", flush=True)
+    baseline = next(iter(runs.values()))["baseline"] if runs else None
+    schedules = {}
+    if not only:  # defect 3: a 15-epoch base with the old default (no decay before epoch 30) and others
+        for name, folder, changes in (("no decay (before the fix)", "old", {"milestones": []}),
+                                      ("25/50/75 % (the issue's fix)", "scaled", {"milestones": [4, 8, 11]}),
+                                      ("50/75 % (the default now, under 120 epochs)", "late", {"milestones": [8, 11]}),
+                                      ("cosine", "cosine", {"schedule": "cosine"})):
+            short = dataclasses.replace(engine, epochs=15, **changes)
+            schedules[name] = train(short.resolved(), out / f"base15-{folder}", data=data, progress=False)
+    return {"seed": seed, "baseline": baseline, "runs": runs, "base_schedules": schedules}
 
 
-def _deepreduce_points() -> list[dict]:
-    path = RESULTS / "deepreduce_cifar10.json"
-    if not path.is_file():
-        return []
-    data = json.loads(path.read_text())
-    return data.get("frontier", [])
+# -- summary -------------------------------------------------------------------------------------
+STAGES = ("stem", "s1", "s2", "s3", "s4")
 
 
-def write_results(results: list[dict], args, seconds: float) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    setting = {"model": SPEC.to_dict(), "relus_full": 17_408, "train_images": args.train_images,
-               "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
-               "base_epochs": args.base_epochs, "finetune_epochs": args.epochs, "senet_mask_epochs": args.mask_epochs,
-               "snl_search_epochs_max": args.search_epochs, "threads": 1}
-    atomic_write_text(RESULTS / "finegrained_cifar10.json",
-                      json.dumps({"setting": setting, "results": results, "seconds": seconds}, indent=1))
-    base = results[0]["baseline"]
-    lines = [
-        "# SNL, SENet and SENet + shallow on CIFAR-10 at CPU scale", "",
-        f"ResNet18, base width 8, 16x16 inputs (rho 0.5): {base['relus']:,} ReLUs, {base['macs'] / 1e6:.2f}M MACs, "
-        f"conv depth {base['conv_depth']}. Trained on the first {args.train_images:,} of the first 45,000 CIFAR-10 "
-        f"training images; accuracy on the held-out last 5,000. All-ReLU base: {args.base_epochs} epochs, "
-        f"{100 * base['test_acc']:.2f}%. Each method: KD from that base, {args.epochs} fine-tuning epochs "
-        f"(SENet: {args.mask_epochs} mask epochs first; SNL: up to {args.search_epochs} search epochs first). "
-        "One CPU thread.", "",
-        "| method | budget | #ReLUs | accuracy % | conv depth | MAC saving | ReLU reduction |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        rows = [(r["run"], r["result"])]
-        if r.get("masks_only"):
-            same = next((o for o in results if o["run"] == "senet" and o["budget"] == r["budget"]), None)
-            without = {**r["masks_only"], "test_acc": same["result"]["test_acc"] if same else None}
-            rows[0] = (r["run"] + " (w/ GB)", r["result"])
-            rows.insert(0, ("senet-shallow-ac (w/o GB = the senet run)", without))
-        if r.get("ac_output"):
-            rows.append((r["run"] + " (AC output)", r["ac_output"]))
-        for name, c in rows:
-            acc = "-" if c["test_acc"] is None else f"{100 * c['test_acc']:.2f}"
-            lines.append(f"| {name} | {r['budget']:,} | {c['relus']:,} | {acc} | {c['conv_depth']} "
-                         f"| {c['mac_saving']:.2f}x | {c['relu_reduction']:.2f}x |")
-    shallow = [r for r in results if r.get("shallow_blocks") is not None and r["run"].startswith("senet-shallow")]
-    for r in shallow:
-        sens = ", ".join(f"{b} {d:.3f}" for b, d in r["block_sensitivity"].items())
-        lines.append(f"\nBudget {r['budget']:,}, d_th {r.get('dth')}: blocks made shallow: "
-                     f"{', '.join(r['shallow_blocks']) or 'none'} (block ReLU sensitivity: {sens}).")
-    points = _deepreduce_points()
-    if points:
-        lines += ["", "## DeepReDuce frontier at this scale (bench/results/deepreduce_cifar10.json)", "",
-                  "| network | #ReLUs | test accuracy % |", "| --- | ---: | ---: |"]
-        for p in points:
-            acc = p.get("test_acc")  # already in percent
-            lines.append(f"| {p.get('name', p.get('label', '?'))} | {p.get('relus', 0):,} | "
-                         f"{'-' if acc is None else f'{acc:.2f}'} |")
-        lines += ["", "DeepReDuce's networks were trained far less (teacher 4 epochs, 36.5% test; candidates 3 "
-                  "epochs) than this run's base (see above), so the gap mixes method and training budget."]
+def _stage(site: str) -> str:
+    return next((st for st in STAGES[1:] if site.startswith(st + "_")), "stem")
+
+
+def kept_per_stage(run: dict, run_dir: Path) -> dict[str, float]:
+    """Fraction of each stage's ReLUs a run kept: SENet's allocation, or what SNL's masks learned
+    (read from the exported plan)."""
+    kept: dict[str, int] = {}
+    total: dict[str, int] = {}
+    if "layer_budget" in run:
+        sizes = {s.name: s.numel for s in find_sites(SPEC.build(), SPEC.input_size)}
+        pairs = [(site, n, sizes[site]) for site, n in run["layer_budget"].items()]
     else:
-        lines += ["", "DeepReDuce's results (bench/results/deepreduce_cifar10.json) were not there when this ran."]
-    run_minutes = sum(r.get("seconds", 0) for r in results) / 60
-    lines.append(f"\nWall time of the method runs: {run_minutes:.1f} min (nice'd, on a shared 2-core box); "
+        sites = json.loads((run_dir / "export" / "plan.json").read_text())["sites"]
+        pairs = [(site, v.get("ones", 0), math.prod(v["shape"])) for site, v in sites.items()]
+    for site, ones, size in pairs:
+        kept[_stage(site)] = kept.get(_stage(site), 0) + ones
+        total[_stage(site)] = total.get(_stage(site), 0) + size
+    return {st: kept[st] / total[st] for st in total}
+
+
+def _acc(seed_row: dict, run: str) -> float | None:
+    r = seed_row["runs"].get(run)
+    return None if r is None else 100 * r["result"]["test_acc"]
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    inner = ", ".join(f"{v:.2f}" for v in values)
+    return f"{statistics.mean(values):.2f} ({inner})"
+
+
+def compare(seeds: list[dict], a: str, b: str) -> dict:
+    """a - b in test points per seed (seeds with both runs)."""
+    pairs = [(_acc(s, a), _acc(s, b)) for s in seeds]
+    diffs = [x - y for x, y in pairs if x is not None and y is not None]
+    return {"a": a, "b": b, "diffs": diffs, "mean": statistics.mean(diffs) if diffs else None}
+
+
+def verdict(diffs: list[float], tolerance: float = 0.0) -> str:
+    if not diffs:
+        return "not run"
+    if all(d >= -tolerance for d in diffs):
+        return "holds"
+    if all(d < -tolerance for d in diffs):
+        return "does not hold"
+    return "mixed"
+
+
+def claims(seeds: list[dict]) -> list[dict]:
+    rows = []
+
+    def add(claim: str, a: str, b: str, tolerance: float = 0.0, note: str = "") -> None:
+        c = compare(seeds, a, b)
+        rows.append({"claim": claim, **c, "tolerance": tolerance, "verdict": verdict(c["diffs"], tolerance),
+                     "note": note})
+
+    add("SENet >= SNL at iso-ReLU (budget)", "senet", "snl")
+    add("SENet >= SNL at iso-ReLU and equal epochs", "senet-matched", "snl")
+    gb_depths = [(s["runs"]["senet-gb"]["result"]["conv_depth"], s["runs"]["senet-iso"]["result"]["conv_depth"])
+                 for s in seeds if {"senet-gb", "senet-iso"} <= set(s["runs"])]
+    shallower = all(g < i for g, i in gb_depths) if gb_depths else False
+    add("SENet + GB within 1 point of SENet at the same ReLUs, lower depth", "senet-gb", "senet-iso", 1.0,
+        "depth " + ", ".join(f"{g} vs {i}" for g, i in gb_depths) + ("" if shallower else " (not lower)"))
+    if gb_depths and not shallower:
+        rows[-1]["verdict"] = "does not hold (depth)"
+    add("the same with 5x the fine-tuning epochs", "senet-gb-long", "senet-iso-long", 1.0)
+    add("reference: SNL default >= the authors' recipe (default at its own, much shorter length)", "snl",
+        "snl-authors")
+    add("reference: SNL default >= the authors' recipe at the same epochs", "snl-matched", "snl-authors")
+    add("reference: SENet default (scores) >= the SENet code's distance masks", "senet", "senet-distance")
+    add("departure: one-shot pruning sensitivity (default) >= a sparse-training probe", "senet", "senet-sparse")
+    add("defect 1: attention transfer >= literal PRAM (beta 1000)", "senet", "senet-pram")
+    return rows
+
+
+def write_summary(args, seeds: list[dict], seconds: float) -> None:
+    names = ["snl", "snl-authors", "snl-matched", "senet", "senet-distance", "senet-sparse", "senet-pram", "senet-gb", "senet-iso",
+             "senet-matched", "senet-gb-long", "senet-iso-long"]
+    rows = claims(seeds)
+    setting = {"model": SPEC.to_dict(), "relus_full": FULL_RELUS, "train_images": args.train_images,
+               "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
+               "budget": args.budget, "base_epochs": args.base_epochs, "finetune_epochs": args.epochs,
+               "senet_mask_epochs": args.mask_epochs, "snl_search_epochs_max": args.search_epochs,
+               "snl_authors_search_epochs_max": args.authors_search_epochs, "threads": 1,
+               "seeds": [s["seed"] for s in seeds]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / "finegrained_cifar10.json", json.dumps(
+        {"setting": setting, "seeds": seeds, "claims": rows, "seconds": seconds}, indent=1))
+    teacher = [100 * s["baseline"]["test_acc"] for s in seeds if s["baseline"]]
+    seed_list = ", ".join(str(s["seed"]) for s in seeds)
+    lines = [
+        "# SNL and SENet fidelity on CIFAR-10 at CPU scale", "",
+        f"ResNet18, base width 8, 16x16 inputs (rho 0.5): {FULL_RELUS:,} ReLUs. Trained on the first "
+        f"{args.train_images:,} of the first 45,000 CIFAR-10 training images (the next 1,000 validate); "
+        f"test accuracy on the held-out last 5,000. Seeds {seed_list}; each cell is the mean, then the seeds' "
+        f"values. All-ReLU base and teacher ({args.base_epochs} epochs): **{_fmt(teacher)} %**. Every method: "
+        f"KD from that base, budget {args.budget:,}, {args.epochs} fine-tuning epochs (SENet: "
+        f"{args.mask_epochs} mask epochs first; SNL: its search until the budget, at most {args.search_epochs} "
+        f"epochs for relucut's recipe and {args.authors_search_epochs} for the authors'). One CPU thread.", "",
+        "| run | #ReLUs | w/o stem | test acc % | conv depth | MACs | epochs after the base | SNL search epochs "
+        "| budget reached by its rule |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name in names:
+        present = [s["runs"][name] for s in seeds if name in s["runs"]]
+        if not present:
+            continue
+        res = [r["result"] for r in present]
+        relus = sorted({r["relus"] for r in res})
+        stemless = sorted({r["relus_without_stem"] for r in res})
+        search = [r.get("search_epochs_run") for r in present if r.get("search_epochs_run") is not None]
+        reached = "-" if not search else ("yes" if not any(r.get("forced_topk") for r in present)
+                                           and all(r.get("relaxed_relus_at_stop", 0) <= args.budget for r in present)
+                                           else "no (top-k forced)")
+        lines.append(f"| {name} | {' / '.join(f'{v:,}' for v in relus)} | {' / '.join(f'{v:,}' for v in stemless)} "
+                     f"| {_fmt([100 * r['test_acc'] for r in res])} | {res[0]['conv_depth']} "
+                     f"| {res[0]['macs'] / 1e6:.2f}M | {', '.join(str(r.get('epochs_run', '-')) for r in present)} "
+                     f"| {', '.join(map(str, search)) or '-'} | {reached} |")
+    lines += ["", "## What holds at this scale", "",
+              "| claim | a - b, test points (per seed) | mean | verdict |", "| --- | --- | ---: | --- |"]
+    for r in rows:
+        per_seed = ", ".join(f"{d:+.2f}" for d in r["diffs"]) or "-"
+        mean = "-" if r["mean"] is None else f"{r['mean']:+.2f}"
+        note = f" ({r['note']})" if r["note"] else ""
+        lines.append(f"| {r['claim']}: {r['a']} vs {r['b']}{note} | {per_seed} | {mean} | {r['verdict']} |")
+    lines += ["", "## Fraction of each stage's ReLUs kept at the budget", "",
+              "SNL learns where its ReLUs go; SENet allocates them up front from its stage-1 pruning probe.", "",
+              "| run | how | seed | " + " | ".join(STAGES) + " |", "| --- | --- | ---: |" + " ---: |" * len(STAGES)]
+    for name, how in (("snl", "learned (relucut's recipe)"), ("snl-authors", "learned (authors' recipe)"),
+                      ("senet", "one-shot pruning"), ("senet-sparse", "sparse-training probe")):
+        for s in seeds:
+            if name in s["runs"]:
+                per_stage = s["runs"][name]["kept_per_stage"]
+                lines.append(f"| {name} | {how} | {s['seed']} | "
+                             + " | ".join(f"{per_stage.get(st, 0):.3f}" for st in STAGES) + " |")
+    schedules = [s["base_schedules"] for s in seeds if s.get("base_schedules")]
+    if schedules:
+        lines += ["", "## Defect 3: the step schedule of a 15-epoch all-ReLU base", "",
+                  "| milestones | val acc % | test acc % |", "| --- | ---: | ---: |"]
+        for name in schedules[0]:
+            lines.append(f"| {name} | {_fmt([100 * s[name]['best_val_acc'] for s in schedules])} "
+                         f"| {_fmt([100 * s[name]['test_acc'] for s in schedules])} |")
+    gb = [s["runs"]["senet-gb"] for s in seeds if "senet-gb" in s["runs"]]
+    for s, g in zip(seeds, gb):
+        lines.append(f"\nSeed {s['seed']}, SENet + GB: shallow blocks {', '.join(g['shallow_blocks']) or 'none'}; "
+                     f"post-add ReLUs dropped: {', '.join(g.get('faded_sites') or []) or 'none'}.")
+    run_minutes = sum(r.get("seconds", 0) for s in seeds for r in s["runs"].values()) / 60
+    lines.append(f"\nWall time of the method runs: {run_minutes:.1f} min on one thread of a shared 2-core box; "
                  f"this invocation {seconds / 60:.1f} min (finished runs are reused).")
     atomic_write_text(RESULTS / "finegrained_cifar10.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="/tmp/relucut-bench/finegrained-cifar10")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--train-images", type=int, default=5000)
+    parser.add_argument("--budget", type=int, default=3584)
+    parser.add_argument("--base-epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs of every method")
+    parser.add_argument("--mask-epochs", type=int, default=2, help="SENet stage 2")
+    parser.add_argument("--search-epochs", type=int, default=5, help="relucut's SNL search, at most")
+    parser.add_argument("--authors-search-epochs", type=int, default=1000, help="the authors' SNL search, at most")
+    parser.add_argument("--probe-epochs", type=int, default=5, help="SENet's sparse-training probe")
+    parser.add_argument("--long-epochs", type=int, default=30, help="fine-tuning of the long GB pair (0: none)")
+    parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    data = cifar_data(args.train_images)
+    seeds = [run_seed(args, int(s), data) for s in args.seeds.split(",")]
+    write_summary(args, seeds, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -244,7 +244,8 @@ def test_default_step_milestones_scale_with_the_epochs():
     from relucut.train.config import TrainConfig, default_milestones
 
     assert default_milestones(120) == [30, 60, 90]  # DeepReDuce's schedule
-    assert default_milestones(12) == [3, 6, 9]  # a short run decays too
+    assert default_milestones(240) == [60, 120, 180]  # scaled beyond DeepReDuce's length
+    assert default_milestones(12) == [6, 9]  # a short run decays too, late enough to learn first
     assert default_milestones(2) == [1]
     assert default_milestones(10, step_size=4) == [4, 8]
-    assert TrainConfig(epochs=8).resolved().milestones == [2, 4, 6]
+    assert TrainConfig(epochs=8).resolved().milestones == [4, 6]

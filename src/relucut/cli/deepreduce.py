@@ -44,7 +44,7 @@ TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="A trained ful
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs for the teacher and every candidate.")]
 KdOnlyOpt = Annotated[bool, typer.Option("--criticality-kd-only", help="Skip the stage networks without KD (C_k uses the KD ones).")]
 ScheduleOpt = Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")]
-StepOpt = Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs (default: at 25/50/75 % of the epochs).")]
+StepOpt = Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x 0.1 every N epochs (default: 30/60/90 of 120, at 50/75 % of shorter runs).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads in this process.")]
 
 

@@ -36,7 +36,7 @@ def train(
     momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 4e-4,
     schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "step",
-    step_size: Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x gamma every N epochs (default: at 25/50/75 % of the epochs).")] = None,
+    step_size: Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x gamma every N epochs (default: 30/60/90 of 120, at 50/75 % of shorter runs).")] = None,
     milestones: Annotated[Optional[str], typer.Option("--milestones", help="Step schedule epochs, e.g. 60,90 (overrides --step-size).")] = None,
     kd_temperature: Annotated[float, typer.Option("--kd-temperature")] = 4.0,
     kd_weight: Annotated[float, typer.Option("--kd-weight", help="Weight of the KD term; 1 - it weighs cross-entropy.")] = 0.9,
