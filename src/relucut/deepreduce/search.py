@@ -225,7 +225,8 @@ class Search:
 
     # -- candidates -------------------------------------------------------------------------------
     def _capabilities(self) -> tuple[bool, list[str]]:
-        """(one-block variants possible, reshaping arguments the factory lacks), probed once."""
+        """(one-block variants possible, reshaping arguments the factory lacks, whether it takes
+        rho_mode='stride'), probed once."""
         if self._caps is None:
             one_block = self.settings.one_block and "blocks" in _blocks_kwarg(self.spec)
             missing = [key for key in ("alpha", "rho") if not _builds_with(self.spec, key, 0.5)]
