@@ -15,7 +15,9 @@ pytestmark = pytest.mark.spu  # real 2PC under .venv-spu (`make spu-env`)
 
 INPUT = (3, 16, 16)
 ESTIMATE_FACTOR = 3.0  # the cheetah profile must land within 3x of SPU's measured warm run
-SPU_TIME_TOLERANCE = 0.6  # spu-cheetah vs CPU seconds: the smallest of these nets is below its fitted range (bench: 17 % in range)
+# spu-cheetah's time vs CPU seconds, once this machine's speed is divided out: the profile's seconds
+# are those of the machine bench/spu_calibration.py ran on (another measured 2.9-3.9x faster alike)
+SPU_TIME_TOLERANCE = 0.35
 
 
 def tiny_resnet():
@@ -82,6 +84,7 @@ def test_first_run_carries_the_ot_setup(measured):
 
 
 def test_cheetah_estimate_within_stated_factor(measured):
+    ratios = []
     for m in measured:
         est = estimate(relucut.pi.Workload(m.relus, m.relu_layers, m.macs), "cheetah")
         assert 1 / ESTIMATE_FACTOR <= est.online_bytes / m.warm.bytes <= ESTIMATE_FACTOR
@@ -94,7 +97,11 @@ def test_cheetah_estimate_within_stated_factor(measured):
                                    linear_layers=m.linear_layers)
         spu = estimate(work, "spu-cheetah")
         assert abs(spu.online_bytes / m.warm.bytes - 1) < 0.10, (spu.online_bytes, m.warm.bytes)
-        assert abs(spu.online_s / cpu - 1) < SPU_TIME_TOLERANCE, (spu.online_s, cpu)
+        ratios.append(spu.online_s / cpu)
+    # time: right up to one factor for the machine (its speed against the calibration machine's)
+    machine = sorted(ratios)[len(ratios) // 2]
+    assert 1 / 5 <= machine <= 5, ratios
+    assert all(abs(r / machine - 1) < SPU_TIME_TOLERANCE for r in ratios), (machine, ratios)
 
 
 def test_measurement_carries_the_workload_the_profile_prices(measured):
