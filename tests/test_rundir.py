@@ -83,6 +83,13 @@ def test_differences_covers_added_and_removed_keys_and_nested_runtime():
     assert differences(saved, mine, runtime=("train.device", "gone")) == ["new"]
 
 
+def test_an_option_added_since_and_left_unset_is_no_difference():
+    saved = {"senet": {"budget": 10}}  # written before SENetConfig.layer_budget existed
+    assert differences(saved, {"senet": {"budget": 10, "layer_budget": None}}) == []
+    assert differences(saved, {"senet": {"budget": 10, "layer_budget": {"s1": 10}}}) == ["senet.layer_budget"]
+    assert differences({"senet": {"budget": 10, "layer_budget": None}}, saved) == ["senet.layer_budget"]
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\xff"])
 def test_a_corrupt_settings_file_is_refused(tmp_path, content):
     (tmp_path / "search.json").write_text(content)

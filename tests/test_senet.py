@@ -168,3 +168,25 @@ def test_sparse_training_probe_masks_to_the_density_and_sets_budgets(tmp_path):
     assert overall == pytest.approx(0.1, abs=0.002)  # the target density, over all convs
     with pytest.raises(RelucutError, match="unknown sensitivity 'magic'"):
         SENetConfig(budget=10, sensitivity="magic").check()
+
+
+def test_a_given_layer_budget_replaces_stage_one(tmp_path):
+    data = tiny_data()
+    base = trained_base(data)
+    sites = list(find_sites(base, SPEC.input_size))
+    given = {s.name: 0 for s in sites}
+    given[sites[-1].name] = 30  # in the last layer (32 ReLUs) and the stem only
+    given[sites[0].name] = 120
+    model = copy.deepcopy(base)
+    cfg = SENetConfig(budget=150, layer_budget=given, mask_epochs=1, finetune_epochs=1, milestones=[])
+    result = senet(model, base, data, BASE, cfg, tmp_path / "run", progress=False)
+    assert result.layer_budget == given
+    kept = {n.replace(".", "_"): int(s.mask.sum()) for n, s in model.named_modules() if isinstance(s, LearnableMaskSite)}
+    assert kept == given
+    with pytest.raises(RelucutError, match="sums to 150, not the budget 151"):
+        senet(copy.deepcopy(base), base, data, BASE, SENetConfig(budget=151, layer_budget=given), tmp_path / "b",
+              progress=False)
+    with pytest.raises(RelucutError, match="missing: " + sites[0].name):
+        senet(copy.deepcopy(base), base, data, BASE,
+              SENetConfig(budget=30, layer_budget={k: v for k, v in given.items() if k != sites[0].name}),
+              tmp_path / "c", progress=False)

@@ -19,7 +19,8 @@ Claiming::
 1. refuses a path that is a file, or a folder this user cannot write;
 2. takes an exclusive lock (``fcntl.flock`` on ``run_dir/.lock``, which records the pid); a folder
    another live process holds is refused: "'DIR' is in use by another relucut run (pid N); ...";
-3. compares ``settings`` with those saved in ``run_dir/file``: a file that is not a JSON object is
+3. compares ``settings`` with those saved in ``run_dir/file`` (a key the saved file lacks counts as
+   the same when it is None here: an option added since, left unset): a file that is not a JSON object is
    "corrupt"; differing keys are named as dotted paths (``train.lr``); keys or dotted paths in
    ``runtime`` (e.g. ``("device",)`` or ``("train.device",)``) are left out of the comparison;
 4. writes ``settings`` (as JSON) to ``run_dir/file`` atomically.
@@ -155,6 +156,8 @@ def _differing_paths(a: dict[str, Any], b: dict[str, Any], prefix: str) -> Itera
         left, right = a.get(key, _MISSING), b.get(key, _MISSING)
         if isinstance(left, dict) and isinstance(right, dict):
             yield from _differing_paths(left, right, f"{prefix}{key}.")
+        elif left is _MISSING and right is None:
+            continue  # a setting added since that run was written, left unset: the same run
         elif left != right:
             yield f"{prefix}{key}"
 

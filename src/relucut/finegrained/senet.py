@@ -59,6 +59,7 @@ class SENetConfig:
     density: float = 0.1  # parameter density for the pruning-sensitivity probe
     sensitivity: str = "one-shot"  # or "sparse-training" (see relucut.finegrained.sparse_probe)
     sensitivity_epochs: int = 5  # sparse-training probe epochs
+    layer_budget: dict[str, int] | None = None  # site -> ReLUs, summing to budget: replaces stage 1's allocation
     mask_epochs: int = 5
     mask_learning: str = "scores"  # or "distance": the SENet code's rule (see relucut.finegrained.distance_masks)
     mask_lr: float = 0.01  # Adam on the scores ("scores" only)
@@ -127,6 +128,21 @@ class GateRamp:
         set_gates(self.gates, gate_value(epoch, self.ramp, self.schedule))
 
 
+def given_layer_budgets(sites, given: dict[str, int], budget: int) -> dict[str, int]:
+    """A caller's per-site allocation (e.g. where another method's masks kept their ReLUs), checked."""
+    sizes = {s.name: s.numel for s in sites}
+    if set(given) != set(sizes):
+        missing, extra = sorted(set(sizes) - set(given)), sorted(set(given) - set(sizes))
+        raise RelucutError(f"layer_budget must name every ReLU site once (missing: {', '.join(missing) or '-'}; "
+                           f"unknown: {', '.join(extra) or '-'}); see 'relucut sites MODEL'")
+    over = [n for n, k in given.items() if not 0 <= int(k) <= sizes[n]]
+    if over:
+        raise RelucutError(f"layer_budget of {', '.join(over)} is outside 0..the site's ReLU count")
+    if sum(int(k) for k in given.values()) != budget:
+        raise RelucutError(f"layer_budget sums to {sum(given.values()):,}, not the budget {budget:,}")
+    return {n: int(given[n]) for n in sizes}
+
+
 def _block_sites(sites) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for s in sites:
@@ -159,7 +175,8 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
         kept = sparse_training_keep_fractions(model, teacher, data, probe, cfg.density, workdir / "sensitivity",
                                               progress)
     sensitivity = relu_sensitivity(model, cfg.density, kept)
-    budget = layer_budgets(sites, sensitivity, cfg.budget)
+    budget = layer_budgets(sites, sensitivity, cfg.budget) if cfg.layer_budget is None else \
+        given_layer_budgets(sites, cfg.layer_budget, cfg.budget)
     # stage 2
     _, masks = install_mask_sites(model, input_size, "pixel")
     with torch.no_grad():
