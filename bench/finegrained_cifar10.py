@@ -14,10 +14,12 @@ Runs per seed (each a relucut run folder, resumable: finished runs are reused on
   senet          relucut's SENet (mask scores learned by gradient; attention-transfer feature term)
   senet-distance SENet with the SENet code's mask rule (per-layer |teacher - student| top-k)
   senet-sparse   SENet whose stage-1 sensitivity comes from sparse training, not one-shot pruning
+  senet-nofeat   SENet without the feature term (KD + CE only)
   senet-pram     SENet with eq. 2 read literally (beta = 1000 on whole block outputs): defect 1's "before"
   senet-gb       SENet + gated branching (d_th = the mean fraction kept), ending at R ReLUs
   senet-iso      SENet without GB to R ReLUs: GB at iso-ReLU
   senet-matched  SENet with as many mask epochs as relucut's SNL searches (equal epochs after the base)
+  senet-snl-alloc  SENet with the per-layer ReLU counts snl's masks learned instead of its stage 1
   senet-gb-long, senet-iso-long   the GB pair with --long-epochs of fine-tuning
 
     nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --seeds 0,1
@@ -73,6 +75,7 @@ def method_configs(args, budget: int) -> dict:
         "senet-distance": SENetConfig(**senet, mask_learning="distance"),
         "senet-sparse": SENetConfig(**senet, sensitivity="sparse-training", sensitivity_epochs=args.probe_epochs),
         "senet-pram": SENetConfig(**senet, feature_loss="pram"),
+        "senet-nofeat": SENetConfig(**senet, feature_weight=0.0),
         "senet-gb": SENetConfig(**senet, shallow=True, dth=round(budget / FULL_RELUS, 2)),
         # as many epochs after the base as relucut's SNL (its 5 search epochs + the fine-tuning)
         "senet-matched": SENetConfig(**{**senet, "mask_epochs": args.search_epochs}),
@@ -116,6 +119,15 @@ def run_seed(args, seed: int, data: DataSplits) -> dict:
                                       progress=False)
         runs["snl-matched"]["epochs_run"] = epochs_run(matched, runs["snl-matched"])
         print(f"seed {seed} snl-matched: {json.dumps(runs['snl-matched']['result'])}", flush=True)
+    if "snl" in runs and "senet" in configs and not only:
+        # SENet with the per-layer allocation SNL's masks learned: is stage 1 why SENet trails SNL?
+        plan = json.loads((out / "snl" / "export" / "plan.json").read_text())["sites"]
+        learned = {site: int(v.get("ones", 0)) for site, v in plan.items()}
+        alloc = SENetConfig(**{**configs["senet"].to_dict(), "layer_budget": learned})
+        runs["senet-snl-alloc"] = run_senet(SPEC, data, out / "senet-snl-alloc", alloc, base=engine, teacher=base,
+                                            progress=False)
+        runs["senet-snl-alloc"]["epochs_run"] = epochs_run(alloc, runs["senet-snl-alloc"])
+        runs["senet-snl-alloc"]["kept_per_stage"] = kept_per_stage(runs["senet-snl-alloc"], out / "senet-snl-alloc")
     if not only and args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
         long = {**configs["senet-gb"].to_dict(), "finetune_epochs": args.long_epochs,
                 "milestones": [args.long_epochs // 2, (7 * args.long_epochs) // 9, (8 * args.long_epochs) // 9]}
@@ -209,6 +221,9 @@ def claims(seeds: list[dict]) -> list[dict]:
 
     add("SENet >= SNL at iso-ReLU (budget)", "senet", "snl")
     add("SENet >= SNL at iso-ReLU and equal epochs", "senet-matched", "snl")
+    add("cause: SENet with SNL's learned per-layer allocation vs SENet's own", "senet-snl-alloc", "senet")
+    add("SENet with SNL's learned allocation >= SNL", "senet-snl-alloc", "snl")
+    add("cause: SENet's feature term (attention, beta 1000) vs none", "senet", "senet-nofeat")
     gb_depths = [(s["runs"]["senet-gb"]["result"]["conv_depth"], s["runs"]["senet-iso"]["result"]["conv_depth"])
                  for s in seeds if {"senet-gb", "senet-iso"} <= set(s["runs"])]
     shallower = all(g < i for g, i in gb_depths) if gb_depths else False
@@ -227,8 +242,9 @@ def claims(seeds: list[dict]) -> list[dict]:
 
 
 def write_summary(args, seeds: list[dict], seconds: float) -> None:
-    names = ["snl", "snl-authors", "snl-matched", "senet", "senet-distance", "senet-sparse", "senet-pram", "senet-gb", "senet-iso",
-             "senet-matched", "senet-gb-long", "senet-iso-long"]
+    names = ["snl", "snl-authors", "snl-matched", "senet", "senet-distance", "senet-sparse", "senet-pram",
+             "senet-nofeat", "senet-gb", "senet-iso",
+             "senet-matched", "senet-snl-alloc", "senet-gb-long", "senet-iso-long"]
     rows = claims(seeds)
     setting = {"model": SPEC.to_dict(), "relus_full": FULL_RELUS, "train_images": args.train_images,
                "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
@@ -280,7 +296,8 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
               "SNL learns where its ReLUs go; SENet allocates them up front from its stage-1 pruning probe.", "",
               "| run | how | seed | " + " | ".join(STAGES) + " |", "| --- | --- | ---: |" + " ---: |" * len(STAGES)]
     for name, how in (("snl", "learned (relucut's recipe)"), ("snl-authors", "learned (authors' recipe)"),
-                      ("senet", "one-shot pruning"), ("senet-sparse", "sparse-training probe")):
+                      ("senet", "one-shot pruning"), ("senet-sparse", "sparse-training probe"),
+                      ("senet-snl-alloc", "given: snl's")):
         for s in seeds:
             if name in s["runs"]:
                 per_stage = s["runs"][name]["kept_per_stage"]
