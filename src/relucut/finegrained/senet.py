@@ -48,7 +48,6 @@ from relucut.train.config import TrainConfig
 from relucut.train.hooks import LossContext
 from relucut.train.loop import seed_everything, train
 
-
 MASK_LEARNING = ("scores", "distance")
 SENSITIVITY_PROBES = ("one-shot", "sparse-training")
 

@@ -34,7 +34,6 @@ from relucut.finegrained.mask_site import GRANULARITIES, LearnableMaskSite, inst
 from relucut.train.config import TrainConfig
 from relucut.train.loop import train
 
-
 L1_RULES = ("steps", "epochs")
 BINARIZE = ("topk", "threshold")
 FINETUNE_SCHEDULES = ("step", "cosine")
@@ -198,11 +197,11 @@ def snl_search(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
     sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0)
     check_budget(cfg.budget, sum(s.numel for s in sites))
     controller = L1Controller(masks, cfg)
-    optimizer = {"optimizer": cfg.optimizer}
+    weights = {"optimizer": cfg.optimizer}  # the weights' optimizer in the search
     if cfg.weight_decay is not None:
-        optimizer["weight_decay"] = cfg.weight_decay
+        weights["weight_decay"] = cfg.weight_decay
     stage = stage_config(base, epochs=cfg.search_epochs, lr=cfg.lr, schedule="constant", select="last",
-                         kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature, **optimizer)
+                         kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature, **weights)
     final = train(stage, run_dir, model=model, teacher=teacher, data=data, progress=progress,
                   extra_loss=controller.penalty, callbacks=[controller], label="SNL search",
                   extra_optimizers=[lambda _m: torch.optim.Adam(mask_parameters(masks), lr=cfg.mask_lr)])
