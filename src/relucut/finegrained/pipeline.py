@@ -171,7 +171,8 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConf
         result: dict[str, Any] = {
             "method": "senet" + ("+shallow" if cfg.shallow else "") + ("+ac" if cfg.aux_after else ""),
             "budget": cfg.budget, "layer_budget": res.layer_budget, "block_sensitivity": res.block_sensitivity,
-            "layer_sensitivity": res.layer_sensitivity, "shallow_blocks": res.shallow_blocks, "faded_sites": res.faded_sites, "stage2": stage2,
+            "layer_sensitivity": res.layer_sensitivity, "shallow_blocks": res.shallow_blocks,
+            "faded_sites": res.faded_sites, "stage2": stage2,
             "result": _columns(cost, base_cost, _accuracy(model, data)),
             "masks_only": _columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
         }
