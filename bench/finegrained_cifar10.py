@@ -21,6 +21,7 @@ Runs per seed (each a relucut run folder, resumable: finished runs are reused on
   senet-matched  SENet with as many mask epochs as relucut's SNL searches (equal epochs after the base)
   senet-snl-alloc  SENet with the per-layer ReLU counts snl's masks learned instead of its stage 1
   senet-gb-long, senet-iso-long   the GB pair with --long-epochs of fine-tuning
+  senet-long, senet-nofeat-long   SENet at the budget with and without its feature term, as long
 
     nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --seeds 0,1
 """
@@ -137,7 +138,13 @@ def run_seed(args, seed: int, data: DataSplits) -> dict:
         iso_long = SENetConfig(**{**long, "shallow": False, "budget": runs["senet-gb-long"]["result"]["relus"]})
         runs["senet-iso-long"] = run_senet(SPEC, data, out / "senet-iso-long", iso_long, base=engine, teacher=base,
                                            progress=False)
-        for name, cfg in (("senet-gb-long", gb_long), ("senet-iso-long", iso_long)):
+        # the feature term's cost with longer fine-tuning: is it the 6 epochs?
+        plain_long = SENetConfig(**{**long, "shallow": False})
+        nofeat_long = SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0})
+        for name, cfg in (("senet-long", plain_long), ("senet-nofeat-long", nofeat_long)):
+            runs[name] = run_senet(SPEC, data, out / name, cfg, base=engine, teacher=base, progress=False)
+        for name, cfg in (("senet-gb-long", gb_long), ("senet-iso-long", iso_long), ("senet-long", plain_long),
+                          ("senet-nofeat-long", nofeat_long)):
             runs[name]["epochs_run"] = epochs_run(cfg, runs[name])
     if "senet-gb" in runs and (not only or "senet-iso" in only):
         relus = runs["senet-gb"]["result"]["relus"]
@@ -224,6 +231,7 @@ def claims(seeds: list[dict]) -> list[dict]:
     add("cause: SENet with SNL's learned per-layer allocation vs SENet's own", "senet-snl-alloc", "senet")
     add("SENet with SNL's learned allocation >= SNL", "senet-snl-alloc", "snl")
     add("cause: SENet's feature term (attention, beta 1000) vs none", "senet", "senet-nofeat")
+    add("the same with 5x the fine-tuning epochs", "senet-long", "senet-nofeat-long")
     gb_depths = [(s["runs"]["senet-gb"]["result"]["conv_depth"], s["runs"]["senet-iso"]["result"]["conv_depth"])
                  for s in seeds if {"senet-gb", "senet-iso"} <= set(s["runs"])]
     shallower = all(g < i for g, i in gb_depths) if gb_depths else False
@@ -244,7 +252,8 @@ def claims(seeds: list[dict]) -> list[dict]:
 def write_summary(args, seeds: list[dict], seconds: float) -> None:
     names = ["snl", "snl-authors", "snl-matched", "senet", "senet-distance", "senet-sparse", "senet-pram",
              "senet-nofeat", "senet-gb", "senet-iso",
-             "senet-matched", "senet-snl-alloc", "senet-gb-long", "senet-iso-long"]
+             "senet-matched", "senet-snl-alloc", "senet-gb-long", "senet-iso-long", "senet-long",
+             "senet-nofeat-long"]
     rows = claims(seeds)
     setting = {"model": SPEC.to_dict(), "relus_full": FULL_RELUS, "train_images": args.train_images,
                "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
