@@ -16,8 +16,9 @@ pytestmark = pytest.mark.spu  # real 2PC under .venv-spu (`make spu-env`)
 INPUT = (3, 16, 16)
 ESTIMATE_FACTOR = 3.0  # the cheetah profile must land within 3x of SPU's measured warm run
 # spu-cheetah's time vs CPU seconds, once this machine's speed is divided out: the profile's seconds
-# are those of the machine bench/spu_calibration.py ran on (another measured 2.9-3.9x faster alike)
-SPU_TIME_TOLERANCE = 0.35
+# are those of the machine bench/spu_calibration.py ran on (another measured 2.9-4.1x faster alike;
+# the smallest net, below the fitted range, is the outlier)
+SPU_TIME_TOLERANCE = 0.5
 
 
 def tiny_resnet():
