@@ -382,6 +382,15 @@ def crit_rows(runs: dict[int, dict]) -> tuple[list[str], dict]:
     return lines, record
 
 
+def rows_by_network(runs: dict[int, dict], key: str) -> dict[str, list[dict]]:
+    """A control's rows grouped by network name over seeds (orders, so networks, differ by seed)."""
+    out: dict[str, list[dict]] = {}
+    for d in runs.values():
+        for row in d[key]:
+            out.setdefault(row["name"], []).append(row)
+    return out
+
+
 def summarize(seeds: Sequence[int]) -> None:
     full = {s: d for s in seeds if (d := _load(full_path(s))) is not None}
     crit32 = {s: d for s in seeds if (d := _load(RESULTS / f"{FULL_STEM}_crit32_seed{s}.json")) is not None}
@@ -535,21 +544,13 @@ def summarize(seeds: Sequence[int]) -> None:
               "| culled network | #ReLU | val w/ KD | val w/o KD | test w/ KD | test w/o KD |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
     # networks differ between seeds when the order does; list each network with the seeds that trained it
-    kd_by = {}
-    for d in full.values():
-        for k in d["kd_vs_nokd"]:
-            kd_by.setdefault(k["name"], []).append(k)
-    for name, ks in kd_by.items():
+    for name, ks in rows_by_network(full, "kd_vs_nokd").items():
         lines.append(f"| {_label(ks[0]['culled'])} (n={len(ks)}) | {ks[0]['relus']:,} | "
                      + " | ".join(fmt_ms([k[c] for k in ks]) for c in ("val_kd", "val_nokd", "test_kd", "test_nokd"))
                      + " |")
     lines += ["", "rho (pool vs stride):", "", ("| network | reduction | #ReLU | val pool | val stride | test pool "
               "| test stride |"), "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    rho_by = {}
-    for d in full.values():
-        for k in d["rho_stride_vs_pool"]:
-            rho_by.setdefault(k["name"], []).append(k)
-    for name, ks in rho_by.items():
+    for name, ks in rows_by_network(full, "rho_stride_vs_pool").items():
         lines.append(f"| {name} (n={len(ks)}) | x{ks[0]['downscale']} | {ks[0]['relus']:,} | "
                      + " | ".join(fmt_ms([k[c] for k in ks]) for c in ("val_pool", "val_stride", "test_pool",
                                                                         "test_stride")) + " |")
