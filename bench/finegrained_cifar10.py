@@ -63,10 +63,15 @@ def cifar_data(train_images: int) -> DataSplits:
                       full.subset(torch.arange(45_000, 50_000)), mean, std)
 
 
+def senet_milestones(epochs: int) -> list[int]:
+    """SENet's decays at 90/140/160 of 180 epochs, scaled to ``epochs``."""
+    return [epochs // 2, (7 * epochs) // 9, (8 * epochs) // 9]
+
+
 def method_configs(args, budget: int) -> dict:
-    """Every run but senet-iso (whose budget is senet-gb's result), by name."""
+    """Every run whose config needs no other run's result, by name."""
     e = args.epochs
-    milestones = [e // 2, (7 * e) // 9, (8 * e) // 9]  # SENet's 90/140/160 of 180, scaled
+    milestones = senet_milestones(e)
     senet = dict(budget=budget, mask_epochs=args.mask_epochs, finetune_epochs=e, milestones=milestones)
     return {
         "snl": SNLConfig(budget=budget, search_epochs=args.search_epochs, finetune_epochs=e,
@@ -100,58 +105,41 @@ def run_seed(args, seed: int, data: DataSplits) -> dict:
                                                  milestones=quarters))
     base = base_model(engine, data, out, None, progress=False)
     runs = {}
+
+    def run(name: str, cfg) -> dict:
+        runner = run_snl if isinstance(cfg, SNLConfig) else run_senet
+        result = runner(SPEC, data, out / name, cfg, base=engine, teacher=base, progress=False)
+        result["epochs_run"] = epochs_run(cfg, result)
+        result["kept_per_stage"] = kept_per_stage(result, out / name)
+        print(f"seed {seed} {name}: {json.dumps(result['result'])}", flush=True)
+        runs[name] = result
+        return result
+
     configs = method_configs(args, args.budget)
     only = set(args.only.split(",")) if args.only else None
     for name, cfg in configs.items():
-        if only and name not in only:
-            continue
-        runner = run_snl if isinstance(cfg, SNLConfig) else run_senet
-        runs[name] = runner(SPEC, data, out / name, cfg, base=engine, teacher=base, progress=False)
-        runs[name]["epochs_run"] = epochs_run(cfg, runs[name])
-        runs[name]["kept_per_stage"] = kept_per_stage(runs[name], out / name)
-        print(f"seed {seed} {name}: {json.dumps(runs[name]['result'])}", flush=True)
+        if not only or name in only:
+            run(name, cfg)
     if {"snl", "snl-authors"} <= set(runs) and (not only or "snl-matched" in only):
         # relucut's recipe given the authors' run's epochs: its fine-tuning lasts the difference
-        total = runs["snl-authors"]["search_epochs_run"] + args.epochs
-        finetune = total - runs["snl"]["search_epochs_run"]
-        matched = SNLConfig(**{**configs["snl"].to_dict(), "finetune_epochs": finetune,
-                               "milestones": [finetune // 2, (7 * finetune) // 9]})
-        runs["snl-matched"] = run_snl(SPEC, data, out / "snl-matched", matched, base=engine, teacher=base,
-                                      progress=False)
-        runs["snl-matched"]["epochs_run"] = epochs_run(matched, runs["snl-matched"])
-        print(f"seed {seed} snl-matched: {json.dumps(runs['snl-matched']['result'])}", flush=True)
-    if "snl" in runs and "senet" in configs and not only:
+        finetune = runs["snl-authors"]["search_epochs_run"] + args.epochs - runs["snl"]["search_epochs_run"]
+        run("snl-matched", SNLConfig(**{**configs["snl"].to_dict(), "finetune_epochs": finetune,
+                                        "milestones": senet_milestones(finetune)[:2]}))
+    if "snl" in runs and not only:
         # SENet with the per-layer allocation SNL's masks learned: is stage 1 why SENet trails SNL?
         plan = json.loads((out / "snl" / "export" / "plan.json").read_text())["sites"]
         learned = {site: int(v.get("ones", 0)) for site, v in plan.items()}
-        alloc = SENetConfig(**{**configs["senet"].to_dict(), "layer_budget": learned})
-        runs["senet-snl-alloc"] = run_senet(SPEC, data, out / "senet-snl-alloc", alloc, base=engine, teacher=base,
-                                            progress=False)
-        runs["senet-snl-alloc"]["epochs_run"] = epochs_run(alloc, runs["senet-snl-alloc"])
-        runs["senet-snl-alloc"]["kept_per_stage"] = kept_per_stage(runs["senet-snl-alloc"], out / "senet-snl-alloc")
+        run("senet-snl-alloc", SENetConfig(**{**configs["senet"].to_dict(), "layer_budget": learned}))
     if not only and args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
         long = {**configs["senet-gb"].to_dict(), "finetune_epochs": args.long_epochs,
-                "milestones": [args.long_epochs // 2, (7 * args.long_epochs) // 9, (8 * args.long_epochs) // 9]}
-        gb_long = SENetConfig(**long)
-        runs["senet-gb-long"] = run_senet(SPEC, data, out / "senet-gb-long", gb_long, base=engine, teacher=base,
-                                          progress=False)
-        iso_long = SENetConfig(**{**long, "shallow": False, "budget": runs["senet-gb-long"]["result"]["relus"]})
-        runs["senet-iso-long"] = run_senet(SPEC, data, out / "senet-iso-long", iso_long, base=engine, teacher=base,
-                                           progress=False)
+                "milestones": senet_milestones(args.long_epochs)}
+        gb_long = run("senet-gb-long", SENetConfig(**long))
+        run("senet-iso-long", SENetConfig(**{**long, "shallow": False, "budget": gb_long["result"]["relus"]}))
         # the feature term's cost with longer fine-tuning: is it the 6 epochs?
-        plain_long = SENetConfig(**{**long, "shallow": False})
-        nofeat_long = SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0})
-        for name, cfg in (("senet-long", plain_long), ("senet-nofeat-long", nofeat_long)):
-            runs[name] = run_senet(SPEC, data, out / name, cfg, base=engine, teacher=base, progress=False)
-        for name, cfg in (("senet-gb-long", gb_long), ("senet-iso-long", iso_long), ("senet-long", plain_long),
-                          ("senet-nofeat-long", nofeat_long)):
-            runs[name]["epochs_run"] = epochs_run(cfg, runs[name])
+        run("senet-long", SENetConfig(**{**long, "shallow": False}))
+        run("senet-nofeat-long", SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0}))
     if "senet-gb" in runs and (not only or "senet-iso" in only):
-        relus = runs["senet-gb"]["result"]["relus"]
-        iso = SENetConfig(**{**configs["senet"].to_dict(), "budget": relus})
-        runs["senet-iso"] = run_senet(SPEC, data, out / "senet-iso", iso, base=engine, teacher=base, progress=False)
-        runs["senet-iso"]["epochs_run"] = epochs_run(iso, runs["senet-iso"])
-        print(f"seed {seed} senet-iso: {json.dumps(runs['senet-iso']['result'])}", flush=True)
+        run("senet-iso", SENetConfig(**{**configs["senet"].to_dict(), "budget": runs["senet-gb"]["result"]["relus"]}))
     baseline = next(iter(runs.values()))["baseline"] if runs else None
     schedules = {}
     if not only:  # defect 3: a 15-epoch base with the old default (no decay before epoch 30) and others

@@ -18,7 +18,7 @@ from typing import Any
 from relucut.cost import CostReport, count
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
-from relucut.models.resnet import RHO_MODES
+from relucut.models.resnet import RHO_MODES, integer_stride
 from relucut.plan import ReLUPlan
 from relucut.sites import SiteMap, find_sites
 
@@ -69,7 +69,7 @@ class Candidate:
         if self.rho != 1.0:
             kwargs["rho"] = float(kwargs.get("rho", 1.0)) * self.rho
             # a strided stem needs an integer stride (1/rho); pooling takes any rho
-            if self.rho_mode == "stride" and float(1 / kwargs["rho"]).is_integer():
+            if self.rho_mode == "stride" and integer_stride(kwargs["rho"]) is not None:
                 kwargs["rho_mode"] = "stride"
             elif "rho_mode" in kwargs:
                 kwargs["rho_mode"] = "pool"

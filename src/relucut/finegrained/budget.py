@@ -20,6 +20,21 @@ def check_budget(budget: int, total: int) -> int:
     return budget
 
 
+def check_layer_budgets(sites, given: dict[str, int], budget: int) -> dict[str, int]:
+    """A caller's per-site allocation (e.g. where another method's masks kept their ReLUs), checked."""
+    sizes = {s.name: s.numel for s in sites}
+    if set(given) != set(sizes):
+        missing, extra = sorted(set(sizes) - set(given)), sorted(set(given) - set(sizes))
+        raise RelucutError(f"layer_budget must name every ReLU site once (missing: {', '.join(missing) or '-'}; "
+                           f"unknown: {', '.join(extra) or '-'}); see 'relucut sites MODEL'")
+    over = [n for n, k in given.items() if not 0 <= int(k) <= sizes[n]]
+    if over:
+        raise RelucutError(f"layer_budget of {', '.join(over)} is outside 0..the site's ReLU count")
+    if sum(int(k) for k in given.values()) != budget:
+        raise RelucutError(f"layer_budget sums to {sum(given.values()):,}, not the budget {budget:,}")
+    return {n: int(given[n]) for n in sizes}
+
+
 def binarize_to_budget(masks: dict[str, LearnableMaskSite], budget: int,
                        tiebreak: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Global top-k over all mask entries, weighted by the ReLUs each stands for.

@@ -28,7 +28,6 @@ class DistanceMasks:
         paths = {id(m): path for path, m in student.named_modules()}
         self.masks = masks
         self.sums = {name: torch.zeros_like(site.scores) for name, site in masks.items()}
-        self.steps = 0
         self._student_out: dict[str, torch.Tensor] = {}
         self._handles = []
         for name, site in masks.items():

@@ -26,7 +26,7 @@ from torch import nn
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
-from relucut.finegrained.budget import check_budget
+from relucut.finegrained.budget import check_budget, check_layer_budgets
 from relucut.finegrained.common import FeatureLoss, freeze_all, frozen_copy, relu_effect, stage_config
 from relucut.finegrained.distance_masks import DistanceMasks
 from relucut.finegrained.gated import (
@@ -127,21 +127,6 @@ class GateRamp:
         set_gates(self.gates, gate_value(epoch, self.ramp, self.schedule))
 
 
-def given_layer_budgets(sites, given: dict[str, int], budget: int) -> dict[str, int]:
-    """A caller's per-site allocation (e.g. where another method's masks kept their ReLUs), checked."""
-    sizes = {s.name: s.numel for s in sites}
-    if set(given) != set(sizes):
-        missing, extra = sorted(set(sizes) - set(given)), sorted(set(given) - set(sizes))
-        raise RelucutError(f"layer_budget must name every ReLU site once (missing: {', '.join(missing) or '-'}; "
-                           f"unknown: {', '.join(extra) or '-'}); see 'relucut sites MODEL'")
-    over = [n for n, k in given.items() if not 0 <= int(k) <= sizes[n]]
-    if over:
-        raise RelucutError(f"layer_budget of {', '.join(over)} is outside 0..the site's ReLU count")
-    if sum(int(k) for k in given.values()) != budget:
-        raise RelucutError(f"layer_budget sums to {sum(given.values()):,}, not the budget {budget:,}")
-    return {n: int(given[n]) for n in sizes}
-
-
 def _block_sites(sites) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for s in sites:
@@ -168,14 +153,14 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     # stage 1: one-shot pruning is deterministic from the base weights (a rerun recomputes it);
     # the sparse-training probe is a resumable engine run of its own
     kept = None
-    if cfg.sensitivity == "sparse-training":
+    if cfg.sensitivity == "sparse-training" and cfg.layer_budget is None:  # a given allocation needs no probe
         probe = stage_config(base, epochs=cfg.sensitivity_epochs, lr=cfg.lr, schedule="constant", select="last",
                              kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
         kept = sparse_training_keep_fractions(model, teacher, data, probe, cfg.density, workdir / "sensitivity",
                                               progress)
     sensitivity = relu_sensitivity(model, cfg.density, kept)
     budget = layer_budgets(sites, sensitivity, cfg.budget) if cfg.layer_budget is None else \
-        given_layer_budgets(sites, cfg.layer_budget, cfg.budget)
+        check_layer_budgets(sites, cfg.layer_budget, cfg.budget)
     # stage 2
     _, masks = install_mask_sites(model, input_size, "pixel")
     with torch.no_grad():

@@ -75,6 +75,12 @@ BLOCKS = {"basic": BasicBlock, "single": SingleConvBlock, "plain": ConvBNReLU}
 RHO_MODES = ("pool", "stride")  # rho < 1 by average-pooling the input, or by a strided stem conv
 
 
+def integer_stride(rho: float) -> int | None:
+    """1/rho when it is a whole stride (rho 0.5 -> 2, 0.25 -> 4), else None."""
+    stride = round(1 / rho)
+    return stride if abs(stride * rho - 1) <= 1e-9 else None
+
+
 def stem_stride_for(rho: float, rho_mode: str) -> int:
     """The stem conv's stride: 1 when the input is pooled, 1/rho (an integer) for ``rho_mode="stride"``
     (DeepReDuce's model zoo halves resolution with a stride-2 stem conv)."""
@@ -82,8 +88,8 @@ def stem_stride_for(rho: float, rho_mode: str) -> int:
         raise RelucutError(f"unknown rho_mode '{rho_mode}'; use {' or '.join(RHO_MODES)}")
     if rho_mode == "pool" or rho == 1.0:
         return 1
-    stride = round(1 / rho)
-    if abs(stride * rho - 1) > 1e-9:
+    stride = integer_stride(rho)
+    if stride is None:
         raise RelucutError(f"rho_mode 'stride' needs 1/rho to be an integer stride, got rho={rho}; "
                            "use rho 0.5 or 0.25, or rho_mode 'pool'")
     return stride

@@ -72,13 +72,14 @@ def train(
     hooks on ``model`` before calling ``train``; they fire during the step's forward pass.
     ``callbacks``: objects with optional ``on_epoch_start(epoch, model)``,
     ``on_epoch_end(epoch, model, metrics)`` (may add entries to ``metrics`` before they are
-    logged; ``metrics["stopped"] = True`` ends training after this epoch), ``after_step(step, model)`` (after every optimizer step; returning True stops
-    training there, mid-epoch: the epoch is logged and checkpointed as the run's last) and
+    logged; ``metrics["stopped"] = True`` ends training after this epoch),
+    ``after_step(step, model)`` (after every optimizer step; returning True stops training there,
+    mid-epoch: the epoch is logged and checkpointed as the run's last) and
     ``state_dict()`` / ``load_state_dict(state)`` (saved in every checkpoint, restored on resume).
     ``data``: already loaded splits, to skip reloading across many runs. ``label``: the progress
     bar's name (a method's stage).
-    ``param_groups``: the optimizer's parameter groups (e.g. mask parameters without weight decay); by default
-    one group of every parameter that requires a gradient. Schedules scale each group's lr.
+    ``param_groups``: the optimizer's parameter groups (e.g. mask parameters without weight decay);
+    by default one group of every parameter that requires a gradient. Schedules scale each group's lr.
     ``extra_optimizers``: factories ``f(model) -> Optimizer`` for parameters that train by their
     own rule (e.g. Adam on mask scores, constant lr); their parameters leave the main group, and
     their state is checkpointed.
