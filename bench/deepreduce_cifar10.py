@@ -41,9 +41,12 @@ import torch
 from relucut import ModelSpec
 from relucut.deepreduce.candidates import Candidate, cost_candidate
 from relucut.deepreduce.criticality import criticality_order, criticality_scores
-from relucut.deepreduce.executors import SequentialExecutor
+from relucut.executors import SequentialExecutor
 from relucut.deepreduce.frontier import markdown_table
-from relucut.deepreduce.search import Search, SearchSettings
+from relucut.deepreduce.frontier import row as candidate_row
+from relucut.deepreduce.search import Search
+from relucut.methods.deepreduce import DeepReDuceConfig
+from relucut.train import TrainConfig
 from relucut.plan import atomic_write_text
 
 SOURCE = Path("/work/shared/data/cifar-10-batches-py")
@@ -153,10 +156,17 @@ def _label(culled: Sequence[str]) -> str:
     return "+".join(s.upper() for s in culled if s != "stem")
 
 
+def new_search(spec: ModelSpec, common: dict, epochs: int, out: Path, executor, teacher: str | None = None,
+               **config) -> Search:
+    """A DeepReDuce search of ``spec`` with the bench's recipe (``common``) for ``epochs``."""
+    base = TrainConfig(model=spec, dataset="cifar10", device="cpu", epochs=epochs, **common)
+    return Search(DeepReDuceConfig(**config), base, out, teacher=Path(teacher) if teacher else None,
+                  executor=executor)
+
+
 def train_teacher(common: dict, spec: ModelSpec, args, out: Path, executor) -> tuple[str, dict]:
     # the teacher gets more epochs than the candidates: train it first as its own search step
-    settings = SearchSettings(spec.to_dict(), "cifar10", {**common, "epochs": args.teacher_epochs}, device="cpu")
-    teacher_search = Search(settings, out / "teacher-search", executor)
+    teacher_search = new_search(spec, common, args.teacher_epochs, out / "teacher-search", executor)
     with teacher_search.check_settings():
         return teacher_search.teacher()
 
@@ -170,9 +180,8 @@ def setting_record(spec: ModelSpec, common: dict, args) -> dict:
 
 def run_criticality_only(args, common: dict, spec: ModelSpec, out: Path, executor, started: float) -> None:
     teacher_path, teacher_final = train_teacher(common, spec, args, out, executor)
-    settings = SearchSettings(spec.to_dict(), "cifar10", {**common, "epochs": args.epochs},
-                              criticality_epochs=args.criticality_epochs, teacher=teacher_path, device="cpu")
-    crit = Search(settings, out / "search", executor).run_criticality()
+    crit = new_search(spec, common, args.epochs, out / "search", executor, teacher_path,
+                      criticality_epochs=args.criticality_epochs).run_criticality()
     seconds = time.perf_counter() - started
     train_seconds = sum(json.loads(p.read_text())["seconds"] for p in out.rglob("final.json"))
     side = round(32 * args.rho)
@@ -204,9 +213,11 @@ def run_criticality_only(args, common: dict, spec: ModelSpec, out: Path, executo
 
 def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: float) -> None:
     teacher_path, teacher_final = train_teacher(common, spec, args, out, executor)
-    settings = SearchSettings(spec.to_dict(), "cifar10", {**common, "epochs": args.epochs},
-                              criticality_epochs=args.criticality_epochs, teacher=teacher_path, device="cpu")
-    search = Search(settings, out / "search", executor)
+    def searching(folder: str, model: ModelSpec = spec, **config) -> Search:
+        return new_search(model, common, args.epochs, out / folder, executor, teacher_path,
+                          criticality_epochs=args.criticality_epochs, **config)
+
+    search = searching("search")
     outcome = search.run()
     crit = outcome.criticality
     by_name = {r.name: r for r in outcome.results}
@@ -222,15 +233,16 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
         control_results = search.train_candidates(controls, teacher_path)
     table2 = []
     for ctrl in control_results:
-        thinned = next(r for r in outcome.results if r.step == "thinned" and tuple(r.culled) == tuple(ctrl.culled))
+        thinned = next(r for r in outcome.results if r.details["step"] == "thinned"
+                       and tuple(r.details["culled"]) == tuple(ctrl.details["culled"]))
         assert thinned.relus == ctrl.relus, (thinned.name, thinned.relus, ctrl.relus)
-        table2.append({"culled": ctrl.culled, "relus_thinned": thinned.relus, "relus_alpha": ctrl.relus,
+        table2.append({"culled": ctrl.details["culled"], "relus_thinned": thinned.relus, "relus_alpha": ctrl.relus,
                        "val_thinned": _pct(thinned.val_acc), "val_alpha": _pct(ctrl.val_acc),
                        "test_thinned": _pct(thinned.test_acc), "test_alpha": _pct(ctrl.test_acc)})
 
     # KD control: every culled candidate again without KD (its own folder: same names, other runs)
     culled_cands = [c for c in cands if c.step == "culled"]
-    nokd = Search(settings, out / "nokd", executor)
+    nokd = searching("nokd")
     print(f"KD control: {len(culled_cands)} culled networks without KD")
     with nokd.check_settings():
         nokd_results = nokd.train_candidates(culled_cands, None)  # teacher None: cross-entropy only
@@ -238,7 +250,7 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
     for r in nokd_results:
         kd = by_name[r.name]
         assert kd.relus == r.relus
-        kd_rows.append({"name": r.name, "culled": r.culled, "relus": r.relus, "val_kd": _pct(kd.val_acc),
+        kd_rows.append({"name": r.name, "culled": r.details["culled"], "relus": r.relus, "val_kd": _pct(kd.val_acc),
                         "val_nokd": _pct(r.val_acc), "test_kd": _pct(kd.test_acc), "test_nokd": _pct(r.test_acc)})
 
     # rho control: the candidates' rho by a strided stem conv (relucut's default since this bench, as
@@ -252,8 +264,8 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
     for pool_cost, stride_cost in pairs:
         assert pool_cost.spec != stride_cost.spec and pool_cost.relus == stride_cost.relus, pool_cost.candidate.name
         assert pool_cost.report.macs == stride_cost.report.macs, pool_cost.candidate.name
-    pool_search = Search(settings, out / "rho-pool", executor)
-    stride = Search(dataclasses.replace(settings, model=stride_spec.to_dict()), out / "rho-stride", executor)
+    pool_search = searching("rho-pool")
+    stride = searching("rho-stride", model=stride_spec)
     print(f"rho control: {len(pooled)} networks with rho_mode='pool', {len(base_cands)} with a strided base")
     with pool_search.check_settings():
         pool_results = pool_search.train_candidates(pooled, teacher_path)
@@ -264,12 +276,13 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
     measured += [(by_name[c.name], r) for c, r in zip(base_cands, stride_results)]
     for pool, r in measured:
         assert pool.relus == r.relus and pool.macs == r.macs
-        rho_rows.append({"name": r.name, "step": r.step, "culled": r.culled, "downscale": round(1 / (args.rho * r.rho)),
+        rho_rows.append({"name": r.name, "step": r.details["step"], "culled": r.details["culled"],
+                         "downscale": round(1 / (args.rho * r.details["rho"])),
                          "relus": r.relus, "macs": r.macs, "val_pool": _pct(pool.val_acc), "val_stride": _pct(r.val_acc),
                          "test_pool": _pct(pool.test_acc), "test_stride": _pct(r.test_acc)})
 
     # thinning style: the same thinned networks dropping each block's inner ReLU instead of its post-add one
-    inner = Search(dataclasses.replace(settings, thin_style="inner"), out / "thin-inner", executor)
+    inner = searching("thin-inner", thin_style="inner")
     inner_cands = [dataclasses.replace(c, thin_style="inner") for c in base_cands]
     print(f"thinning-style control: {len(inner_cands)} thinned networks with thin_style='inner'")
     with inner.check_settings():
@@ -278,7 +291,7 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
     for c, r in zip(base_cands, inner_results):
         post_add = by_name[c.name]
         assert post_add.relus == r.relus, (c.name, post_add.relus, r.relus)
-        thin_rows.append({"name": c.name, "culled": r.culled, "thinned": r.thinned, "relus": r.relus,
+        thin_rows.append({"name": c.name, "culled": r.details["culled"], "thinned": r.details["thinned"], "relus": r.relus,
                           "val_post_add": _pct(post_add.val_acc), "val_inner": _pct(r.val_acc),
                           "test_post_add": _pct(post_add.test_acc), "test_inner": _pct(r.test_acc)})
 
@@ -294,8 +307,8 @@ def run_full(args, common: dict, spec: ModelSpec, out: Path, executor, started: 
         "criticality": crit.to_dict(),
         "s1_least_critical": crit.order[0] == "s1",
         "order_by_test_report_only": test_order,
-        "frontier": [r.to_dict() for r in outcome.frontier],
-        "candidates": [r.to_dict() for r in outcome.results],
+        "frontier": [candidate_row(r) for r in outcome.frontier],
+        "candidates": [candidate_row(r) for r in outcome.results],
         "table2_thinning_vs_alpha": table2,
         "thinning_beats_alpha": [t["val_thinned"] > t["val_alpha"] for t in table2],
         "kd_vs_nokd": kd_rows,

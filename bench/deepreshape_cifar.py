@@ -18,6 +18,7 @@ from relucut.data.cifar import load_cifar
 from relucut.data.splits import DataSplits, channel_stats
 from relucut.deepreshape.equalize import parse_order
 from relucut.deepreshape.pipeline import PipelineSettings, train_designs
+from relucut.methods.snl import SNLConfig
 from relucut.plan import atomic_write_text
 from relucut.train import TrainConfig
 
@@ -91,7 +92,10 @@ def main() -> None:
     )
     config = TrainConfig(dataset="cifar10", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          schedule="cosine", seed=args.seed, device="cpu", limit_train=args.train_images)
-    rows = train_designs(settings, config, args.out, data=cifar_splits(args.data_dir))
+    def snl_config(budget: int, epochs: int) -> SNLConfig:  # --fine-grained: SNL at the design's budget
+        return SNLConfig(budget=budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs)
+
+    rows = train_designs(settings, config, args.out, data=cifar_splits(args.data_dir), snl_config=snl_config)
     wall = time.perf_counter() - started
     results = Path(args.results)
     atomic_write_text(results / f"{args.name}.json", json.dumps(

@@ -40,9 +40,10 @@ import torch
 
 from relucut.data.cifar import load_cifar
 from relucut.data.splits import DataSplits, channel_stats
-from relucut.finegrained.pipeline import base_config, base_model, run_senet, run_snl
-from relucut.finegrained.senet import SENetConfig
-from relucut.finegrained.snl import SNLConfig
+from relucut.finegrained.pipeline import base_model, run_senet, run_snl
+from relucut.train.base import base_config
+from relucut.methods.senet import SENetConfig
+from relucut.methods.snl import SNLConfig
 from relucut.models.registry import ModelSpec
 from relucut.plan import atomic_write_text
 from relucut.sites import find_sites

@@ -101,7 +101,7 @@ def snl_search_call(spec: ModelSpec, data: DataSplits, out: Path, device: torch.
     """One SNL search epoch (no fine-tuning) from an untrained all-ReLU teacher. The one place that
     knows how SNL is called: switch it here when SNL moves onto the engine."""
     from relucut.finegrained.pipeline import run_snl
-    from relucut.finegrained.snl import SNLConfig
+    from relucut.methods.snl import SNLConfig
 
     torch.manual_seed(seed)
     teacher = spec.build()
@@ -116,7 +116,7 @@ def senet_finetune_call(spec: ModelSpec, data: DataSplits, out: Path, device: to
     """SENet with no mask-learning epochs and one fine-tuning epoch, so that every SGD step is a
     fine-tuning step. The one place that knows how SENet is called: switch it here too."""
     from relucut.finegrained.pipeline import run_senet
-    from relucut.finegrained.senet import SENetConfig
+    from relucut.methods.senet import SENetConfig
 
     torch.manual_seed(seed)
     teacher = spec.build()

@@ -116,7 +116,8 @@ COMMANDS = {
     "deepreduce --budget": ["deepreduce", "resnet20", "--dataset", "digits", "--blocks", "1,1,1", "--budget"],
     "snl --budget": ["snl", "resnet20", "--dataset", "digits", "--blocks", "1,1,1", "--budget"],
     "senet --budget": ["senet", "resnet20", "--dataset", "digits", "--blocks", "1,1,1", "--budget"],
-    "deepreshape --budgets": ["deepreshape", "hrn_5x5x3x", "--design-only", "--budgets"],
+    "deepreshape --budget": ["deepreshape", "hrn_5x5x3x", "--design-only", "--budget"],
+    "frontier --budget": ["frontier", "resnet20", "--dataset", "digits", "--blocks", "1,1,1", "--budget"],
 }
 
 
@@ -130,7 +131,7 @@ def test_every_budget_option_refuses_a_bad_budget_in_one_line(command, tmp_path)
 
 def test_every_budget_option_reads_the_same_counts(tmp_path):
     # each command shows the count it read: deepreshape in its designs, the others in a refusal by value
-    shown = run_cli(*COMMANDS["deepreshape --budgets"], "12,500, 0.025M", "--json", check=True)
+    shown = run_cli(*COMMANDS["deepreshape --budget"], "12,500, 0.025M", "--json", check=True)
     assert json.loads(shown.stdout)["settings"]["budgets"] == [12_500, 25_000]
     for command in ("snl --budget", "senet --budget"):
         proc = run_cli(*COMMANDS[command], "1.5M", "--out", tmp_path / "out")

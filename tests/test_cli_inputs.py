@@ -149,7 +149,7 @@ def test_method_options_are_refused_before_anything_is_written(case, tmp_path):
 
 def test_snl_refuses_a_teacher_of_another_network_then_runs_with_the_right_one(teacher_run, tmp_path):
     out = tmp_path / "snl"
-    common = ["snl", "resnet6", "--budget", "300", "--dataset", "digits", "--limit-train", "64", "--base-epochs", "1",
+    common = ["snl", "resnet6", "--budget", "300", "--dataset", "digits", "--limit-train", "64", "--epochs", "1",
               "--search-epochs", "1", "--finetune-epochs", "1", "-q", "--teacher", teacher_run, "--out", out]
     assert_refused(invoke(*common, "--base-width", "8"), "resnet6 (base_width=4)", "resnet6 (base_width=8)")
     assert not out.exists()
@@ -186,9 +186,10 @@ def _criticality_file(path: Path, base_width: int) -> Path:
 
 
 def test_deepreduce_refuses_the_criticality_of_another_model_then_claims_with_the_right_one(tmp_path):
-    from relucut.cli.deepreduce import SearchOptions
-    from relucut.cli.options import ModelOptions
     from relucut.deepreduce.search import Search
+    from relucut.methods.deepreduce import DeepReDuceConfig
+    from relucut.models.registry import ModelSpec
+    from relucut.train import TrainConfig
 
     other, mine = _criticality_file(tmp_path / "w8.json", 8), _criticality_file(tmp_path / "w4.json", 4)
     out = tmp_path / "search"
@@ -196,10 +197,9 @@ def test_deepreduce_refuses_the_criticality_of_another_model_then_claims_with_th
     assert_refused(invoke(*common, "--criticality", other), "resnet6 (base_width=8)", "resnet6 (base_width=4)")
     assert not out.exists()
     # the corrected command's settings pass every check and its folder can be claimed
-    settings = SearchOptions(criticality_file=str(mine), epochs=1).settings(ModelOptions("resnet6", "digits",
-                                                                                      base_width=4))
-    with Search(settings, out).check_settings():
-        assert json.loads((out / "search.json").read_text())["criticality_file"] == str(mine.resolve())
+    base = TrainConfig(model=ModelSpec("resnet6", 10, 1, 8, {"base_width": 4}), dataset="digits", epochs=1)
+    with Search(DeepReDuceConfig(criticality_file=str(mine)), base, out).check_settings():
+        assert json.loads((out / "search.json").read_text())["deepreduce"]["criticality_file"] == str(mine)
 
 
 # -- hints ---------------------------------------------------------------------------------------------
@@ -227,14 +227,14 @@ def test_eval_on_an_export_of_a_run_gives_the_runs_test_accuracy(teacher_run, tm
 
 
 def test_old_flag_names_stay_as_hidden_aliases():
-    from relucut.cli import finegrained
+    from relucut.cli.methods import command
 
     help_text = invoke("senet", "--help").stdout
     assert "--kd-weight" in help_text and "--lam" not in help_text and "--beta" not in help_text
     # --lam still reaches the config: an out-of-range value is refused by the kd_weight check
     assert_refused(invoke("senet", "resnet6", "--budget", "300", "--dataset", "digits", "--base-width", "4",
                           "--lam", "2"), "kd_weight")
-    assert callable(finegrained.senet)
+    assert callable(command("senet"))
 
 
 def test_a_factory_that_breaks_on_import_is_not_told_to_set_pythonpath(tmp_path, monkeypatch):

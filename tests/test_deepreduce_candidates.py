@@ -122,10 +122,12 @@ def test_stage_only_plan_keeps_one_stage():
 def test_a_model_without_alpha_and_rho_gets_culling_and_thinning_only(tmp_path):
     from rich.console import Console
 
-    from relucut.deepreduce.search import Search, SearchSettings
+    from relucut.deepreduce.search import Search
+    from relucut.methods.deepreduce import DeepReDuceConfig
+    from relucut.train import TrainConfig
 
     spec = ModelSpec("fixtures.tv_resnet:tv_resnet18")  # a factory that takes neither alpha nor rho
-    search = Search(SearchSettings(spec.to_dict(), "cifar10"), tmp_path, console=Console(quiet=True))
+    search = Search(DeepReDuceConfig(), TrainConfig(model=spec), tmp_path, console=Console(quiet=True))
     stages = search.stages()
     cands = search.candidates(stages)
     assert {c.step for c in cands} == {"culled", "thinned"} and len(cands) == 2 * (len(stages) - 1)

@@ -6,7 +6,7 @@ import pytest
 import ray  # in the test extra, so CI exercises this path
 
 from relucut import ModelSpec
-from relucut.deepreduce.executors import RayExecutor, SequentialExecutor, TrainJob
+from relucut.executors import RayExecutor, SequentialExecutor, TrainJob
 from relucut.train import TrainConfig
 
 pytestmark = pytest.mark.ray
@@ -46,7 +46,7 @@ def test_ray_runs_jobs_and_sequential_skips_them(local_ray, tmp_path):
 
 def test_an_unreachable_address_fails_fast_with_a_fix():
     from relucut import RelucutError
-    from relucut.deepreduce.executors import _check_reachable, make_executor
+    from relucut.executors import _check_reachable, make_executor
 
     with pytest.raises(RelucutError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
         _check_reachable("127.0.0.1:1", timeout_s=2)

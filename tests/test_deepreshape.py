@@ -85,6 +85,7 @@ def test_pipeline_trains_both_networks_per_budget_and_resumes(tmp_path):
 
 def test_fine_grained_low_budgets_are_masked_to_exactly_the_budget(tmp_path):
     from relucut.finegrained import load_export
+    from relucut.methods.snl import SNLConfig
     from relucut.train import TrainConfig
 
     settings = PipelineSettings(model="hrn_5x5x3x", budgets=[300], order=list(ORDER), blocks=[1, 1, 1, 1],
@@ -92,7 +93,10 @@ def test_fine_grained_low_budgets_are_masked_to_exactly_the_budget(tmp_path):
     config = TrainConfig(dataset="digits", epochs=1, batch_size=64, limit_train=256, schedule="constant", lr=0.05)
     coarse = designs(dataclasses.replace(settings, fine_grained=False))[0]
     assert {d.regime for d in coarse.values()} == {"cull"}  # this budget is in the low regime
-    rows = train_designs(settings, config, tmp_path, progress=False)
+    def snl(budget, epochs):
+        return SNLConfig(budget=budget, search_epochs=epochs, finetune_epochs=epochs)
+
+    rows = train_designs(settings, config, tmp_path, progress=False, snl_config=snl)
     for r in rows:
         design = coarse[r["role"]]
         assert r["method"] == "snl-pixel" and r["relus"] == 300 and (r["culled"], r["thinned"]) == ([], [])
@@ -103,7 +107,7 @@ def test_fine_grained_low_budgets_are_masked_to_exactly_the_budget(tmp_path):
         assert 0.0 <= r["test_acc"] <= 1.0 and sum(r["distribution"].values()) == pytest.approx(100, abs=0.1)
         assert 0.0 <= r["val_acc"] <= 1.0
     assert [c[2].split()[-1] for c in summary_rows(rows)] == ["snl-pixel", "snl-pixel"]
-    assert train_designs(settings, config, tmp_path, progress=False) == rows  # a rerun reuses the runs
+    assert train_designs(settings, config, tmp_path, progress=False, snl_config=snl) == rows  # a rerun reuses the runs
 
 
 def test_baseline_keeps_resnet18_ratios():
@@ -115,7 +119,7 @@ def test_baseline_keeps_resnet18_ratios():
 
 
 def test_cli_deepreshape_trains_and_errors(tmp_path):
-    proc = run_cli("deepreshape", "hrn_5x5x3x", "--budgets", "300", "--dataset", "digits", "--blocks", "1,1,1,1",
+    proc = run_cli("deepreshape", "hrn_5x5x3x", "--budget", "300", "--dataset", "digits", "--blocks", "1,1,1,1",
                    "--min-width", "2", "--epochs", "1", "--limit-train", "128", "--out", tmp_path, "--json",
                    check=True)
     out = json.loads(proc.stdout)
@@ -123,4 +127,4 @@ def test_cli_deepreshape_trains_and_errors(tmp_path):
     assert all(r["relus"] <= 300 and r["test_acc"] is not None for r in out["results"])
     assert json.loads((tmp_path / "result.json").read_text()) == out["results"]
     assert (tmp_path / "deepreshape.json").is_file() and not (tmp_path / "results.json").exists()
-    assert_one_line_error(run_cli("deepreshape", "resnet18", "--budgets", "12k", "--design-only"), "hrn_AxBxCx")
+    assert_one_line_error(run_cli("deepreshape", "resnet18", "--budget", "12k", "--design-only"), "hrn_AxBxCx")

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from relucut.frontier_search import METHODS
+from relucut.methods import frontier_entries
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_demo_prints_the_picks_and_writes_the_frontier_files(tmp_path):
     assert "Chosen per budget" in proc.stdout and "combined frontier" in proc.stdout
     doc = json.loads((out / "frontier.json").read_text())
     assert doc["model"]["name"] == "resnet18" and doc["dataset"] == "digits"
-    assert {p["method"] for p in doc["points"]} == {"teacher", *METHODS} - {"deepreshape"}
+    assert {p["method"] for p in doc["points"]} == {"teacher", *frontier_entries()} - {"deepreshape"}
     for budget in doc["budgets"]:  # every budget gets a pick within it, printed with its ReLU count
         pick = [p for p in doc["points"] if budget in p["chosen_for"]]
         assert len(pick) == 1 and pick[0]["relus"] <= budget

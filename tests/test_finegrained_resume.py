@@ -19,8 +19,8 @@ import torch
 torch.set_num_threads(1)
 from fixtures.finegrained import SPEC, base_config, tiny_data
 from relucut.finegrained import pipeline
-from relucut.finegrained.senet import SENetConfig
-from relucut.finegrained.snl import SNLConfig
+from relucut.methods.senet import SENetConfig
+from relucut.methods.snl import SNLConfig
 
 method, out, kill_label, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 steps = {}

@@ -9,15 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relucut import RelucutError
-from relucut.deepreduce.frontier import (
-    CandidateResult,
-    best_under_budget,
-    mark_frontier,
-    markdown_table,
-    pareto_indices,
-    to_csv,
-    write_frontier,
-)
+from relucut.deepreduce.candidates import Candidate
+from relucut.deepreduce.frontier import best_under_budget, candidate_point, markdown_table, to_csv, write_frontier
+from relucut.pareto import mark, pareto_indices
+
+
+def mark_frontier(points):
+    return mark(points, "relus")
 
 
 def dominates(a, b):
@@ -38,9 +36,15 @@ def test_frontier_is_exactly_the_undominated_points(pts):
         assert any(dominates(pts[j], pts[i]) for j in front)
 
 
-def result(name, relus, val, test=None, step="thinned"):
-    return CandidateResult(name, 1, step, ["stem", "s1"], ["s2", "s3"], 1.0, 1.0, False, relus, 10 * relus,
-                           100, val, test)
+STAGES = ["stem", "s1", "s2", "s3", "s4"]
+
+
+def result(name, relus, val, test=None, step="thinned", thinned=("s2", "s3"), latency=None, alpha=1.0, rho=1.0,
+           blocks=None):
+    cand = Candidate(1, step, ("stem", "s1"), tuple(thinned), alpha, rho, blocks)
+    point = candidate_point(cand, relus, 10 * relus, 100, val, test, latency, stage_names=STAGES)
+    point.name = name
+    return point
 
 
 def test_mark_frontier_orders_by_relus_and_flags():
@@ -76,16 +80,14 @@ def test_written_tables(tmp_path):
 
 
 def test_markdown_marks_reshaping_and_one_block():
-    r = result("x", 7168, 0.623)
-    r.alpha, r.rho, r.one_block = 0.5, 0.5, True
+    r = result("x", 7168, 0.623, alpha=0.5, rho=0.5, blocks=(1, 1, 1, 1))
     line = markdown_table([r]).splitlines()[-1]
     assert line.startswith("| S1 | S2*+S3* | 0.5x | 0.5x | 7.17K |")
     assert to_csv([r]).splitlines()[1].split(",")[3:6] == ["0.5", "0.5", "True"]
 
 
 def timed(name, relus, val, latency):
-    return CandidateResult(name, 1, "thinned", ["stem", "s1"], ["s2"], 1.0, 1.0, False, relus, 10 * relus, 100, val,
-                           None, latency)
+    return result(name, relus, val, thinned=("s2",), latency=latency)
 
 
 @settings(max_examples=200, deadline=None)
@@ -96,9 +98,9 @@ def test_latency_frontier_is_exactly_the_undominated_points(pts):
 
     rs = [timed(str(i), 100, acc, lat) for i, (lat, acc) in enumerate(pts)]
     front = latency_frontier(rs)
-    assert [r.est_latency_s for r in front] == sorted(r.est_latency_s for r in front)
+    assert [r.online_s for r in front] == sorted(r.online_s for r in front)
     undominated = [r for r in rs
-                   if not any(dominates((o.est_latency_s, o.val_acc), (r.est_latency_s, r.val_acc)) for o in rs)]
+                   if not any(dominates((o.online_s, o.val_acc), (r.online_s, r.val_acc)) for o in rs)]
     assert {id(r) for r in front} == {id(r) for r in undominated}
     assert latency_frontier(rs + [timed("untimed", 1, 1.0, None)]) == front  # no estimate: left out
 
@@ -128,21 +130,6 @@ def test_plot_has_a_latency_panel_whose_frontier_can_differ_from_the_relu_one(tm
 
     plt.close(fig)
     plt.close(single)
-
-
-def test_a_version_1_frontier_in_percent_loads_as_fractions(tmp_path):
-    from relucut.deepreduce.frontier import load_frontier
-
-    write_frontier(tmp_path, [result("a", 1000, 0.9, 0.85), result("b", 500, 0.8)], {"title": "t"})
-    doc = json.loads((tmp_path / "frontier.json").read_text())
-    for row in doc["candidates"]:
-        row["val_acc"] *= 100
-        row["test_acc"] = None if row["test_acc"] is None else row["test_acc"] * 100
-    (tmp_path / "old.json").write_text(json.dumps({**doc, "version": 1}))
-    _, rows = load_frontier(tmp_path / "old.json")
-    assert [(r.val_acc, r.test_acc) for r in rows] == [(pytest.approx(0.9), pytest.approx(0.85)), (0.8, None)]
-    _, same = load_frontier(tmp_path / "frontier.json")
-    assert [r.val_acc for r in same] == [0.9, 0.8]
 
 
 def test_criticality_stores_fractions_and_scores_eq1_on_percent():

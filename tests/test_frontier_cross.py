@@ -15,11 +15,13 @@ import torch
 from conftest import TESTS, assert_one_line_error, run_cli
 
 from relucut import ModelSpec, count
-from relucut.finegrained.senet import SENetConfig
-from relucut.finegrained.snl import SNLConfig
-from relucut.frontier_search import METHODS, FrontierConfig, FrontierPoint, frontier, undominated
-from relucut.frontier_search.points import best_within, mark
+from relucut.methods.senet import SENetConfig
+from relucut.methods.snl import SNLConfig
+from relucut.frontier_search import FrontierConfig, FrontierPoint, frontier, undominated
 from relucut.frontier_search.pricing import price, relu_budget_for_latency
+from relucut.methods import frontier_entries
+from relucut.methods.deepreduce import DeepReDuceConfig
+from relucut.pareto import best_within, mark
 
 # -- the undominated set -------------------------------------------------------------------------
 
@@ -80,10 +82,11 @@ SPEC = ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"
 BUDGETS = [400]
 
 
-def _config(**changes):
-    settings = dict(budgets=BUDGETS, snl=SNLConfig(budget=0, search_epochs=1, finetune_epochs=1),
-                    senet=SENetConfig(budget=0, mask_epochs=1, finetune_epochs=1, milestones=[]), one_block=False)
-    return FrontierConfig(**{**settings, **changes})
+def _config(init="scratch", **changes):
+    settings = {"snl": SNLConfig(search_epochs=1, finetune_epochs=1),
+                "senet": SENetConfig(mask_epochs=1, finetune_epochs=1, milestones=[]),
+                "deepreduce": DeepReDuceConfig(criticality_without_kd=False, one_block=False, init=init)}
+    return FrontierConfig(**{"budgets": BUDGETS, "settings": settings, **changes})
 
 
 def _base():
@@ -109,7 +112,7 @@ def searched(tmp_path_factory):
 def test_every_method_gives_points_and_each_budget_a_pick(searched):
     result, out, _, _ = searched
     methods = {p.method for p in result.points}
-    assert methods == {"teacher", *METHODS}
+    assert methods == {"teacher", *frontier_entries()}
     for budget in BUDGETS:
         pick = result.picks[budget]
         assert pick is not None and pick.relus <= budget
@@ -224,6 +227,20 @@ def test_other_training_settings_are_refused_in_the_same_folder(searched):
         frontier(SPEC, _config(), data=data, out=out, train=dataclasses.replace(base, lr=0.2), progress=False)
 
 
+@pytest.mark.slow
+def test_senet_shallow_with_nothing_below_dth_reuses_senets_network(tmp_path):
+    from relucut.train import load_data
+
+    base = _base()
+    senet = SENetConfig(mask_epochs=1, finetune_epochs=1, milestones=[], dth=1e-9)  # no layer keeps fewer
+    config = _config(methods=["senet", "senet-shallow"], settings={"senet": senet})
+    result = frontier(SPEC, config, data=load_data(base), out=tmp_path, train=base, progress=False)
+    plain, shallow = (next(p for p in result.points if p.method == m) for m in ("senet", "senet-shallow"))
+    assert shallow.run_dir == plain.run_dir == "senet/400" and shallow.export_dir == plain.export_dir
+    assert (shallow.relus, shallow.val_acc, shallow.macs) == (plain.relus, plain.val_acc, plain.macs)
+    assert not (tmp_path / "senet-shallow").exists()  # nothing trained twice
+
+
 # -- the command line: refusals before anything is written ---------------------------------------
 
 CLI = ["frontier", "resnet18", "--dataset", "digits", "--base-width", "2", "--epochs", "1", "--quiet"]
@@ -236,13 +253,15 @@ def _cli(*args, env=None):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--budgets", "1k", "--methods", "snl,magic"], "unknown method(s) magic"),
-    (["--budgets", ""], "--budgets is empty"),
-    ([], "give ReLU budgets"),
-    (["--budgets", "1k", "--engine", "quantum"], "unknown engine 'quantum'"),
+    (["--budget", "1k", "--methods", "snl,magic"], "unknown method(s) magic"),
+    (["--budget", ""], "--budget is empty"),
+    ([], "give budgets"),
+    (["--budget", "1k", "--engine", "quantum"], "unknown engine 'quantum'"),
+    (["--budget", "1k,3k", "--objective", "latency"], "--budget takes a number with a unit"),
+    (["--budget", "1k", "--rtt", "10"], "--rtt takes a number with a unit"),
     (["--latency-budget", "1us"], "latency budget of 1e-06 s"),
     (["--latency-budget", "fast"], "--latency-budget takes a number with a unit"),
-    (["--budgets", "1k", "--measure"], "SPU environment is missing"),
+    (["--budget", "1k", "--measure"], "SPU environment is missing"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"
@@ -254,7 +273,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle
 
 @pytest.mark.kill
 def test_a_killed_frontier_resumes_to_the_same_frontier(tmp_path):
-    args = [*CLI, "--budgets", "300", "--methods", "snl", "--limit-train", "96", "--batch-size", "32",
+    args = [*CLI, "--budget", "300", "--methods", "snl", "--limit-train", "96", "--batch-size", "32",
             "--search-epochs", "1", "--finetune-epochs", "2", "--device", "cpu"]
     whole = tmp_path / "whole"
     assert _cli(*args, "--out", whole).returncode == 0
@@ -322,9 +341,12 @@ def test_the_config_round_trips_through_json_and_refuses_unknown_fields():
 
     config = _config(latency_budgets=[0.5, 1.0], engine="spu-cheetah", init="teacher", gpus_per_job=0.25)
     again = FrontierConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and isinstance(again.snl, SNLConfig) and again.snl.search_epochs == 1
+    assert again == config and isinstance(again.settings["snl"], SNLConfig)
+    assert again.settings["snl"].search_epochs == 1 and again.settings["deepreduce"].init == "teacher"
     with pytest.raises(RelucutError, match="unknown frontier config field"):
         FrontierConfig.from_dict({**config.to_dict(), "budget": 5})
+    with pytest.raises(RelucutError, match="unknown snl config field"):
+        FrontierConfig.from_dict({**config.to_dict(), "settings": {"snl": {"budgett": 5}}})
     for bad, needle in [({"init": "magic"}, "unknown init"), ({"gpus_per_job": 2.0}, "gpus_per_job"),
                         ({"methods": ["snl", "snl"]}, "listed twice"), ({"latency_budgets": []}, "is empty")]:
         with pytest.raises(RelucutError, match=needle):

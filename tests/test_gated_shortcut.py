@@ -25,7 +25,7 @@ from relucut.finegrained.gated import (
 )
 from relucut.finegrained.mask_site import install_mask_sites
 from relucut.finegrained.pipeline import run_senet
-from relucut.finegrained.senet import SENetConfig
+from relucut.methods.senet import SENetConfig
 from relucut.merge import ConvBNShortcut, shallow_shortcut_replacement
 from relucut.models.resnet import BasicBlock
 from relucut.plan import ReLUPlan

@@ -7,7 +7,7 @@ import torch
 from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 
 import relucut
-from relucut.finegrained import SENetConfig, SNLConfig
+from relucut import SENetConfig, SNLConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +37,7 @@ def test_senet_in_one_call(data_and_teacher, tmp_path):
 
 
 def test_unknown_config_is_one_line(tmp_path):
-    with pytest.raises(relucut.RelucutError, match="takes one of DeepReDuceConfig, SNLConfig, SENetConfig, DeepReShapeConfig"):
+    with pytest.raises(relucut.RelucutError, match="takes one of DeepReDuceConfig, DeepReShapeConfig, SNLConfig, SENetConfig, got dict"):
         relucut.reduce(SPEC, {"budget": 5}, data=tiny_data(), out=tmp_path)
 
 

@@ -10,7 +10,8 @@ from fixtures.finegrained import BASE, SPEC, TOTAL_RELUS, tiny_data, trained_bas
 from relucut import RelucutError, count, find_sites
 from relucut.finegrained import LearnableMaskSite, allocate_layer_budgets, export, load_export
 from relucut.finegrained.common import frozen_copy
-from relucut.finegrained.senet import SENetConfig, senet
+from relucut.finegrained.senet import senet
+from relucut.methods.senet import SENetConfig
 from relucut.finegrained.sensitivity import (
     layer_budgets,
     preceding_convs,

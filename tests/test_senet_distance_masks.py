@@ -10,7 +10,8 @@ from relucut import RelucutError, count
 from relucut.finegrained import LearnableMaskSite, export, install_mask_sites, load_export
 from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.distance_masks import DistanceMasks
-from relucut.finegrained.senet import SENetConfig, senet
+from relucut.finegrained.senet import senet
+from relucut.methods.senet import SENetConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

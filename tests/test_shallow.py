@@ -10,7 +10,8 @@ from relucut import count
 from relucut.export import load_export
 from relucut.finegrained import GatedBranch, export, gate_value
 from relucut.finegrained.gated import install_gates, shallow_twin
-from relucut.finegrained.senet import SENetConfig, senet
+from relucut.finegrained.senet import senet
+from relucut.methods.senet import SENetConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,8 @@ from fixtures.finegrained import BASE, SPEC, TOTAL_RELUS, tiny_data, trained_bas
 from relucut import RelucutError, count
 from relucut.finegrained import LearnableMaskSite, binarize_to_budget, export, install_mask_sites, load_export
 from relucut.finegrained.common import frozen_copy
-from relucut.finegrained.snl import SNLConfig, snl_finetune, snl_search
+from relucut.finegrained.snl import snl_finetune, snl_search
+from relucut.methods.snl import SNLConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

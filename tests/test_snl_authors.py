@@ -10,7 +10,8 @@ from fixtures.finegrained import BASE, TOTAL_RELUS, base_config, tiny_data, trai
 from relucut import RelucutError
 from relucut.finegrained import LearnableMaskSite
 from relucut.finegrained.common import frozen_copy
-from relucut.finegrained.snl import SNLConfig, snl_finetune, snl_search
+from relucut.finegrained.snl import snl_finetune, snl_search
+from relucut.methods.snl import SNLConfig
 from relucut.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ from conftest import assert_one_line_error, run_cli
 from relucut import RelucutError, count
 from relucut.finegrained import load_export
 
-TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "128", "--base-epochs", "1", "-q"]
+TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "128", "--epochs", "1", "-q"]
 
 
 def test_snl_cli_writes_plan_recipe_and_export(tmp_path):
@@ -72,13 +72,13 @@ def test_cli_errors(args, needles):
         ("senet", {"budget": "500", "density": 2.0}, "--density"),
         ("senet", {"budget": "500", "mask_epochs": 0, "finetune_epochs": 0}, "nothing would train"),
         ("snl", {"budget": "500", "recipe": "paper"}, "unknown --recipe 'paper'"),
-        ("snl", {"budget": "500", "recipe": "authors", "milestones": "3"}, "belong to relucut's recipe"),
+        ("snl", {"budget": "500", "recipe": "authors", "milestones": "3"}, "apply to the step fine-tuning schedule"),
         ("senet", {"budget": "500", "mask_learning": "magic"}, "unknown mask_learning 'magic'"),
         ("senet", {"budget": "500", "sensitivity": "oracle"}, "unknown sensitivity 'oracle'"),
     ],
 )
 def test_option_checks_before_any_training(command, kwargs, needle):
-    from relucut.cli import finegrained
+    from relucut.cli.methods import command as method_command
 
     with pytest.raises(RelucutError, match=needle):
-        getattr(finegrained, command)("resnet18", dataset="digits", base_width=4, **kwargs)
+        method_command(command)("resnet18", dataset="digits", base_width=4, **kwargs)

@@ -8,7 +8,7 @@ from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 
 from relucut import ReLUPlan, count, find_sites
 from relucut.finegrained.pipeline import run_snl
-from relucut.finegrained.snl import SNLConfig
+from relucut.methods.snl import SNLConfig
 from relucut.models.registry import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

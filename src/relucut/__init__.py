@@ -19,14 +19,20 @@ _LAZY = {
     "PartialReLU": "relucut.site_module", "ReLUSite": "relucut.site_module",
     "Site": "relucut.sites", "SiteMap": "relucut.sites", "find_sites": "relucut.sites", "sitify": "relucut.sites",
     "trace": "relucut.sites",
-    "SENetConfig": "relucut.finegrained.senet", "SNLConfig": "relucut.finegrained.snl",
+    "SENetConfig": "relucut.methods.senet", "SNLConfig": "relucut.methods.snl",
+    "DeepReDuceConfig": "relucut.methods.deepreduce", "DeepReShapeConfig": "relucut.methods.deepreshape",
+    "MethodConfig": "relucut.methods", "MethodResult": "relucut.methods", "list_methods": "relucut.methods",
+    "get_method": "relucut.methods",
     "FrontierConfig": "relucut.frontier_search", "FrontierResult": "relucut.frontier_search",
     "frontier": "relucut.frontier_search",
-    "DeepReDuceConfig": "relucut.deepreduce.search", "DeepReShapeConfig": "relucut.deepreshape.pipeline",
 }
+# submodules the README uses as attributes after ``import relucut`` (relucut.pi.estimate, ...)
+_SUBMODULES = ("pi", "export", "methods", "train", "data")
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"relucut.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'relucut' has no attribute '{name}'")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -58,6 +64,8 @@ __all__ = [
     "DeepReShapeConfig",
     "FrontierConfig",
     "FrontierResult",
+    "MethodConfig",
+    "MethodResult",
     "ModelSpec",
     "ReLUPlan",
     "PartialReLU",
@@ -75,6 +83,8 @@ __all__ = [
     "create_model",
     "find_sites",
     "frontier",
+    "get_method",
+    "list_methods",
     "list_models",
     "reduce",
     "register_model",

@@ -607,22 +607,8 @@ def shallow_shortcut_replacement(block: nn.Module, kernel: int = 3) -> ConvBNSho
     return ConvBNShortcut(pair.conv, pair.bn, block.shortcut, block.relu2)
 
 
-def shallow_block(block: nn.Module, kernel: int = 3) -> nn.Module:
-    """A fresh one-conv residual block (conv-BN + shortcut, then ReLU) in place of ``block``."""
-    from relucut.models.resnet import BasicBlock, SingleConvBlock
-
-    if not isinstance(block, BasicBlock):
-        raise TypeError(f"shallow_block takes a zoo BasicBlock, got {type(block).__name__}")
-    first = block.conv1
-    new = SingleConvBlock(first.in_channels, block.conv2.out_channels, stride=_pair(first.stride)[0])
-    if kernel != 3:
-        new.conv1 = nn.Conv2d(first.in_channels, block.conv2.out_channels, kernel, stride=first.stride,
-                              padding=kernel // 2, bias=False)
-    return new.to(device=first.weight.device, dtype=first.weight.dtype)
-
-
 __all__ = [
     "Affine", "ConvBNShortcut", "apply_transform", "combine", "compose", "fold_bn", "fold_bn_pairs",
-    "merge_chain", "merge_residual", "plan_and_merge", "shallow_block", "shallow_replacement",
+    "merge_chain", "merge_residual", "plan_and_merge", "shallow_replacement",
     "shallow_shortcut_replacement",
 ]

@@ -195,5 +195,73 @@ def _lock(path: Path) -> Any:
     return handle
 
 
-__all__ = ["Claim", "atomic_torch_save", "atomic_write", "atomic_write_json", "atomic_write_text", "claim",
-           "differences", "read_settings"]
+# -- a method's run folder ----------------------------------------------------------------------
+class RunDir:
+    """A method's run folder: claimed for one run's settings (a rerun with the same settings resumes
+    there, other settings are refused), finished once its result file is written (last, atomically,
+    after everything it describes). A run refused for bad input before it wrote anything leaves the
+    folder as it found it (no settings file, no lock file, no new empty folder)::
+
+        with RunDir(out, settings, runtime=("teacher.path",)) as run:
+            if (done := run.finished()) is not None:
+                return done
+            ...
+            run.finish(result)
+    """
+
+    def __init__(self, path: str | Path, settings: dict[str, Any], *, file: str = "config.json",
+                 runtime: Sequence[str] = (), result: str = "result.json", done_marker: str | None = "export"):
+        self.path, self.settings, self.file, self.runtime = Path(path), settings, file, tuple(runtime)
+        self.result_file, self.done_marker = result, done_marker
+        self._claim: Claim | None = None
+        self._fresh = False
+
+    def __enter__(self) -> RunDir:
+        created = not self.path.exists()
+        self._fresh = created or not (self.path / self.file).exists()
+        self._created = created
+        self._claim = claim(self.path, self.settings, file=self.file, runtime=self.runtime)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._claim is not None:
+            self._claim.release()
+        if isinstance(exc, RelucutError) and self._fresh:
+            self._undo()
+
+    def _undo(self) -> None:
+        """Removes what claiming added, when nothing else was written since."""
+        ours = {self.file, LOCK_FILE}
+        if {p.name for p in self.path.iterdir()} <= ours:
+            for name in ours:
+                (self.path / name).unlink(missing_ok=True)
+            if self._created:
+                self.path.rmdir()
+
+    def finished(self) -> dict[str, Any] | None:
+        """The result of a run that ended here with these settings, else None."""
+        try:
+            data = json.loads((self.path / self.result_file).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or (self.done_marker and not (self.path / self.done_marker).exists()):
+            return None
+        return data
+
+    def finish(self, result: dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.result_file, result)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes: how run settings name a file that may move with its folder."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = ["Claim", "RunDir", "atomic_torch_save", "atomic_write", "atomic_write_json", "atomic_write_text", "claim",
+           "differences", "file_digest", "read_settings"]

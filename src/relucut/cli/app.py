@@ -57,10 +57,12 @@ def _register() -> None:
     from relucut.cli import deepreduce as _deepreduce  # noqa: F401
     from relucut.cli import deepreshape as _deepreshape  # noqa: F401
     from relucut.cli import export as _export  # noqa: F401
-    from relucut.cli import finegrained as _finegrained  # noqa: F401
     from relucut.cli import frontier as _frontier  # noqa: F401
+    from relucut.cli import methods as _methods
     from relucut.cli import pi as _pi  # noqa: F401
     from relucut.cli import train as _train  # noqa: F401
+
+    _methods.register()  # one command per registered method, derived from its config
 
 
 def main() -> None:

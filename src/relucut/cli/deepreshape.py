@@ -10,7 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from relucut.cli.app import app
-from relucut.cli.options import DataDirOpt, DatasetOpt, JsonOpt, LimitTrainOpt, QuietOpt, SeedOpt, parse_ints
+from relucut.cli.app import err_console
+from relucut.cli.options import (
+    BatchOpt, DataDirOpt, DatasetOpt, JsonOpt, LimitTrainOpt, LrOpt, QuietOpt, SeedOpt, parse_ints,
+)
 from relucut.errors import RelucutError
 from relucut.presets import get_preset
 
@@ -89,7 +92,8 @@ def reshape(
 @app.command()
 def deepreshape(
     model: Annotated[str, typer.Argument(help="The ReLU-equalized HybReNet, e.g. hrn_5x5x3x ('relucut reshape').")],
-    budgets: Annotated[str, typer.Option("--budgets", help="ReLU budgets, e.g. 12k,25k,50k,100k.")],
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="ReLU budgets, e.g. 12k,25k,50k,100k.")] = None,
+    budgets: Annotated[Optional[str], typer.Option("--budgets", hidden=True, help="Old name of --budget.")] = None,
     dataset: DatasetOpt = "cifar10",
     data_dir: DataDirOpt = None,
     order: OrderOpt = "s3,s2,s4,s1",
@@ -97,8 +101,8 @@ def deepreshape(
     min_width: Annotated[int, typer.Option("--min-width", help="Below this m, switch from widening to culling.")] = 16,
     baseline: Annotated[str, typer.Option("--baseline", help="The plain network compared at each budget.")] = "hrn_2x2x2x",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per design.")] = 120,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
-    lr: Annotated[float, typer.Option("--lr")] = 0.1,
+    batch_size: BatchOpt = 128,
+    lr: LrOpt = 0.1,
     schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "cosine",
     limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
@@ -120,12 +124,17 @@ def deepreshape(
     from relucut.deepreshape.pipeline import PipelineSettings, designs, summary_rows, train_designs
     from relucut.models.hybrenet import parse_hrn_name
 
+    if budgets is not None:
+        err_console.print("note: --budgets is now --budget; the old name goes in the next release", highlight=False)
+    budget = budget or budgets
+    if budget is None:
+        raise RelucutError("give the ReLU budgets, e.g. --budget 12k,25k,50k")
     phi = _blocks(blocks)
     parse_hrn_name(model)
     parse_hrn_name(baseline)
     preset = get_preset(dataset)
     settings = PipelineSettings(
-        model=model, budgets=parse_budgets(budgets), order=list(parse_order(order, len(phi))), blocks=phi,
+        model=model, budgets=parse_budgets(budget, "--budget"), order=list(parse_order(order, len(phi))), blocks=phi,
         min_width=min_width, baseline=baseline, input_size=preset.input_size, num_classes=preset.num_classes,
         fine_grained=fine_grained,
     )
@@ -140,7 +149,12 @@ def deepreshape(
         from relucut.data import load_dataset
 
         data = load_dataset(preset.name, data_dir, val_fraction=config.val_fraction, seed=seed)
-        rows = train_designs(settings, config, out, data=data, progress=not (quiet or as_json))
+        from relucut.methods.snl import SNLConfig
+
+        def snl_config(budget: int, epochs: int) -> SNLConfig:  # low budgets with --fine-grained
+            return SNLConfig(budget=budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs)
+
+        rows = train_designs(settings, config, out, data=data, progress=not (quiet or as_json), snl_config=snl_config)
     if as_json:
         typer.echo(json.dumps({"settings": settings.to_dict(), "results": rows}))
         return

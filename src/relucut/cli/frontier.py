@@ -1,109 +1,124 @@
-"""``relucut frontier``: one frontier across every method, priced under the user's engine."""
+"""``relucut frontier`` (one frontier across every registered method, priced under the user's
+engine) and ``relucut demo``."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from relucut.cli.app import app
+from relucut.cli.app import app, err_console
 from relucut.cli.options import (
-    AddressOpt,
-    BatchOpt,
-    CpusOpt,
-    CritEpochsOpt,
-    DeviceOpt,
-    ExecutorOpt,
-    GpusOpt,
-    LimitTrainOpt,
-    LrOpt,
-    ModelOptions,
-    QuietOpt,
-    SeedOpt,
-    ValFractionOpt,
-    parse_names,
+    AddressOpt, BatchOpt, CpusOpt, CritEpochsOpt, DeviceOpt, EngineOpt, EpochsOpt, ExecutorOpt, GpusOpt,
+    LimitTrainOpt, LrOpt, ModelOptions, OutOpt, PiThreadsOpt, QuietOpt, SeedOpt, ValFractionOpt, parse_names,
     with_model_options,
 )
 from relucut.errors import RelucutError
 
 console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=150)
 
-BudgetsOpt = Annotated[Optional[str], typer.Option("--budgets", help="ReLU budgets, e.g. 12k,25k,50k,100k.")]
+BudgetOpt = Annotated[Optional[str], typer.Option(
+    "--budget", "-b", help="Budgets, comma-separated: ReLUs (12k,25k,50k), or with --objective latency online "
+    "latencies with a unit (0.5s,1s).")]
+BudgetsOld = Annotated[Optional[str], typer.Option("--budgets", hidden=True, help="Old name of --budget.")]
 LatencyOpt = Annotated[Optional[str], typer.Option(
-    "--latency-budget", help="Online latency budgets instead of ReLU budgets, e.g. 1.5s or 0.5s,1s.")]
+    "--latency-budget", help="Online latency budgets, e.g. 1.5s or 0.5s,1s (the same as --objective latency "
+    "--budget ...).")]
 MethodsOpt = Annotated[Optional[str], typer.Option(
-    "--methods", help="A subset of deepreduce,deepreshape,snl,snl-channel,senet,senet-shallow (default: all).")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="PI engine to price under: delphi, sci, cheetah, spu-cheetah.")]
+    "--methods", help="A subset of the registered methods and variants, comma-separated (relucut methods; "
+    "default: all).")]
 ObjectiveOpt = Annotated[str, typer.Option("--objective", help="relus or latency: what the frontier and budgets measure.")]
-BandwidthOpt = Annotated[Optional[str], typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit (default: the engine's).")]
-RttOpt = Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time, e.g. 0.3ms (default: the engine's).")]
-PiThreadsOpt = Annotated[Optional[int], typer.Option("--pi-threads", help="Threads of the 2PC engine (default: the engine's).")]
+BandwidthOpt = Annotated[Optional[str], typer.Option("--bandwidth", help="Link bandwidth with its unit, e.g. 1gbit "
+                                                                        "(default: the engine's).")]
+RttOpt = Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time with its unit, e.g. 0.3ms (default: the "
+                                                            "engine's).")]
 MeasureOpt = Annotated[bool, typer.Option("--measure", help="Also run the frontier's networks under SPU (needs make spu-env).")]
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs of the teacher, DeepReDuce candidates and DeepReShape designs.")]
-FinetuneOpt = Annotated[Optional[int], typer.Option("--finetune-epochs", help="SNL/SENet KD fine-tuning epochs (default: --epochs).")]
+FinetuneOpt = Annotated[Optional[int], typer.Option(
+    "--finetune-epochs", help="The masked methods' fine-tuning epochs (default: --epochs).")]
 SearchOpt = Annotated[Optional[int], typer.Option(
-    "--search-epochs", help="SNL mask search / SENet mask learning epochs (default: a quarter of --epochs, at least 1).")]
-InitOpt = Annotated[str, typer.Option("--init", help="DeepReDuce networks start from: scratch, or the teacher's weights.")]
-OneBlockOpt = Annotated[bool, typer.Option("--one-block/--no-one-block", help="DeepReDuce's S* candidates (one block per ReLU stage).")]
-OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder; rerun the same command to resume.")]
+    "--search-epochs", help="The masked methods' mask search / learning epochs (default: a quarter of --epochs, "
+    "at least 1).")]
+InitOpt = Annotated[Optional[str], typer.Option("--init", help="DeepReDuce networks start from: scratch (default), or "
+                                                               "the teacher's weights.")]
+OneBlockOpt = Annotated[Optional[bool], typer.Option("--one-block/--no-one-block",
+                                                     help="DeepReDuce's S* candidates (one block per ReLU stage) "
+                                                          "[default: on].")]
+SettingsOpt = Annotated[Optional[str], typer.Option(
+    "--settings", help="A JSON file of per-method settings, {\"snl\": {\"kd_weight\": 0.5}, ...} (relucut methods "
+    "--json lists every field).")]
 
 
-def frontier_config(budgets: str | None, latency: str | None, methods: str | None, engine: str, objective: str,
-                    bandwidth: str | None, rtt: str | None, pi_threads: int | None, measure: bool, epochs: int,
-                    finetune_epochs: int | None, search_epochs: int | None, criticality_epochs: int | None,
-                    executor: str, init: str = "scratch", cpus_per_job: int = 1, gpus_per_job: float | None = None,
-                    one_block: bool = True):
-    """The options as a FrontierConfig, every value checked (nothing is written before this)."""
+def _budgets(budget: str | None, latency: str | None, objective: str) -> tuple[list[int], list[float] | None]:
     from relucut.budgets import parse_budgets, parse_latency_budgets
-    from relucut.finegrained.senet import SENetConfig
-    from relucut.finegrained.snl import SNLConfig
-    from relucut.frontier_search import METHODS, FrontierConfig
+
+    if budget is None and latency is None:
+        raise RelucutError("give budgets: ReLUs (--budget 12k,25k) or latencies (--latency-budget 1.5s)")
+    if budget is not None and latency is not None:
+        raise RelucutError("give --budget or --latency-budget, not both")
+    if latency is not None:
+        return [], parse_latency_budgets(latency)
+    if objective == "latency":  # a bare number would silently be seconds
+        return [], parse_latency_budgets(budget, "--budget")
+    return parse_budgets(budget, "--budget"), None
+
+
+def _settings_file(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise RelucutError(f"cannot read the settings file '{path}' ({exc.__class__.__name__}); give a JSON object "
+                           "of per-method settings") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise RelucutError(f"'{path}' must hold one JSON object per method, e.g. {{\"snl\": {{\"kd_weight\": 0.5}}}}")
+    return data
+
+
+def frontier_config(budget: str | None, latency: str | None = None, methods: str | None = None, engine: str = "delphi",
+                    objective: str = "relus", bandwidth: str | None = None, rtt: str | None = None,
+                    pi_threads: int | None = None, measure: bool = False, finetune_epochs: int | None = None,
+                    search_epochs: int | None = None, criticality_epochs: int | None = None, executor: str = "sequential",
+                    init: str | None = None, cpus_per_job: int = 1, gpus_per_job: float | None = None,
+                    one_block: bool | None = None, settings: str | None = None):
+    """The options as a FrontierConfig, every value checked (nothing is written before this)."""
+    from relucut.frontier_search import FrontierConfig
+    from relucut.methods import frontier_entries
     from relucut.units import BITS_PER_S, SECONDS, parse_quantity
 
-    if budgets is None and latency is None:
-        raise RelucutError("give ReLU budgets (--budgets 12k,25k) or latency budgets (--latency-budget 1.5s)")
-    if budgets is not None and latency is not None:
-        raise RelucutError("give --budgets or --latency-budget, not both")
-    if epochs < 1:
-        raise RelucutError(f"--epochs must be >= 1, got {epochs}")
-    finetune = epochs if finetune_epochs is None else finetune_epochs
-    search = max(1, epochs // 4) if search_epochs is None else search_epochs
+    relu_budgets, latency_budgets = _budgets(budget, latency, objective)
+    per_method = _settings_file(settings)
+    deepreduce = {k: v for k, v in {"criticality_epochs": criticality_epochs, "one_block": one_block,
+                                    "init": init}.items() if v is not None}
+    if deepreduce:
+        from relucut.methods.deepreduce import DeepReDuceConfig
+
+        per_method["deepreduce"] = {**DeepReDuceConfig.for_frontier(1, 1).to_dict(), **per_method.get("deepreduce", {}),
+                                    **deepreduce}
+    if methods is not None and not parse_names(methods):
+        raise RelucutError("--methods is empty; pick from " + ", ".join(frontier_entries()))
     config = FrontierConfig(
-        budgets=parse_budgets(budgets) if budgets is not None else [],
-        latency_budgets=parse_latency_budgets(latency) if latency is not None else None,
-        methods=parse_names(methods) if methods is not None else list(METHODS),
-        objective=objective, engine=engine, measure=measure, executor=executor, init=init,
-        cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-        bandwidth_bps=parse_quantity(bandwidth, BITS_PER_S, "--bandwidth", "1gbit") if bandwidth else None,
-        rtt_s=parse_quantity(rtt, SECONDS, "--rtt", "0.3ms") if rtt is not None else None,
-        threads=pi_threads, criticality_epochs=criticality_epochs, one_block=one_block,
-        snl=SNLConfig(budget=0, search_epochs=search, finetune_epochs=finetune, milestones=_scaled(finetune, SNL_DECAYS)),
-        senet=SENetConfig(budget=0, mask_epochs=search, finetune_epochs=finetune,
-                          milestones=_scaled(finetune, SENET_DECAYS)),
+        budgets=relu_budgets, latency_budgets=latency_budgets,
+        methods=parse_names(methods) if methods is not None else frontier_entries(),
+        objective=objective, engine=engine, measure=measure, executor=executor, cpus_per_job=cpus_per_job,
+        gpus_per_job=gpus_per_job, search_epochs=search_epochs, finetune_epochs=finetune_epochs,
+        bandwidth_bps=parse_quantity(bandwidth, BITS_PER_S, "--bandwidth", "1gbit", unit_required=True)
+        if bandwidth else None,
+        rtt_s=parse_quantity(rtt, SECONDS, "--rtt", "0.3ms", unit_required=True) if rtt is not None else None,
+        threads=pi_threads, settings=per_method,
     )
-    if methods is not None and not config.methods:
-        raise RelucutError("--methods is empty; pick from " + ", ".join(METHODS))
-    if pi_threads is not None and pi_threads < 1:
-        raise RelucutError(f"--pi-threads must be >= 1, got {pi_threads}")
     config.check()
     if measure:
         from relucut.pi.measure import spu_python
 
         spu_python()  # a missing SPU environment is refused before any training
     return config
-
-
-SNL_DECAYS = (0.5, 0.75)  # fine-tuning lr x 0.1 at these fractions of the epochs
-SENET_DECAYS = (90 / 180, 140 / 180, 160 / 180)  # SENet's 90/140/160 of 180, scaled to the epochs
-
-
-def _scaled(epochs: int, fractions: tuple[float, ...]) -> list[int]:
-    return sorted({m for m in (round(epochs * f) for f in fractions) if 0 < m < epochs})
 
 
 def _table(result, engine: str, cost_key: str) -> Table:
@@ -142,7 +157,8 @@ def run_frontier(spec, config, base, out: Path, quiet: bool, address: str | None
 @with_model_options(data_dir=True)
 def frontier(
     model: ModelOptions,
-    budgets: BudgetsOpt = None,
+    budget: BudgetOpt = None,
+    budgets: BudgetsOld = None,
     latency_budget: LatencyOpt = None,
     methods: MethodsOpt = None,
     engine: EngineOpt = "delphi",
@@ -151,18 +167,19 @@ def frontier(
     rtt: RttOpt = None,
     pi_threads: PiThreadsOpt = None,
     measure: MeasureOpt = False,
-    epochs: EpochsOpt = 20,
+    epochs: EpochsOpt = 120,
     finetune_epochs: FinetuneOpt = None,
     search_epochs: SearchOpt = None,
     criticality_epochs: CritEpochsOpt = None,
-    one_block: OneBlockOpt = True,
+    one_block: OneBlockOpt = None,
+    init: InitOpt = None,
+    settings: SettingsOpt = None,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
     val_fraction: ValFractionOpt = 0.1,
     limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    init: InitOpt = "scratch",
     executor: ExecutorOpt = "sequential",
     address: AddressOpt = None,
     cpus_per_job: CpusOpt = 1,
@@ -170,13 +187,16 @@ def frontier(
     out: OutOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Every method (DeepReDuce, DeepReShape, SNL, SENet, SENet + shallow) at each budget, the best
-    per budget on validation, each network exported and priced under --engine. Rerun to resume."""
+    """Every registered method at each budget, the best per budget on validation, each network exported
+    and priced under --engine. Rerun to resume; a rerun with more budgets or methods trains only what is new."""
     from relucut.train import TrainConfig
 
-    config = frontier_config(budgets, latency_budget, methods, engine, objective, bandwidth, rtt, pi_threads,
-                             measure, epochs, finetune_epochs, search_epochs, criticality_epochs, executor, init,
-                             cpus_per_job, gpus_per_job, one_block)
+    if budgets is not None:
+        err_console.print("note: --budgets is now --budget; the old name goes in the next release", highlight=False)
+        budget = budget or budgets
+    config = frontier_config(budget, latency_budget, methods, engine, objective, bandwidth, rtt, pi_threads, measure,
+                             finetune_epochs, search_epochs, criticality_epochs, executor, init, cpus_per_job,
+                             gpus_per_job, one_block, settings)
     spec = model.spec()
     if val_fraction <= 0:
         raise RelucutError("the frontier chooses networks on held-out images; use --val-fraction > 0")
@@ -209,8 +229,7 @@ def demo(
 
     torch.set_num_threads(1)  # tiny tensors: one thread beats several on a shared CPU
     spec = model_spec(DEMO_MODEL, "digits", base_width=DEMO_BASE_WIDTH)
-    config = frontier_config(DEMO_BUDGETS, None, DEMO_METHODS, "delphi", "relus", None, None, None, False, epochs,
-                             None, None, None, "sequential", one_block=False)
+    config = frontier_config(DEMO_BUDGETS, methods=DEMO_METHODS, one_block=False)
     base = TrainConfig(model=spec, dataset="digits", val_fraction=0.1, seed=0, epochs=epochs,
                        batch_size=64, lr=0.05, schedule="cosine", device="cpu").resolved()
     console.print(f"[bold]relucut demo[/]: {DEMO_METHODS.replace(',', ', ')} on {DEMO_MODEL} (base width "

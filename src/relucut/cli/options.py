@@ -47,11 +47,25 @@ DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder (o
 ImageSizeOpt = Annotated[Optional[int], typer.Option(
     "--image-size", help="imagefolder: the side images are resized to (default 32).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-SeedOpt = Annotated[int, typer.Option("--seed")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the validation carve, initialisation and batches.")]
 LimitTrainOpt = Annotated[Optional[int], typer.Option("--limit-train", help="Train on the first N training images only.")]
 # the training and execution options every training command takes
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Initial SGD learning rate.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size (global, under torchrun).")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Initial SGD learning rate of the base recipe.")]
+EpochsOpt = Annotated[int, typer.Option(
+    "--epochs", help="Epochs of the base recipe: the teacher and every network trained with it.")]
+ScheduleOpt = Annotated[str, typer.Option("--schedule", help="Learning-rate schedule: step | cosine | constant.")]
+StepOpt = Annotated[Optional[int], typer.Option(
+    "--step-size", help="Step schedule: lr x 0.1 every N epochs (default: 30/60/90 of 120, at 50/75 % of shorter runs).")]
+TeacherOpt = Annotated[Optional[str], typer.Option(
+    "--teacher", help="A trained all-ReLU run dir or checkpoint (relucut train): the KD teacher and start point "
+    "(default: one is trained into the output folder).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads in this process.")]
+PiThreadsOpt = Annotated[Optional[int], typer.Option("--pi-threads", help="Threads of the 2PC engine (default: the engine's).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="PI engine profile to price under: delphi, delphi-slides, sci, "
+                                        "cheetah, spu-cheetah (or a profile file).")]
+OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder; rerun the same command to resume "
+                                               "(default: runs/COMMAND-MODEL-DATASET[-BUDGET]).")]
 ValFractionOpt = Annotated[float, typer.Option(
     "--val-fraction", help="Share of the training set held out to choose networks and report.")]
 CritEpochsOpt = Annotated[Optional[int], typer.Option(
@@ -206,11 +220,6 @@ def resolve_plan(spec: ModelSpec, plan_file: str | None, cull: str | None, thin:
     return build_plan(spec, plan_file, parse_names(cull), parse_names(thin), thin_style=thin_style)
 
 
-def check_builds(spec: ModelSpec) -> None:
-    """Builds the model once, so a bad --blocks/--widths/... is refused before anything is written."""
-    spec.build()
-
-
 def check_writable(out: str, *, folder: bool) -> None:
     """Refuses, before any work, an output path that cannot be written: a folder where a file goes
     (or a file where a folder goes), or a place where nothing can be created (/proc, a read-only
@@ -269,3 +278,34 @@ def _describe(spec: ModelSpec) -> str:
     shape = ", ".join(f"{k}={v}" for k, v in sorted(spec.kwargs.items()))
     return (f"{spec.name}{f' ({shape})' if shape else ''} with {spec.num_classes} classes on "
             f"{spec.in_chans}x{spec.image_size}x{spec.image_size} inputs")
+
+
+def renamed(old: str, new: str) -> str:
+    return f"note: {old} is now {new}; the old name goes in the next release"
+
+
+def base_recipe(model: ModelOptions, spec, given: dict[str, Any], lr_is_base: bool, notes: list[str] | None = None):
+    """The base training recipe from the shared options, checked."""
+    from relucut.train import TrainConfig
+
+    epochs = given["epochs"]
+    if given.get("base_epochs") is not None:
+        (notes if notes is not None else []).append(renamed("--base-epochs", "--epochs"))
+        epochs = given["base_epochs"]
+    if given["val_fraction"] <= 0:
+        raise RelucutError("the methods select networks and report on held-out images; use --val-fraction > 0")
+    recipe = dict(model=spec, dataset=model.dataset.lower(), data_dir=absolute(model.data_dir),
+                  val_fraction=given["val_fraction"], seed=given["seed"], limit_train=given["limit_train"],
+                  epochs=epochs, batch_size=given["batch_size"], schedule=given["schedule"],
+                  step_size=given["step_size"], device=given["device"])
+    if lr_is_base:
+        recipe["lr"] = given["lr"]
+    return TrainConfig(**recipe).resolved()
+
+
+def set_threads(threads: int) -> None:
+    if threads < 1:
+        raise RelucutError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -7,30 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from relucut.deepreduce.frontier import CandidateResult, latency_frontier
-from relucut.errors import RelucutError
+from relucut.deepreduce.frontier import latency_s, latency_frontier
+from relucut.pareto import FrontierPoint
+from relucut.plotting import log_axis, matplotlib_pyplot, percent_axis
 from relucut.rundir import atomic_write
 
 STEP_MARKERS = {"culled": "o", "thinned": "s", "alpha": "^", "rho": "v", "alpha+rho": "D", "one-block": "P"}
 
 
-def matplotlib_pyplot():
-    """matplotlib.pyplot on the Agg backend (no screen needed), or a one-line install hint."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RelucutError("the plots need matplotlib; pip install 'relucut[plot]'") from None
-    return plt
-
-
-def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
+def draw_frontier(results: Sequence[FrontierPoint], title: str = "DeepReDuce",
                   teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None):
     """The figure (matplotlib, Agg): ReLUs panel, plus a latency panel when estimates exist."""
     plt = matplotlib_pyplot()
-    timed = any(r.est_latency_s is not None for r in results)
+    timed = any(latency_s(r) is not None for r in results)
     fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(13, 5) if timed else (7.5, 5), dpi=120,
                              squeeze=False)
     ax = axes[0][0]
@@ -40,11 +29,11 @@ def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
         ax.plot([r.relus for r in front], [r.val_acc for r in front], "-", color="tab:red", lw=1.8,
                 zorder=3, label="Pareto frontier")
         for i, r in enumerate(front):
-            ax.scatter([r.relus], [r.val_acc], marker=STEP_MARKERS.get(r.step, "o"), s=48, color="tab:red",
+            ax.scatter([r.relus], [r.val_acc], marker=STEP_MARKERS.get(r.details["step"], "o"), s=48, color="tab:red",
                        zorder=4)
             # alternate below-right / above-left so neighbouring labels do not overprint
             offset, align = ((6, -11), "left") if i % 2 == 0 else ((-6, 6), "right")
-            ax.annotate(r.network_label(), (r.relus, r.val_acc), textcoords="offset points", xytext=offset,
+            ax.annotate(r.plan, (r.relus, r.val_acc), textcoords="offset points", xytext=offset,
                         ha=align, fontsize=7, color="tab:red")
     if teacher is not None:
         ax.scatter([teacher[0]], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
@@ -59,44 +48,28 @@ def draw_frontier(results: Sequence[CandidateResult], title: str = "DeepReDuce",
     return fig
 
 
-def _points(ax, results: Sequence[CandidateResult], x) -> None:
+def _points(ax, results: Sequence[FrontierPoint], x) -> None:
     for step, marker in STEP_MARKERS.items():
-        pts = [r for r in results if r.step == step and x(r) is not None]
+        pts = [r for r in results if r.details["step"] == step and x(r) is not None]
         if pts:
             ax.scatter([x(r) for r in pts], [r.val_acc for r in pts], marker=marker, s=36, color="0.6",
                        label=step, zorder=2)
 
 
-def log_axis(ax, xs: list[float]) -> None:
-    ax.set_xscale("log")
-    xs = [x for x in xs if x is not None and x > 0]  # a log axis has no room for 0
-    if xs:  # room on the log axis for the labels of the end points
-        ax.set_xlim(min(xs) / 4, max(xs) * 2)
-    ax.grid(True, which="both", alpha=0.3)
-
-
-def percent_axis(ax) -> None:
-    """Accuracies are fractions; the axis reads them in percent."""
-    from matplotlib.ticker import PercentFormatter
-
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    ax.set_ylabel("validation accuracy (%)")
-
-
-def _latency_panel(ax, results: Sequence[CandidateResult], teacher: tuple[int, float] | None,
+def _latency_panel(ax, results: Sequence[FrontierPoint], teacher: tuple[int, float] | None,
                    teacher_latency_s: float | None) -> None:
-    _points(ax, results, lambda r: r.est_latency_s)
-    relu_front = [r for r in results if r.on_frontier and r.est_latency_s is not None]
-    ax.scatter([r.est_latency_s for r in relu_front], [r.val_acc for r in relu_front], s=48, facecolors="none",
+    _points(ax, results, latency_s)
+    relu_front = [r for r in results if r.on_frontier and latency_s(r) is not None]
+    ax.scatter([r.online_s for r in relu_front], [r.val_acc for r in relu_front], s=48, facecolors="none",
                edgecolors="tab:red", zorder=4, label="on the ReLU frontier")
     front = latency_frontier(results)
-    ax.step([r.est_latency_s for r in front], [r.val_acc for r in front], where="post", color="black", lw=1.4,
+    ax.step([r.online_s for r in front], [r.val_acc for r in front], where="post", color="black", lw=1.4,
             zorder=3, label="latency frontier")
     for i, r in enumerate(front):
         offset, align = ((6, -11), "left") if i % 2 == 0 else ((-6, 6), "right")
-        ax.annotate(f"{r.network_label()} {r.est_latency_s:.3g}s", (r.est_latency_s, r.val_acc),
+        ax.annotate(f"{r.plan} {r.online_s:.3g}s", (r.online_s, r.val_acc),
                     textcoords="offset points", xytext=offset, ha=align, fontsize=7)
-    xs = [r.est_latency_s for r in results if r.est_latency_s is not None]
+    xs = [r.online_s for r in results if latency_s(r) is not None]
     if teacher is not None and teacher_latency_s is not None:
         ax.scatter([teacher_latency_s], [teacher[1]], marker="*", s=140, color="tab:blue", zorder=5,
                    label="full-ReLU teacher")
@@ -108,7 +81,7 @@ def _latency_panel(ax, results: Sequence[CandidateResult], teacher: tuple[int, f
     ax.legend(fontsize=8, loc="lower right")
 
 
-def plot_frontier(results: Sequence[CandidateResult], path: Path, title: str = "DeepReDuce",
+def plot_frontier(results: Sequence[FrontierPoint], path: Path, title: str = "DeepReDuce",
                   teacher: tuple[int, float] | None = None, teacher_latency_s: float | None = None) -> Path:
     """Writes the PNG atomically; ``teacher`` is (ReLUs, validation accuracy as a fraction) of the
     full-ReLU network."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,70 +31,35 @@ from relucut.deepreduce.candidates import (
     stage_blocks_of,
 )
 from relucut.deepreduce.criticality import CriticalityTable, StageCriticality, stage_only_plan
-from relucut.deepreduce.executors import Executor, SequentialExecutor, TrainJob
-from relucut.deepreduce.frontier import CandidateResult, best_under_budget, write_frontier
+from relucut.deepreduce.frontier import best_under_budget, candidate_point, row, write_frontier
 from relucut.deepreduce.latency import estimate_latency_s
 from relucut.deepreduce.plot import plot_frontier
 from relucut.errors import RelucutError
+from relucut.executors import Executor, SequentialExecutor, TrainJob
 from relucut.models.registry import ModelSpec
-from relucut.models.resnet import RHO_MODES
-from relucut.rundir import Claim, atomic_write_text, claim
+from relucut.pareto import FrontierPoint
+from relucut.rundir import Claim, atomic_write_text, claim, read_settings
 from relucut.sites import find_sites
 from relucut.train import TrainConfig
+from relucut.train.base import teacher_record
 from relucut.train.checkpoint import find_checkpoint
 from relucut.train.config import RUNTIME_FIELDS as TRAIN_RUNTIME_FIELDS
 
 SEARCH_FORMAT = "relucut.deepreduce"
-# settings that change how a search runs, not what it computes: a rerun may change them
-# (the resolved recipe is derived from the rest, so it is recorded, not compared)
-RUNTIME_SETTINGS = ("device", "resolved_train_config", *(f"train.{k}" for k in TRAIN_RUNTIME_FIELDS))
-
-
-@dataclass
-class SearchSettings:
-    """What a DeepReDuce search computes. ``train`` holds TrainConfig fields shared by every run
-    (epochs, lr, batch size, seed, limit_train, ...); ``criticality_epochs`` < epochs is a proxy."""
-
-    model: dict[str, Any]
-    dataset: str
-    train: dict[str, Any] = field(default_factory=dict)
-    criticality_epochs: int | None = None  # None: the same as train["epochs"]
-    criticality_without_kd: bool = True  # also train the stage networks without KD (Table 1's W/o KD)
-    teacher: str | None = None  # a trained full-ReLU run dir / checkpoint; None: train one
-    criticality_file: str | None = None  # a saved criticality.json; None: compute it
-    one_block: bool = True  # the S* (one block per ReLU stage) candidates, where the model allows
-    thin_style: str = "post_add"  # thinning drops each block's post-add ReLU (the authors' zoo), or "inner"
-    rho_mode: str = "stride"  # rho candidates: a strided stem conv (the zoo; measured ahead) or "pool" the input
-    device: str = "auto"
-
-    @classmethod
-    def from_base(cls, base: TrainConfig, **fields: Any) -> SearchSettings:
-        """Settings whose runs share ``base``'s recipe (its model, dataset and device included)."""
-        train = {k: v for k, v in base.to_dict().items() if k not in ("model", "dataset", "device", "plan", "teacher")}
-        return cls(model=base.model.to_dict(), dataset=base.dataset, train=train, device=base.device, **fields)
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec.from_dict(dict(self.model))
-
-    def base_config(self) -> TrainConfig:
-        try:
-            cfg = TrainConfig.from_dict({**self.train, "model": self.model, "dataset": self.dataset,
-                                         "device": self.device})
-        except TypeError as exc:
-            raise RelucutError(f"bad training settings: {exc}") from None
-        cfg.resolved()  # checks values early, before any training
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+SEARCH_VERSION = 2  # 2: the method's config, the whole base recipe and the teacher by content; 1: as given
+# settings that change how a search runs, not what it computes: a rerun may change them (the
+# teacher is compared by its checkpoint's digest, so a moved or copied folder resumes)
+RUNTIME_SETTINGS = ("teacher.path", *(f"train.{k}" for k in TRAIN_RUNTIME_FIELDS))
+# the base recipe's fields that each run sets itself
+PER_RUN_FIELDS = ("model", "dataset", "plan", "teacher", "init")
 
 
 @dataclass
 class SearchOutcome:
     criticality: CriticalityTable
-    results: list[CandidateResult]
-    frontier: list[CandidateResult]
-    best: CandidateResult | None
+    results: list[FrontierPoint]
+    frontier: list[FrontierPoint]
+    best: FrontierPoint | None
     out: Path
 
 
@@ -109,33 +74,64 @@ def _pct(acc: float | None) -> float | None:
     return None if acc is None else 100.0 * float(acc)
 
 
+def search_record(config: Any, base: TrainConfig, teacher: Path | None) -> dict[str, Any]:
+    """search.json: what the search computes (a rerun must match it)."""
+    train = {k: v for k, v in base.to_dict().items() if k not in PER_RUN_FIELDS}
+    return {"format": SEARCH_FORMAT, "version": SEARCH_VERSION, "model": base.model.to_dict(),
+            "dataset": base.dataset, "train": train, "deepreduce": config.search_settings(),
+            "teacher": teacher_record(teacher)}
+
+
+def upgrade_record(saved: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 search.json (the settings as the command gave them) in today's form."""
+    if saved.get("version") != 1:
+        return saved
+    resolved = dict(saved.get("resolved_train_config") or {})
+    teacher = saved.get("teacher")
+    method = {k: saved.get(k) for k in ("criticality_epochs", "criticality_without_kd", "criticality_file",
+                                         "one_block", "thin_style", "rho_mode")}
+    method["init"] = "teacher" if resolved.get("init") else "scratch"
+    return {"format": SEARCH_FORMAT, "version": SEARCH_VERSION, "model": saved.get("model"),
+            "dataset": saved.get("dataset"), "train": {k: v for k, v in resolved.items() if k not in PER_RUN_FIELDS},
+            "deepreduce": method, "teacher": teacher_record(Path(teacher)) if teacher else None}
+
+
 class Search:
     """One DeepReDuce search in ``out``: ``run()`` for the frontier, ``run_criticality()`` for the
     criticality table alone. Every phase goes through ``executor`` as resumable training jobs."""
 
-    def __init__(self, settings: SearchSettings, out: str | Path, executor: Executor | None = None,
-                 console: Console | None = None):
-        self.settings = settings
+    def __init__(self, config: Any, base: TrainConfig, out: str | Path, teacher: Path | None = None,
+                 executor: Executor | None = None, console: Console | None = None):
+        """``config``: a ``relucut.methods.deepreduce.DeepReDuceConfig``; ``base``: the recipe every run
+        starts from; ``teacher``: a trained full-ReLU run dir or checkpoint (None: trained in ``out``)."""
+        config.check()
+        self.config = config
+        self.base = base.resolved()
         self.out = Path(out)
+        self.teacher_given = Path(teacher) if teacher is not None else None
         self.executor = executor or SequentialExecutor()
-        self.console = console or Console()
-        self.spec = settings.spec()
-        self.base = settings.base_config()
+        self.console = console or Console(quiet=True)
+        self.spec: ModelSpec = self.base.model
         self.sites = find_sites(self.spec.build(), self.spec.input_size)
         self._reshape_noted = False
-        self._caps: tuple[bool, list[str]] | None = None
+        self._caps: tuple[bool, list[str], bool] | None = None
         self._sites_by_shape: dict = {}  # relu_counts' traces, shared by budget checks
 
     # -- settings ---------------------------------------------------------------------------------
     def check_settings(self) -> Claim:
         """Claims ``out`` with search.json: writes it, or checks that an existing one matches (a rerun
         resumes it). The returned claim holds the folder's lock; release it when the search ends."""
-        mine = {"format": SEARCH_FORMAT, "version": 1, **self.settings.to_dict(),
-                # derived, for the record: the training recipe every run starts from (teacher, no plan)
-                "resolved_train_config": self.base.resolved().to_dict()}
+        saved = read_settings(self.out, "search.json")
+        if saved is not None and saved.get("version") == 1:  # written before version 2: compare in today's form
+            atomic_write_text(self.out / "search.json", json.dumps(upgrade_record(saved), indent=1))
+        mine = search_record(self.config, self.base, self.teacher_given)
         return claim(self.out, mine, file="search.json", runtime=RUNTIME_SETTINGS)
 
-    def _config(self, **changes: Any) -> TrainConfig:
+    def _config(self, start: str | None = None, **changes: Any) -> TrainConfig:
+        """The base recipe for one run; with ``init="teacher"`` it starts from ``start``'s weights (the
+        teacher's: ReLUs removed, weights kept)."""
+        if start is not None and self.config.init == "teacher":
+            changes.setdefault("init", start)
         return dataclasses.replace(self.base, **changes)
 
     def _run_jobs(self, jobs: list[TrainJob]) -> dict[str, dict]:
@@ -157,8 +153,8 @@ class Search:
     # -- teacher ----------------------------------------------------------------------------------
     def teacher(self) -> tuple[str, dict]:
         """Path of the full-ReLU teacher and its final metrics (empty when not recorded)."""
-        if self.settings.teacher:
-            path = Path(self.settings.teacher)
+        if self.teacher_given is not None:
+            path = self.teacher_given
             find_checkpoint(path)  # a clear error when there is no checkpoint there
             final = _json(path / "final.json") if path.is_dir() else None
             return str(path.resolve()), final or {}
@@ -172,16 +168,16 @@ class Search:
         return [s for s in self.sites.stage_names if s != STEM]
 
     def criticality(self, teacher: str, teacher_final: dict) -> CriticalityTable:
-        if self.settings.criticality_file:
-            return self._load_criticality(Path(self.settings.criticality_file))
-        epochs = self.settings.criticality_epochs or self.base.epochs
+        if self.config.criticality_file:
+            return self._load_criticality(Path(self.config.criticality_file))
+        epochs = self.config.criticality_epochs or self.base.epochs
         jobs, kd_jobs = [], []
         for stage in self.stages():
             plan = stage_only_plan(self.sites, stage).to_dict()
-            kd_jobs.append(TrainJob(f"criticality {stage} w/ KD", self._config(plan=plan, teacher=teacher,
+            kd_jobs.append(TrainJob(f"criticality {stage} w/ KD", self._config(teacher, plan=plan, teacher=teacher,
                                     epochs=epochs), self.out / "criticality" / f"{stage}-kd"))
-            if self.settings.criticality_without_kd:
-                jobs.append(TrainJob(f"criticality {stage} w/o KD", self._config(plan=plan, teacher=None,
+            if self.config.criticality_without_kd:
+                jobs.append(TrainJob(f"criticality {stage} w/o KD", self._config(teacher, plan=plan, teacher=None,
                                      epochs=epochs), self.out / "criticality" / f"{stage}-nokd"))
         proxy = epochs < self.base.epochs
         self.console.print(f"[bold]Criticality[/]: {len(self.stages())} stage networks, "
@@ -216,6 +212,11 @@ class Search:
         if data is None:
             raise RelucutError(f"criticality file '{path}' is missing or not JSON; make one with 'relucut criticality'")
         table = CriticalityTable.from_dict(data, str(path))
+        theirs = ModelSpec.from_dict(dict(table.model))
+        if theirs.to_dict() != self.spec.to_dict() or table.dataset != self.base.dataset:
+            raise RelucutError(f"criticality file '{path}' was computed for {_named(theirs)} on {table.dataset}, not "
+                               f"for {_named(self.spec)} on {self.base.dataset}; compute it for this model with "
+                               "'relucut criticality'")
         if sorted(table.order) != sorted(self.stages()):
             raise RelucutError(
                 f"criticality file '{path}' orders stages {', '.join(table.order)}, but this model's are "
@@ -228,7 +229,7 @@ class Search:
         """(one-block variants possible, reshaping arguments the factory lacks, whether it takes
         rho_mode='stride'), probed once."""
         if self._caps is None:
-            one_block = self.settings.one_block and "blocks" in _blocks_kwarg(self.spec)
+            one_block = self.config.one_block and "blocks" in _blocks_kwarg(self.spec)
             missing = [key for key in ("alpha", "rho") if not _builds_with(self.spec, key, 0.5)]
             strided = "rho" not in missing and _builds_with(self.spec, "rho_mode", "stride")
             self._caps = (one_block, missing, strided)
@@ -236,9 +237,9 @@ class Search:
 
     def candidates(self, order: list[str]) -> list[Candidate]:
         one_block, missing, strided = self._capabilities()
-        rho_mode = self.settings.rho_mode if strided else "pool"  # a factory without rho_mode pools
+        rho_mode = self.config.rho_mode if strided else "pool"  # a factory without rho_mode pools
         cands = generate_candidates(order, self.sites.stage_names, stage_blocks_of(self.sites), one_block=one_block,
-                                    thin_style=self.settings.thin_style, rho_mode=rho_mode)
+                                    thin_style=self.config.thin_style, rho_mode=rho_mode)
         if missing and not self._reshape_noted:
             self._reshape_noted = True
             self.console.print(f"note: {self.spec.name} takes no {' or '.join(missing)} argument, so the search "
@@ -263,13 +264,13 @@ class Search:
             smallest = low if smallest is None else min(smallest, low)
         return int(smallest)
 
-    def train_candidates(self, cands: list[Candidate], teacher: str) -> list[CandidateResult]:
+    def train_candidates(self, cands: list[Candidate], teacher: str) -> list[FrontierPoint]:
         self.console.print(f"[bold]Candidates[/]: {len(cands)} networks, trained with KD")
         jobs, costs = [], {}
         for cand in cands:
             cost = cost_candidate(cand, self.spec)
             costs[cand.name] = cost
-            cfg = self._config(model=cost.spec, plan=cost.plan, teacher=teacher)
+            cfg = self._config(teacher, model=cost.spec, plan=cost.plan, teacher=teacher)
             jobs.append(TrainJob(cand.name, cfg, self.out / "candidates" / cand.name))
         finals = self._run_jobs(jobs)
         results = []
@@ -277,7 +278,7 @@ class Search:
             cost, final = costs[cand.name], finals[cand.name]
             if final.get("best_val_acc") is None:
                 raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
-            results.append(CandidateResult.of(
+            results.append(candidate_point(
                 cand, cost.relus, cost.report.macs, cost.report.params, final["best_val_acc"],
                 final.get("test_acc"), estimate_latency_s(cost.report),
                 str((self.out / "candidates" / cand.name).relative_to(self.out)), self.sites.stage_names,
@@ -291,8 +292,8 @@ class Search:
             return self.criticality(teacher, teacher_final)
 
     def run(self, budget: int | None = None) -> SearchOutcome:
-        if self.settings.criticality_file:  # a bad file is refused before any training
-            self._load_criticality(Path(self.settings.criticality_file))
+        if self.config.criticality_file:  # a bad file is refused before any training
+            self._load_criticality(Path(self.config.criticality_file))
         if budget is not None:  # refuse before writing or training anything
             _check_budget(budget, self.smallest_reachable())
         with self.check_settings():
@@ -320,8 +321,13 @@ class Search:
         plot_frontier(results, self.out / "pareto.png", f"DeepReDuce: {title}", teacher_point, teacher_latency)
         best = best_under_budget(results, budget) if budget is not None else None
         if best is not None:
-            atomic_write_text(self.out / "best.json", json.dumps({"budget": budget, **best.to_dict()}, indent=1))
+            atomic_write_text(self.out / "best.json", json.dumps({"budget": budget, **row(best)}, indent=1))
         return SearchOutcome(table, results, front, best, self.out)
+
+
+def _named(spec: ModelSpec) -> str:
+    shape = ", ".join(f"{k}={v}" for k, v in sorted(spec.kwargs.items()))
+    return f"{spec.name} ({shape})" if shape else spec.name
 
 
 def _check_budget(budget: int, smallest: int) -> None:
@@ -354,53 +360,4 @@ def _blocks_kwarg(spec: ModelSpec) -> set[str]:
         return set()
 
 
-@dataclass
-class DeepReDuceConfig:
-    """``relucut.reduce`` with DeepReDuce: the search, then the most accurate network (validation)
-    within ``budget`` (None: the most accurate of all) exported as the result."""
-
-    budget: int | None = None
-    criticality_epochs: int | None = None  # None: the base recipe's epochs
-    criticality_without_kd: bool = True
-    criticality_file: str | None = None
-    one_block: bool = True
-    thin_style: str = "post_add"  # or "inner": thinning keeps the post-add ReLU instead
-    rho_mode: str = "stride"  # or "pool": rho candidates average-pool the input instead
-
-    def check(self) -> None:
-        if self.rho_mode not in RHO_MODES:
-            raise RelucutError(f"unknown rho_mode '{self.rho_mode}'; use {' or '.join(RHO_MODES)}")
-        if self.budget is not None and self.budget < 1:
-            raise RelucutError(f"budget must be >= 1 ReLU, got {self.budget}")
-        if self.criticality_epochs is not None and self.criticality_epochs < 1:
-            raise RelucutError(f"criticality_epochs must be >= 1, got {self.criticality_epochs}")
-
-
-def run_deepreduce(base: TrainConfig, out: str | Path, cfg: DeepReDuceConfig, *, teacher: str | Path | None = None,
-                   data: Any = None, executor: Executor | None = None, console: Console | None = None,
-                   progress: bool = True) -> dict[str, Any]:
-    """The search under ``out``, its pick exported to ``out/export``; returns (and writes) result.json.
-    ``data``: the DataSplits to train on (else loaded by ``base``'s dataset fields)."""
-    from relucut.export import export_run
-
-    cfg.check()
-    settings = SearchSettings.from_base(
-        base, criticality_epochs=cfg.criticality_epochs, criticality_without_kd=cfg.criticality_without_kd,
-        teacher=str(Path(teacher).resolve()) if teacher is not None else None,
-        criticality_file=cfg.criticality_file, one_block=cfg.one_block, thin_style=cfg.thin_style,
-        rho_mode=cfg.rho_mode)
-    out = Path(out)
-    executor = executor or SequentialExecutor(progress=progress, data=data)
-    outcome = Search(settings, out, executor, console).run(cfg.budget)
-    pick = outcome.best or max(outcome.results, key=lambda r: (r.val_acc, -r.relus))
-    exported = export_run(out / pick.run_dir, out / "export")
-    report = count(exported.model, exported.recipe.model.input_size)
-    result = {"method": "deepreduce", "budget": cfg.budget, "network": pick.network_label(), "name": pick.name,
-              "candidates": len(outcome.results), "criticality_order": outcome.criticality.order,
-              "result": {"relus": report.relus, "val_acc": pick.val_acc, "test_acc": pick.test_acc,
-                         "macs": report.macs, "conv_depth": report.conv_depth}}
-    atomic_write_text(out / "result.json", json.dumps(result, indent=1))
-    return result
-
-
-__all__ = ["DeepReDuceConfig", "Search", "SearchOutcome", "SearchSettings", "run_deepreduce"]
+__all__ = ["Search", "SearchOutcome", "search_record"]

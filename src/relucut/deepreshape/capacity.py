@@ -118,7 +118,3 @@ def design_for_budget(
                 )
             return _final(budget, "cull", ratios, blocks, m, cand.culled, cand.thinned, input_size, num_classes)
     raise AssertionError("unreachable: the last candidate always returns")
-
-
-def design_budgets(budgets: Sequence[int], equalized: Sequence[int], order: Sequence[int], **kw) -> list[BudgetDesign]:
-    return [design_for_budget(b, equalized, order, **kw) for b in budgets]

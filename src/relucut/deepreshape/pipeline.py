@@ -65,6 +65,7 @@ def train_designs(
     out: str | Path,
     data: Any = None,  # relucut.data DataSplits, loaded once for all designs
     progress: bool = True,
+    snl_config: Any = None,  # with settings.fine_grained: (budget, epochs) -> the SNL config of a low-budget design
 ) -> list[dict[str, Any]]:
     out = Path(out)
     with claim(out, _settings_record(settings, train_config), file=SETTINGS_FILE, runtime=_runtime_keys()):
@@ -72,7 +73,7 @@ def train_designs(
         for per_budget in designs(settings):
             for role, design in per_budget.items():
                 rows.append({"role": role, **_train_design(settings, design, role, train_config, out, data,
-                                                           progress)})
+                                                           progress, snl_config)})
                 atomic_write_json(out / RESULTS_FILE, rows)
     return rows
 
@@ -89,24 +90,21 @@ def _runtime_keys() -> tuple[str, ...]:
 
 
 def _train_design(settings: PipelineSettings, design: BudgetDesign, role: str, train_config: Any, out: Path,
-                  data: Any, progress: bool) -> dict[str, Any]:
+                  data: Any, progress: bool, snl_config: Any) -> dict[str, Any]:
     """One design trained (or read back when finished): its description and accuracy."""
-    from relucut.train import train
-
     if settings.fine_grained and design.regime == "cull":
-        return _train_snl(settings, design, role, train_config, out, data, progress)
+        return _train_snl(settings, design, role, train_config, out, data, progress, snl_config)
+    from relucut.executors import SequentialExecutor, TrainJob
+
     run_dir = out / f"{design.budget}_{role}"
     cfg = design_config(design, train_config, settings.num_classes, settings.input_size)
-    if (run_dir / "final.json").is_file():
-        _check_same_run(run_dir, cfg)
-        final = json.loads((run_dir / "final.json").read_text())
-    else:
-        final = train(cfg, run_dir, data=data, progress=progress)
+    job = TrainJob(f"{design.budget} {role}", cfg, run_dir)
+    final = SequentialExecutor(progress=progress, data=data).run([job], lambda *_: None)[job.key]
     return {**design.to_dict(), **_accuracy(final)}
 
 
 def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, train_config: Any, out: Path,
-               data: Any, progress: bool) -> dict[str, Any]:
+               data: Any, progress: bool, snl_config: Any) -> dict[str, Any]:
     """A low-budget design reached with fine-grained masks instead of culling/thinning.
 
     The design's network keeps all its ReLUs, is trained for ``epochs`` as SNL's all-ReLU base,
@@ -118,13 +116,14 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
     from relucut.deepreshape.describe import distribution
     from relucut.export import load_export
     from relucut.finegrained.pipeline import run_snl
-    from relucut.finegrained.snl import SNLConfig
     from relucut.train import evaluate, load_data
 
+    if snl_config is None:
+        raise RelucutError("fine_grained designs need snl_config: (budget, epochs) -> the SNL config to run")
     spec = design.spec(settings.num_classes, settings.input_size)
     splits = data if data is not None else load_data(dataclasses.replace(train_config, model=spec))
     epochs = train_config.epochs
-    cfg = SNLConfig(budget=design.budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs)
+    cfg = snl_config(design.budget, epochs)
     run_dir = out / f"{design.budget}_{role}_snl"
     finished = run_dir / "result.json"
     first_seconds = json.loads(finished.read_text())["seconds"] if finished.is_file() else None
@@ -138,17 +137,6 @@ def _train_snl(settings: PipelineSettings, design: BudgetDesign, role: str, trai
             "macs": report.macs, "distribution": distribution(report.relus_by_stage), "test_acc": test_acc,
             "val_acc": result["result"]["val_acc"], "best_epoch": None, "epochs": epochs,
             "seconds": result["seconds"] if first_seconds is None else first_seconds}
-
-
-def _check_same_run(run_dir: Path, cfg: Any) -> None:
-    """A finished run dir is reused only for the very design and recipe it was trained with."""
-    from relucut.train import TrainConfig
-
-    differs = cfg.resolved().differences(TrainConfig.load(run_dir / "config.json"))
-    if differs:
-        raise RelucutError(
-            f"'{run_dir}' holds a finished run with different {', '.join(differs)}; pass a new --out"
-        )
 
 
 def _accuracy(final: dict[str, Any]) -> dict[str, Any]:
@@ -170,41 +158,6 @@ def summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-@dataclasses.dataclass
-class DeepReShapeConfig:
-    """``relucut.reduce`` with DeepReShape: the HybReNet design for ``budget`` (the equalized
-    network widened, or culled/thinned below its capacity floor), trained with KD from the teacher."""
-
-    budget: int
-    equalized: str = "hrn_5x5x3x"  # the ReLU-equalized HybReNet (the slides' CIFAR-100 order)
-    order: list[str] = dataclasses.field(default_factory=lambda: ["s3", "s2", "s4", "s1"])  # most -> least critical
-    min_width: int = 16  # capacity floor of the first stage's width
-
-    def check(self) -> None:
-        parse_hrn_name(self.equalized)
-        if self.budget < 1 or self.min_width < 1:
-            raise RelucutError(f"budget and min_width must be >= 1, got {self.budget} and {self.min_width}")
-
-    def design(self, num_classes: int, input_size: tuple[int, int, int]) -> BudgetDesign:
-        stages = [f"s{i + 1}" for i in range(4)]
-        if sorted(self.order) != stages:
-            raise RelucutError(f"order must rank {', '.join(stages)} once each, got {', '.join(self.order)}")
-        return design_for_budget(self.budget, parse_hrn_name(self.equalized), [stages.index(s) for s in self.order],
-                                 input_size=input_size, num_classes=num_classes, min_width=self.min_width)
-
-
-def design_job(spec: Any, cfg: DeepReShapeConfig, base: Any, teacher: str | Path | None, run_dir: Path):
-    """(the design, its engine TrainJob): ``spec``'s classes and input, ``base``'s recipe, KD from
-    ``teacher`` where given."""
-    from relucut.deepreduce.executors import TrainJob
-
-    cfg.check()
-    design = cfg.design(spec.num_classes, spec.input_size)
-    train_cfg = design_config(design, base, spec.num_classes, spec.input_size,
-                              teacher=str(Path(teacher).resolve()) if teacher is not None else None)
-    return design, TrainJob(f"deepreshape {cfg.budget}", train_cfg, run_dir)
-
-
 def design_config(design: BudgetDesign, base: Any, num_classes: int, input_size: tuple[int, int, int],
                   **changes: Any) -> Any:
     """``base`` (a TrainConfig) for the design's network and its plan (none when it culls nothing)."""
@@ -218,22 +171,3 @@ def design_label(design: BudgetDesign) -> str:
     culled = [c for c in design.culled if c != "stem"]
     edits = (f" cull {'+'.join(culled)}" if culled else "") + (f" thin {'+'.join(design.thinned)}" if design.thinned else "")
     return f"{design.model} m={design.base_width}{edits}"
-
-
-def run_deepreshape(spec: Any, base: Any, out: str | Path, cfg: DeepReShapeConfig, *, teacher: str | Path | None = None,
-                    data: Any = None, progress: bool = True) -> dict[str, Any]:
-    """The design trained in ``out/train`` and exported to ``out/export``; returns (and writes) result.json."""
-    from relucut.cost import count
-    from relucut.export import export_run
-    from relucut.train import train
-
-    out = Path(out)
-    design, job = design_job(spec, cfg, base, teacher, out / "train")
-    final = train(job.config, job.run_dir, data=data, progress=progress, label="deepreshape design")
-    exported = export_run(job.run_dir, out / "export")
-    report = count(exported.model, exported.recipe.model.input_size)
-    result = {"method": "deepreshape", "budget": cfg.budget, "network": design_label(design), "design": design.to_dict(),
-              "result": {"relus": report.relus, "val_acc": final.get("best_val_acc"), "test_acc": final.get("test_acc"),
-                         "macs": report.macs, "conv_depth": report.conv_depth}}
-    atomic_write_json(out / RESULTS_FILE, result)
-    return result

@@ -29,11 +29,6 @@ from relucut.site_module import PartialReLU, ReLUSite
 SUMMARY_KEYS = ("relus", "relus_full", "relus_without_stem", "macs", "params", "conv_depth")
 
 
-def site_names(model: nn.Module) -> dict[str, str]:
-    """Module path -> site name of the model's learnable mask sites (fx names: dots -> '_')."""
-    return {path: path.replace(".", "_") for path, m in model.named_modules() if isinstance(m, LearnableMaskSite)}
-
-
 def plan_of(model: nn.Module, meta: dict[str, Any] | None = None) -> ReLUPlan:
     """A plan with each frozen learnable site's mask (pixel C,H,W or channel C,1,1)."""
     plan = ReLUPlan(meta=dict(meta or {}))

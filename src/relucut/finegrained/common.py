@@ -78,10 +78,6 @@ class FeatureLoss:
         self.teacher_tap.close()
 
 
-def mask_sites(model: nn.Module) -> dict[str, LearnableMaskSite]:
-    return {p.replace(".", "_"): m for p, m in model.named_modules() if isinstance(m, LearnableMaskSite)}
-
-
 def freeze_all(masks: dict[str, LearnableMaskSite], binary: dict[str, torch.Tensor] | None = None) -> None:
     """Freezes each site at ``binary[name]`` (default: its current hard mask)."""
     for name, site in masks.items():

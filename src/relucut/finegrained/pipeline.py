@@ -12,7 +12,6 @@ and ends as an uninterrupted run would.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -25,29 +24,18 @@ from relucut.cost import count
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.artifact import export
-from relucut.finegrained.aux import AuxExit
+from relucut.finegrained.aux import AuxExit, check_aux_model
 from relucut.finegrained.common import frozen_copy
-from relucut.finegrained.senet import SENetConfig, senet
-from relucut.finegrained.snl import SNLConfig, snl
+from relucut.finegrained.senet import senet
+from relucut.finegrained.snl import snl
 from relucut.models.registry import ModelSpec
-from relucut.rundir import atomic_write_text, claim
+from relucut.rundir import RunDir, atomic_write_text, read_settings
 from relucut.sites import find_sites
+from relucut.train.base import base_config, teacher_record
 from relucut.train.build import load_checkpoint_model
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 from relucut.train.evaluate import evaluate
 from relucut.train.loop import train
-
-
-def base_config(spec: ModelSpec, data: DataSplits, base: TrainConfig | None) -> TrainConfig:
-    """The engine config every stage derives from: ``base`` (or the engine's defaults) for ``spec``
-    on ``data``'s dataset and split."""
-    base = base or TrainConfig()
-    carve = data.carve or {}
-    return dataclasses.replace(
-        base, model=spec, dataset=data.name, plan=None, teacher=None,
-        val_fraction=carve.get("val_fraction", base.val_fraction), val_from=carve.get("val_from", base.val_from),
-        seed=carve.get("seed", base.seed),
-    ).resolved()
 
 
 def base_model(base: TrainConfig, data: DataSplits, out: Path, teacher: nn.Module | str | Path | None,
@@ -86,38 +74,41 @@ def _base_cost(model: nn.Module, spec: ModelSpec) -> dict[str, Any]:
             "conv_depth": r.conv_depth, "params": r.params}
 
 
-def _write(out: Path, name: str, data: dict[str, Any]) -> None:
-    atomic_write_text(out / name, json.dumps(data, indent=1))
-
-
 def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
     train_settings = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
     return {"method": method, "train": train_settings, method: cfg.to_dict(),
-            "teacher": str(teacher) if isinstance(teacher, (str, Path)) else None}
+            "teacher": teacher_record(teacher) if isinstance(teacher, (str, Path)) else None}
 
 
-def _finished(out: Path) -> dict[str, Any] | None:
-    """result.json of a run that ended (written last, atomically, after its export), else None."""
-    try:
-        return json.loads((out / "result.json").read_text()) if (out / "export").is_dir() else None
-    except (OSError, ValueError):
-        return None
+# what may differ on a rerun: the teacher's path (the teacher is compared by content)
+SETTINGS_RUNTIME = ("teacher.path",)
+
+
+def _upgrade_teacher(out: Path) -> None:
+    """Settings written before teachers were recorded by content name them by path: record that
+    teacher's content, so the folder compares with today's settings (and may then move)."""
+    saved = read_settings(out)
+    if saved is not None and isinstance(saved.get("teacher"), str) and Path(saved["teacher"]).exists():
+        atomic_write_text(out / "config.json", json.dumps({**saved, "teacher": teacher_record(saved["teacher"])}))
 
 
 def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, base: TrainConfig | None,
          teacher, progress: bool, body: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """Checks the settings, claims ``out`` for them (refused if it holds another run or another
-    process uses it), returns the result of a run that already ended there, else gets the all-ReLU
-    start point and runs
-    ``body(out, base, teacher_model, base_cost)``;
-    the result gets the baseline's cost and accuracy and the seconds taken, and is written to
-    ``out/result.json``."""
+    process uses it; a refusal for bad input leaves nothing behind), returns the result of a run
+    that already ended there, else gets the all-ReLU start point and runs
+    ``body(out, base, teacher_model, base_cost)``; the result gets the baseline's cost and accuracy
+    and the seconds taken, and is written to ``out/result.json``."""
     started = time.time()
     cfg.check()
+    if cfg.budget is None:
+        raise RelucutError(f"{method} needs a ReLU budget; give e.g. --budget 25k")
     base = base_config(spec, data, base)
     out = Path(out)
-    with claim(out, _settings(method, base, cfg, teacher)):
-        finished = _finished(out)
+    if out.is_dir():
+        _upgrade_teacher(out)
+    with RunDir(out, _settings(method, base, cfg, teacher), runtime=SETTINGS_RUNTIME) as run:
+        finished = run.finished()
         if finished is not None:  # the same settings ran to the end: nothing to redo
             return finished
         teacher_model = base_model(base, data, out, teacher, progress)
@@ -125,11 +116,11 @@ def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, b
         result = body(out, base, teacher_model, base_cost)
         result["baseline"] = {**base_cost, **_accuracy(teacher_model, data)}
         result["seconds"] = time.time() - started
-        _write(out, "result.json", result)
+        run.finish(result)
     return result
 
 
-def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SNLConfig, *, base: TrainConfig | None = None,
+def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *, base: TrainConfig | None = None,
             teacher: nn.Module | str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """SNL on ``spec`` to ``cfg.budget`` ReLUs: stages, export and ``result.json`` under ``out``."""
 
@@ -147,10 +138,12 @@ def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SNLConfig, 
     return _run(spec, data, out, cfg, "snl", base, teacher, progress, body)
 
 
-def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg: SENetConfig, *,
+def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *,
               base: TrainConfig | None = None, teacher: nn.Module | str | Path | None = None,
               progress: bool = True) -> dict[str, Any]:
     """SENet (optionally shallow, with an AC exit) on ``spec`` to ``cfg.budget`` ReLUs under ``out``."""
+    if cfg.aux_after:  # refused before the folder is claimed
+        check_aux_model(spec.build(), cfg.aux_after)
 
     def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
         model = copy.deepcopy(teacher_model).train()

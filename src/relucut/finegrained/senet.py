@@ -12,25 +12,24 @@ the identity; gates ramp to 1 by the first LR decay and main branches go at the 
 ``aux_after`` an auxiliary classifier is trained by KD from the all-ReLU teacher.
 
 Stages 2 and 3 are runs of the training engine (``masks/`` and ``finetune/`` under the workdir).
+``cfg`` is a ``relucut.methods.senet.SENetConfig`` (the registry sits above the algorithms).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from relucut.data.splits import DataSplits
-from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget, check_layer_budgets
 from relucut.finegrained.common import FeatureLoss, freeze_all, frozen_copy, relu_effect, stage_config
 from relucut.finegrained.distance_masks import DistanceMasks
 from relucut.finegrained.gated import (
-    GATE_SCHEDULES,
     below_threshold,
     block_sensitivity,
     gate_value,
@@ -39,7 +38,7 @@ from relucut.finegrained.gated import (
     remove_main_branches,
     set_gates,
 )
-from relucut.finegrained.losses import FEATURE_LOSSES, LossWeights, combined_loss
+from relucut.finegrained.losses import LossWeights, combined_loss
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
 from relucut.finegrained.sensitivity import layer_budgets, relu_sensitivity
 from relucut.finegrained.sparse_probe import sparse_training_keep_fractions
@@ -48,61 +47,6 @@ from relucut.train.config import TrainConfig
 from relucut.train.hooks import LossContext
 from relucut.train.loop import seed_everything, train
 
-MASK_LEARNING = ("scores", "distance")
-SENSITIVITY_PROBES = ("one-shot", "sparse-training")
-
-
-@dataclass
-class SENetConfig:
-    budget: int
-    density: float = 0.1  # parameter density for the pruning-sensitivity probe
-    sensitivity: str = "one-shot"  # or "sparse-training" (see relucut.finegrained.sparse_probe)
-    sensitivity_epochs: int = 5  # sparse-training probe epochs
-    layer_budget: dict[str, int] | None = None  # site -> ReLUs, summing to budget: replaces stage 1's allocation
-    mask_epochs: int = 5
-    mask_learning: str = "scores"  # or "distance": the SENet code's rule (see relucut.finegrained.distance_masks)
-    mask_lr: float = 0.01  # Adam on the scores ("scores" only)
-    lr: float = 0.01
-    finetune_epochs: int = 180
-    milestones: list[int] = field(default_factory=lambda: [90, 140, 160])
-    kd_weight: float = 0.9
-    feature_weight: float = 1000.0  # beta
-    feature_loss: str = "attention"  # or "pram": eq. 2 read literally (see relucut.finegrained.losses)
-    kd_temperature: float = 4.0
-    shallow: bool = False
-    dth: float = 0.05
-    gate_schedule: str = "linear"
-    aux_after: str | None = None  # stage after which the auxiliary classifier sits
-
-    def check(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise RelucutError(message)
-
-        need(0.0 < self.density < 1.0, f"--density must be in (0, 1) (the fraction of weights pruning keeps), "
-                                       f"got {self.density}")
-        need(self.mask_epochs >= 0 and self.finetune_epochs >= 0, "epochs must be >= 0")
-        need(self.sensitivity in SENSITIVITY_PROBES, f"unknown sensitivity '{self.sensitivity}'; "
-                                                     f"use {' or '.join(SENSITIVITY_PROBES)}")
-        need(self.sensitivity_epochs >= 1, f"sensitivity_epochs must be >= 1, got {self.sensitivity_epochs}")
-        need(self.mask_learning in MASK_LEARNING, f"unknown mask_learning '{self.mask_learning}'; "
-                                                  f"use {' or '.join(MASK_LEARNING)}")
-        need(self.mask_epochs + self.finetune_epochs >= 1, "nothing would train: give --mask-epochs or --finetune-epochs")
-        need(self.lr > 0 and self.mask_lr > 0, "lr and mask_lr must be > 0")
-        need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
-        need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
-        need(self.feature_weight >= 0, f"feature_weight must be >= 0, got {self.feature_weight}")
-        need(self.feature_loss in FEATURE_LOSSES, f"unknown feature loss '{self.feature_loss}'; "
-                                                  f"use {' or '.join(FEATURE_LOSSES)}")
-        need(not self.shallow or 0.0 < self.dth < 1.0, f"--dth must be in (0, 1) (a ReLU sensitivity), got {self.dth}")
-        need(self.gate_schedule in GATE_SCHEDULES, f"unknown gate schedule '{self.gate_schedule}'; use linear or cosine")
-
-    @property
-    def weights(self) -> LossWeights:
-        return LossWeights(self.kd_weight, self.feature_weight, self.kd_temperature, self.feature_loss)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -135,7 +79,7 @@ def _block_sites(sites) -> dict[str, list[str]]:
     return out
 
 
-def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg: SENetConfig,
+def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg,
           workdir: Path, progress: bool = True,
           after_stage2: Callable[[nn.Module], None] | None = None) -> SENetResult:
     """Runs the three stages on ``model`` in place; ``model`` should hold trained all-ReLU weights.
@@ -205,7 +149,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     return SENetResult(model, budget, sensitivity, block_sens, shallow_blocks, aux_head, faded_sites, layer_sens)
 
 
-def _finetune(model, teacher, data, base, cfg: SENetConfig, gates, aux_head, run_dir: Path, progress: bool) -> None:
+def _finetune(model, teacher, data, base, cfg, gates, aux_head, run_dir: Path, progress: bool) -> None:
     """Stage 3 on the engine: KD + CE (the engine's) + the feature term (+ auxiliary KD)."""
     features = FeatureLoss(model, teacher, cfg.weights) if cfg.feature_weight > 0 else None
     tap = None

@@ -6,19 +6,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from relucut.deepreduce.plot import log_axis, percent_axis, matplotlib_pyplot
-from relucut.frontier_search.config import METHODS
-from relucut.frontier_search.points import FrontierPoint, undominated
+from relucut.plotting import log_axis, matplotlib_pyplot, percent_axis
+from relucut.pareto import FrontierPoint, undominated
 from relucut.rundir import atomic_write
 
-COLOURS = dict(zip(("teacher", *METHODS), ("black", "tab:blue", "tab:purple", "tab:orange", "tab:brown",
-                                           "tab:green", "tab:red")))
+PALETTE = ("tab:blue", "tab:purple", "tab:orange", "tab:brown", "tab:green", "tab:red", "tab:pink", "tab:olive",
+           "tab:cyan", "tab:gray")
+
+
+def colours() -> dict[str, str]:
+    """One colour per frontier entry, in registry order (the teacher black)."""
+    from relucut.methods import frontier_entries
+
+    entries = frontier_entries()
+    return {"teacher": "black", **{e: PALETTE[i % len(PALETTE)] for i, e in enumerate(entries)}}
 
 
 def _panel(ax, points: Sequence[FrontierPoint], key: str, xlabel: str) -> None:
+    palette = colours()
     for method in dict.fromkeys(p.method for p in points):
         mine = [p for p in points if p.method == method]
-        colour = COLOURS.get(method, "0.5")
+        colour = palette.get(method, "0.5")
         ax.scatter([p.cost(key) for p in mine], [p.val_acc for p in mine], s=30, color=colour, alpha=0.8,
                    marker="*" if method == "teacher" else "o", label=method, zorder=3)
         own = sorted(undominated(mine, key), key=lambda p: p.cost(key))

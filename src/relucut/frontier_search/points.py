@@ -1,4 +1,4 @@
-"""Frontier points: one trained and exported network each, the undominated set, and the tables.
+"""The cross-method frontier's tables: the pick per budget, the combined frontier, every point.
 
 Accuracies are fractions in [0, 1] in the objects, JSON and CSV; the Markdown shows percent.
 Only the network chosen for a budget (best validation accuracy within it) carries a test accuracy:
@@ -9,68 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
-from relucut.deepreduce.frontier import pareto_indices
-
-
-@dataclass
-class FrontierPoint:
-    method: str  # deepreduce, snl, snl-channel, senet, senet-shallow, deepreshape
-    name: str  # unique within the search: method and what it is (candidate name, budget)
-    plan: str  # a short description of the network (culled/thinned stages, budget, design)
-    relus: int  # of the exported network
-    relu_layers: int
-    macs: int
-    conv_depth: int
-    val_acc: float
-    run_dir: str  # relative to the frontier folder
-    export_dir: str
-    budget: int | None = None  # the ReLU budget a masked network was trained to (None: coarse)
-    online_s: float = math.nan  # estimated under the engine
-    total_s: float = math.nan
-    online_bytes: float = math.nan
-    total_bytes: float = math.nan
-    rounds: int = 0
-    test_acc: float | None = None  # only for chosen networks
-    chosen_for: list[float] = field(default_factory=list)  # budgets this one is the pick of
-    on_frontier: bool = False
-    measured: dict[str, Any] | None = None  # SPU measurement of the export, where run
-
-    def cost(self, key: str) -> float:
-        return float(getattr(self, key))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FrontierPoint:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def undominated(points: Sequence[FrontierPoint], key: str = "relus") -> list[FrontierPoint]:
-    """The points no other point dominates on (cost ``key``, validation accuracy), cheapest last."""
-    keep = pareto_indices([(p.cost(key), p.val_acc) for p in points])
-    return sorted((points[i] for i in keep), key=lambda p: (-p.cost(key), -p.val_acc, p.name))
-
-
-def mark(points: Sequence[FrontierPoint], key: str = "relus") -> list[FrontierPoint]:
-    """Sets ``on_frontier`` on every point and returns the combined frontier."""
-    front = undominated(points, key)
-    names = {p.name for p in front}
-    for p in points:
-        p.on_frontier = p.name in names
-    return front
-
-
-def best_within(points: Sequence[FrontierPoint], budget: float, key: str = "relus") -> FrontierPoint | None:
-    """The most accurate point (validation) whose cost is within ``budget``; ties go to the cheaper."""
-    fits = [p for p in points if p.cost(key) <= budget]
-    return max(fits, key=lambda p: (p.val_acc, -p.cost(key), p.name), default=None)
+from relucut.pareto import FrontierPoint
 
 
 def _pct(v: float | None) -> str:

@@ -17,6 +17,7 @@ the same settings resumes or reuses it):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -28,17 +29,22 @@ from rich.console import Console
 
 from relucut.cost import count
 from relucut.data.splits import DataSplits
-from relucut.deepreduce.executors import make_executor
 from relucut.errors import RelucutError
+from relucut.executors import TrainJob, make_executor
+from relucut.export import export_run
 from relucut.frontier_search.config import FrontierConfig
-from relucut.frontier_search.points import FrontierPoint, best_within, mark, markdown, to_csv
+from relucut.frontier_search.points import markdown, to_csv
 from relucut.frontier_search.pricing import check_latency_budgets, price, rounds
+from relucut.methods import EXPORT_DIR, FrontierStep, MethodContext, MethodResult, get_method, per_budget_steps
 from relucut.models.registry import ModelSpec
-from relucut.rundir import atomic_write_text, claim
+from relucut.pareto import FrontierPoint, best_within, mark
+from relucut.recipe import is_export_dir
+from relucut.rundir import atomic_write_text, claim, read_settings
+from relucut.train.base import base_config
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 
 FORMAT = "relucut.frontier-search"
-STAGE_ORDER = ("s3", "s2", "s4", "s1")  # DeepReShape's most -> least critical without a criticality pass
+VERSION = 2  # 2: the model and the base recipe (each method's folder checks its own settings)
 
 
 @dataclass
@@ -76,161 +82,76 @@ class _Jobs:
         return result
 
 
-class _Search:
+class FrontierRun:
+    """One frontier search: its folder, the base recipe, the teacher, and what every method's
+    frontier steps read (``ctx``, ``out``, ``full``, ``relu_budgets``, ``latency``, ``shared``)."""
+
     def __init__(self, spec: ModelSpec, config: FrontierConfig, data: DataSplits, out: Path, base: TrainConfig,
                  progress: bool, console: Console, address: str | None):
         self.spec, self.config, self.data, self.out, self.base = spec, config, data, out, base
-        self.progress, self.console = progress, console
+        self.console = console
         self.full = count(spec.build(), spec.input_size)
         # per frontier budget, the masked methods' ReLU budget; an unreachable latency is refused here
-        self._relu_budgets = relu_budgets(spec, config, self.full)
-        self.executor = make_executor(config.executor, address, progress=progress, data=data,
-                                      cpus_per_job=config.cpus_per_job, gpus_per_job=config.gpus_per_job)
+        self.relu_budgets = relu_budgets(spec, config, self.full)
+        self.latency = config.latency_budgets is not None
+        executor = make_executor(config.executor, address, progress=progress, data=data,
+                                 cpus_per_job=config.cpus_per_job, gpus_per_job=config.gpus_per_job)
         self.teacher_dir = out / "teacher"
-        self.order: list[str] | None = None  # DeepReDuce's culling order, least critical first
+        self.ctx = MethodContext(spec=spec, data=data, base=base, out=out, teacher=self.teacher_dir,
+                                 executor=executor, console=console, progress=progress)
+        self.shared: dict[str, Any] = {}  # what one method's steps leave for another's (DeepReDuce's criticality order)
         self.points: list[FrontierPoint] = []
         self._test_acc: dict[str, float | None] = {}  # revealed only for the network chosen per budget
 
-    # -- budgets ----------------------------------------------------------------------------------
-    def relu_budgets(self) -> dict[float, int | None]:
-        """Per frontier budget, the ReLU budget of the masked methods (None: it cannot meet it)."""
-        return self._relu_budgets
-
     def mask_budgets(self) -> list[int]:
-        """Distinct ReLU budgets for SNL/SENet below the full network's count."""
-        return sorted({b for b in self.relu_budgets().values() if b is not None and b < self.full.relus})
+        """Distinct ReLU budgets for the masked methods, below the full network's count."""
+        return sorted({b for b in self.relu_budgets.values() if b is not None and b < self.full.relus})
 
     # -- runs ---------------------------------------------------------------------------------------
-    def teacher(self) -> dict[str, Any]:
-        from relucut.deepreduce.executors import TrainJob
-
+    def teacher(self) -> None:
         job = TrainJob("teacher (full ReLU)", dataclasses.replace(self.base, plan=None, teacher=None), self.teacher_dir)
-        final = self.executor.run([job], lambda *_: None)[job.key]
-        self._add_engine_point("teacher", "teacher", "all ReLUs", self.teacher_dir, final)
-        return final
-
-    def deepreduce(self) -> None:
-        from relucut.deepreduce.search import Search, SearchSettings
-
-        base = self.base
-        if self.config.init == "teacher":  # ReLUs removed, weights kept
-            base = dataclasses.replace(base, init=str(self.teacher_dir.resolve()))
-        settings = SearchSettings.from_base(base, criticality_epochs=self.config.criticality_epochs,
-                                            criticality_without_kd=False, teacher=str(self.teacher_dir.resolve()),
-                                            one_block=self.config.one_block)
-        search = Search(settings, self.out / "deepreduce", self.executor, self.console)
-        budget = None  # latency budgets: every candidate (a MAC-light one may fit where ReLU counts say not)
-        if self.config.latency_budgets is None:
-            budget = max(self.config.budgets)
-            if budget < search.smallest_reachable():
-                self.console.print(f"note: no DeepReDuce network fits {budget:,} ReLUs; skipping DeepReDuce")
-                return
-        outcome = search.run(budget)
-        self.order = list(outcome.criticality.order)
-        for r in outcome.results:
-            run_dir = self.out / "deepreduce" / r.run_dir
-            self._add_engine_point("deepreduce", f"deepreduce/{r.name}", r.network_label(), run_dir,
-                                   {"best_val_acc": r.val_acc, "test_acc": r.test_acc})
-
-    def deepreshape(self) -> None:
-        from relucut.deepreshape.pipeline import DeepReShapeConfig, design_job, design_label
-
-        stages = [s for s in self.full.stage_names if s != "stem"]
-        if stages != ["s1", "s2", "s3", "s4"]:
-            self.console.print(f"note: DeepReShape designs four-stage ResNets; {self.spec.name} has stages "
-                               f"{', '.join(stages)}, skipping it", highlight=False)
-            return
-        order = list(reversed(self.order)) if self.order else list(STAGE_ORDER)  # most critical first
-        min_width = min(16, int(self.spec.kwargs.get("base_width", 16)))
-        jobs, designs = [], []
-        for budget in sorted({b for b in self.relu_budgets().values() if b is not None}):
-            cfg = DeepReShapeConfig(budget=budget, equalized=self.config.equalized, order=order, min_width=min_width)
-            try:
-                design, job = design_job(self.spec, cfg, self.base, self.teacher_dir,
-                                         self.out / "deepreshape" / str(budget))
-            except RelucutError as exc:
-                self.console.print(f"note: no DeepReShape design for {budget:,} ReLUs ({exc})", highlight=False)
-                continue
-            jobs.append(job)
-            designs.append(design)
-        finals = self.executor.run(jobs, lambda *_: None)
-        for job, design in zip(jobs, designs):
-            self._add_engine_point("deepreshape", f"deepreshape/{design.budget}", design_label(design), job.run_dir,
-                                   finals[job.key], budget=design.budget)
-
-    def masked(self, method: str, budget: int) -> None:
-        """SNL or SENet from the teacher to exactly ``budget`` ReLUs (SENet + shallow: at most)."""
-        from relucut.finegrained.pipeline import run_senet, run_snl
-
-        run_dir = self.out / method / str(budget)
-        if method.startswith("snl"):
-            cfg = dataclasses.replace(self.config.snl, budget=budget,
-                                      granularity="channel" if method == "snl-channel" else "pixel")
-            result = run_snl(self.spec, self.data, run_dir, cfg, base=self.base, teacher=self.teacher_dir,
-                             progress=self.progress)
-        else:
-            cfg = dataclasses.replace(self.config.senet, budget=budget, shallow=method == "senet-shallow")
-            result = run_senet(self.spec, self.data, run_dir, cfg, base=self.base, teacher=self.teacher_dir,
-                               progress=self.progress)
-        row = result["result"]
-        label = f"{method} masks to {budget:,}"
-        if result.get("shallow_blocks"):
-            label += f", shallow {'+'.join(result['shallow_blocks'])}"
-        self._add_point(method, f"{method}/{budget}", label, run_dir, run_dir / "export", row["val_acc"],
-                        row.get("test_acc"), budget=budget)
-
-    # -- points -----------------------------------------------------------------------------------
-    def _add_engine_point(self, method: str, name: str, label: str, run_dir: Path, final: dict[str, Any],
-                          budget: int | None = None) -> None:
-        """A finished engine run, exported once (reused on a rerun: the run never trains again);
-        the ONNX file is added only for the networks the search ends with (see ``_finish_exports``)."""
-        from relucut.export import export_run
-        from relucut.recipe import is_export_dir
-
-        export_dir = run_dir / "export"
+        final = self.ctx.jobs().run([job], lambda *_: None)[job.key]
+        export_dir = self.teacher_dir / EXPORT_DIR
         if not is_export_dir(export_dir):
-            export_run(run_dir, export_dir, onnx=False)
-        self._add_point(method, name, label, run_dir, export_dir, final.get("best_val_acc"), final.get("test_acc"),
-                        budget=budget)
+            export_run(self.teacher_dir, export_dir, onnx=False)
+        self.add(MethodResult.of_export("teacher", "teacher", "all ReLUs", self.teacher_dir, export_dir,
+                                        final.get("best_val_acc"), final.get("test_acc")))
 
-    def _add_point(self, method: str, name: str, label: str, run_dir: Path, export_dir: Path,
-                   val_acc: float | None, test_acc: float | None, budget: int | None = None) -> None:
-        from relucut.export import load_export
+    def steps(self) -> list[FrontierStep]:
+        """Every method's steps: those for all budgets first (coarse searches), then budget by
+        budget, so a search cut short has whole budgets."""
+        steps = []
+        for rank, entry in enumerate(self.config.methods_in_order()):
+            method, template = get_method(entry), self.config.template(entry)
+            make = method.frontier or functools.partial(per_budget_steps, method)
+            steps += [(step.budget is not None, step.budget or 0, rank, step) for step in make(entry, template, self)]
+        return [step for *_, step in sorted(steps, key=lambda s: s[:3])]
 
-        if val_acc is None:
+    def add(self, result: MethodResult) -> None:
+        if result.val_acc is None:
             raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
-        model = load_export(export_dir)  # the priced network is the exported one
-        report = count(model, model.relucut_recipe.model.input_size)
+        report = result.report  # of the exported network: the priced network is the one that ships
         est = price(report, self.config)
-        point = FrontierPoint(
-            method=method, name=name, plan=label, relus=report.relus, relu_layers=est.relu_layers, macs=report.macs,
-            conv_depth=report.conv_depth, val_acc=float(val_acc), run_dir=str(run_dir.relative_to(self.out)),
-            export_dir=str(export_dir.relative_to(self.out)), budget=budget, online_s=est.online_s,
-            total_s=est.total_s, online_bytes=est.online_bytes, total_bytes=est.total_bytes, rounds=rounds(est),
-        )
-        self._test_acc[name] = test_acc
-        self.points.append(point)
+        self.points.append(FrontierPoint(
+            method=result.method, name=result.name, plan=result.label, relus=report.relus, val_acc=float(result.val_acc),
+            macs=report.macs, relu_layers=est.relu_layers, conv_depth=report.conv_depth, params=report.params,
+            run_dir=_relative(result.run_dir, self.out), export_dir=_relative(result.export_dir, self.out),
+            budget=result.budget, online_s=est.online_s, total_s=est.total_s, online_bytes=est.online_bytes,
+            total_bytes=est.total_bytes, rounds=rounds(est), details=dict(result.details)))
+        self._test_acc[result.name] = result.test_acc
 
     # -- the whole search ---------------------------------------------------------------------------
     def run(self) -> FrontierResult:
-        methods = self.config.methods
-        coarse = [m for m in methods if m in ("deepreduce", "deepreshape")]
-        masked = [m for m in methods if m.startswith(("snl", "senet"))]
-        steps = [(m, m, self.deepreduce if m == "deepreduce" else self.deepreshape) for m in coarse]
-        # budget by budget, so a search cut short has whole budgets
-        steps += [(m, f"budget {b:,}: {m}", lambda b=b, m=m: self.masked(m, b))
-                  for b in self.mask_budgets() for m in masked]
-        jobs = _Jobs(["teacher", *(kind for kind, _, _ in steps)], self.console)
+        steps = self.steps()
+        jobs = _Jobs(["teacher", *(step.kind for step in steps)], self.console)
         jobs.run("teacher", "teacher: the full-ReLU network", self.teacher)
-        titles = {"deepreduce": "deepreduce: criticality and the candidates under the budgets",
-                  "deepreshape": "deepreshape: one HybReNet design per budget"}
-        for kind, what, work in steps:
-            jobs.run(kind, titles.get(what, what), work)
+        for step in steps:
+            jobs.run(step.kind, step.title, lambda step=step: [self.add(r) for r in step.work()])
         return self.finish()
 
     def finish(self) -> FrontierResult:
         key = self.config.cost_key
-        relu_budgets = self.relu_budgets()
+        relu_budgets = self.relu_budgets
         front = mark(self.points, key)
         picks: dict[float, FrontierPoint | None] = {}
         for budget in self.config.budget_list():
@@ -247,7 +168,7 @@ class _Search:
                 "dataset": self.base.dataset, "engine": self.config.engine, "cost": key,
                 "selection": "validation accuracy", "budgets": self.config.budget_list(),
                 "mask_relu_budgets": {f"{b:g}": r for b, r in relu_budgets.items()},
-                "methods": self.config.methods, "criticality_order": self.order}
+                "methods": self.config.methods, "criticality_order": self.shared.get("criticality_order")}
         rows = [p.to_dict() for p in self.points]
         atomic_write_text(self.out / "frontier.json", json.dumps({**meta, "points": rows}, indent=1))
         atomic_write_text(self.out / "frontier.csv", to_csv(self.points))
@@ -286,6 +207,11 @@ class _Search:
                           "rounds": m.warm.rounds, "matches": m.matches, "engine": m.engine}
 
 
+def _relative(path: Path, out: Path) -> str:
+    """A path inside the frontier folder as the tables record it (the folder may move)."""
+    return str(Path(path).resolve().relative_to(out.resolve()))
+
+
 def _commands(front: list[FrontierPoint], config: FrontierConfig) -> str:
     lines = ["", "Each network is exported (recipe.json, model.pt, model.onnx; paths relative to this folder); price or measure one with:", ""]
     for p in front:
@@ -314,14 +240,21 @@ def relu_budgets(spec: ModelSpec, config: FrontierConfig, full: Any = None) -> d
     return check_latency_budgets(full, config, _reshaped_reports(spec))
 
 
-def settings_record(spec: ModelSpec, config: FrontierConfig, base: TrainConfig) -> dict[str, Any]:
-    """What the runs compute. Budgets, methods, engine, objective and measuring only change what is
-    reported, so a rerun with others reuses the runs that exist."""
-    reporting = ("budgets", "latency_budgets", "methods", "objective", "engine", "bandwidth_bps", "rtt_s",
-                 "threads", "executor", "cpus_per_job", "gpus_per_job", "measure")
-    frontier = {k: v for k, v in config.to_dict().items() if k not in reporting}
+def settings_record(spec: ModelSpec, base: TrainConfig) -> dict[str, Any]:
+    """What every run of the folder shares: the model and the base recipe. Budgets, methods, the
+    engine and each method's settings may change on a rerun: each method's folder holds and checks
+    its own settings, so what exists with the same settings is reused and the rest is trained."""
     train = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
-    return {"format": FORMAT, "version": 1, "model": spec.to_dict(), "frontier": frontier, "train": train}
+    return {"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "train": train}
+
+
+def _upgrade_record(out: Path) -> None:
+    """A version-1 folder recorded the frontier's settings too; today each method's folder checks
+    its own, so its record keeps the model and the base recipe."""
+    saved = read_settings(out)
+    if saved is not None and saved.get("format") == FORMAT and saved.get("version") == 1:
+        atomic_write_text(out / "config.json", json.dumps({**{k: saved.get(k) for k in ("model", "train")},
+                                                           "format": FORMAT, "version": VERSION}))
 
 
 def frontier(spec: ModelSpec, config: FrontierConfig, *, data: DataSplits, out: str | Path,
@@ -329,15 +262,20 @@ def frontier(spec: ModelSpec, config: FrontierConfig, *, data: DataSplits, out: 
              address: str | None = None) -> FrontierResult:
     """The cross-method frontier of ``spec`` on ``data`` into ``out`` (resumable: rerun the same call).
 
-    ``train``: the base recipe (a ``TrainConfig``; the engine's defaults otherwise) for the teacher,
-    DeepReDuce's candidates and DeepReShape's designs; SNL and SENet use ``config.snl`` / ``config.senet``."""
-    from relucut.finegrained.pipeline import base_config
-
-    config.check()
+    ``train``: the base recipe (a ``TrainConfig``; the engine's defaults otherwise) of the teacher,
+    DeepReDuce's candidates and DeepReShape's designs; the masked methods' lengths follow it
+    (``FrontierConfig.resolve``) unless ``config`` sets them or gives their settings."""
     base = base_config(spec, data, train)
+    config = config.resolve(base.epochs)
+    config.check()
     if not len(data.val):
         raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
     out = Path(out)
-    search = _Search(spec, config, data, out, base, progress, console or Console(), address)  # checks budgets
-    with claim(out, settings_record(spec, config, base)):
+    search = FrontierRun(spec, config, data, out, base, progress, console or Console(), address)  # checks budgets
+    if out.is_dir():
+        _upgrade_record(out)
+    with claim(out, settings_record(spec, base)):
         return search.run()
+
+
+__all__ = ["FrontierResult", "FrontierRun", "frontier", "relu_budgets", "settings_record"]
