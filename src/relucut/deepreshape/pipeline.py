@@ -91,16 +91,17 @@ def _runtime_keys() -> tuple[str, ...]:
 def _train_design(settings: PipelineSettings, design: BudgetDesign, role: str, train_config: Any, out: Path,
                   data: Any, progress: bool) -> dict[str, Any]:
     """One design trained (or read back when finished): its description and accuracy."""
-    from relucut.train import train
+    from relucut.train import read_final, train
 
     if settings.fine_grained and design.regime == "cull":
         return _train_snl(settings, design, role, train_config, out, data, progress)
     run_dir = out / f"{design.budget}_{role}"
     cfg = design_config(design, train_config, settings.num_classes, settings.input_size)
+    final = None
     if (run_dir / "final.json").is_file():
         _check_same_run(run_dir, cfg)
-        final = json.loads((run_dir / "final.json").read_text())
-    else:
+        final = read_final(run_dir)  # None when cut short: the run resumes
+    if final is None:
         final = train(cfg, run_dir, data=data, progress=progress)
     return {**design.to_dict(), **_accuracy(final)}
 
