@@ -33,7 +33,8 @@ def digits():
 
 
 def config(**overrides):
-    base = {"model": SPEC, "dataset": "digits", "epochs": 3, "lr": 0.05, "schedule": "cosine", "batch_size": 64}
+    base = {"model": SPEC, "dataset": "digits", "epochs": 3, "lr": 0.05, "schedule": "cosine",
+            "batch_size": 64}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -46,8 +47,8 @@ def teacher_run(tmp_path_factory, digits):
 
 def test_the_issues_diverged_run_stops_with_one_line_and_ships_nothing(tmp_path):
     out = tmp_path / "x"
-    proc = run_cli("train", "resnet18", "--dataset", "digits", "--base-width", "8", "--epochs", "2", "--lr", "30",
-                   "--seed", "2", "-q", "--out", out)
+    proc = run_cli("train", "resnet18", "--dataset", "digits", "--base-width", "8", "--epochs", "2",
+                   "--lr", "30", "--seed", "2", "-q", "--out", out)
     assert_one_line_error(proc, "training diverged in epoch", "not finite", "--lr", "new --out")
     assert proc.returncode == 2 and proc.stdout == ""
     assert not (out / "final.json").exists()
@@ -125,8 +126,9 @@ def test_a_good_teacher_is_accepted(teacher_run, tmp_path, digits):
 
 def test_the_issues_diverged_frontier_stops_with_one_line(tmp_path):
     out = tmp_path / "f"
-    proc = run_cli("frontier", "resnet18", "--dataset", "digits", "--base-width", "8", "--epochs", "2", "--lr", "30",
-                   "--seed", "2", "--methods", "snl,senet", "--budgets", "1000", "--quiet", "--out", out)
+    proc = run_cli("frontier", "resnet18", "--dataset", "digits", "--base-width", "8", "--epochs", "2",
+                   "--lr", "30", "--seed", "2", "--methods", "snl,senet", "--budgets", "1000", "--quiet",
+                   "--out", out)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and ("diverged" in errors[0] or "at chance" in errors[0]), proc.stderr
@@ -154,7 +156,7 @@ def test_json_is_written_strictly(tmp_path):
     assert not (tmp_path / "x.json").exists() and list(tmp_path.iterdir()) == []
 
 
-# -- issue 21: epochs are numbered from 1 in every file, and old runs read the same ----------------------------
+# -- issue 21: epochs are numbered from 1 in every file, and old runs read the same -----------------------
 def test_final_and_metrics_number_epochs_from_one(teacher_run):
     final = json.loads((teacher_run / "final.json").read_text())
     lines = [json.loads(line) for line in (teacher_run / "metrics.jsonl").read_text().splitlines()]
@@ -192,4 +194,5 @@ def test_truncate_metrics_drops_unkept_epochs_and_renumbers_old_ones(tmp_path):
     assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
     path.write_text('{"epoch": 0, "a": 1}\n{"epoch": 1}\n{"epoch": 2}\n')
     truncate_metrics(path, 2, renumber=True)
-    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"epoch": 1, "a": 1}, {"epoch": 2}]
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert kept == [{"epoch": 1, "a": 1}, {"epoch": 2}]

@@ -33,12 +33,13 @@ def runs(tmp_path_factory):
     """Two trained runs of different networks: resnet6 culled at s1, and resnet6 thinned at s2."""
     root = tmp_path_factory.mktemp("runs")
     for name, edit in (("cull", ["--cull", "s1"]), ("thin", ["--thin", "s2"])):
-        proc = run_cli("train", "resnet6", *TINY, "--epochs", "2", "--lr", "0.05", *edit, "-q", "--out", root / name)
+        proc = run_cli("train", "resnet6", *TINY, "--epochs", "2", "--lr", "0.05", *edit, "-q",
+                       "--out", root / name)
         assert proc.returncode == 0, proc.stderr
     return root
 
 
-# -- exports: another network's export is not replaced without --force --------------------------------------------
+# -- exports: another network's export is not replaced without --force ---------------------------------
 def test_export_over_another_networks_export_needs_force(runs, tmp_path):
     out = tmp_path / "exp"
     assert run_cli("export", runs / "cull", "--out", out, "--no-onnx").returncode == 0
@@ -73,11 +74,12 @@ def test_a_damaged_recipe_in_out_needs_force(runs, tmp_path):
     out = tmp_path / "exp"
     assert run_cli("export", runs / "cull", "--out", out, "--no-onnx").returncode == 0
     (out / "recipe.json").write_text("{trunc")
-    assert_one_line_error(run_cli("export", runs / "cull", "--out", out, "--no-onnx"), "damaged export", "--force")
+    refused = run_cli("export", runs / "cull", "--out", out, "--no-onnx")
+    assert_one_line_error(refused, "damaged export", "--force")
     assert run_cli("export", runs / "cull", "--out", out, "--no-onnx", "--force").returncode == 0
 
 
-# -- runs: train and the methods do not write into an export or another command's folder -------------------------
+# -- runs: train and the methods do not write into an export or another command's folder --------------
 def test_train_into_an_export_is_refused(runs, tmp_path):
     out = tmp_path / "exp"
     assert run_cli("export", runs / "cull", "--out", out, "--no-onnx").returncode == 0
@@ -110,13 +112,14 @@ def test_a_folder_of_another_kind_of_run_is_refused(tmp_path):
     assert snapshot(out) == before
 
 
-# -- plans and checkpoints are used only on what they were made for -------------------------------------------
+# -- plans and checkpoints are used only on what they were made for ------------------------------------
 def test_a_plan_made_for_resnet18_is_refused_on_resnet20(tmp_path):
     plan = tmp_path / "plan.json"
     made = run_cli("plan", "resnet18", "--cull", "s1", "--out", plan)
     assert made.returncode == 0, made.stderr
     for command in (["count", "resnet20"], ["pi", "estimate", "resnet20"],
-                    ["train", "resnet20", "--dataset", "digits", "--epochs", "1", "-q", "--out", tmp_path / "r"],
+                    ["train", "resnet20", "--dataset", "digits", "--epochs", "1", "-q",
+                     "--out", tmp_path / "r"],
                     ["export", "resnet20", "--out", tmp_path / "e", "--no-onnx"]):
         proc = run_cli(*command, "--plan", plan)
         assert_one_line_error(proc, "was made for resnet18, not resnet20", "relucut plan")
@@ -153,7 +156,7 @@ def test_export_checkpoint_with_a_plan_other_than_its_own_is_refused(runs, tmp_p
     assert_one_line_error(other_model, "was trained as resnet6")
 
 
-# -- quantities need their unit -------------------------------------------------------------------------------
+# -- quantities need their unit ------------------------------------------------------------------------
 @pytest.mark.parametrize("option, value", [("--rtt", "10"), ("--bandwidth", "100"), ("--rtt", "0.3")])
 def test_a_quantity_without_its_unit_is_refused(option, value):
     proc = run_cli("pi", "estimate", "resnet18", option, value)
@@ -167,7 +170,7 @@ def test_quantities_with_units_still_parse():
     assert est["rtt_s"] == pytest.approx(0.01) and est["bandwidth_bps"] == pytest.approx(1e8)
 
 
-# -- a damaged export is detected by its recorded hashes ------------------------------------------------------
+# -- a damaged export is detected by its recorded hashes -----------------------------------------------
 @pytest.fixture
 def export_dir(tmp_path):
     out = tmp_path / "exp"
@@ -246,4 +249,5 @@ def test_the_tests_that_need_spu_are_marked_spu():
                          for n in ast.walk(node) if isinstance(n, ast.Call)}
                 marks = {ast.unparse(d) for d in node.decorator_list}
                 if calls & {"plain_outputs", "measure", "measure_many", "spu_python"}:
-                    assert module_marked or "pytest.mark.spu" in marks, f"{path.name}::{node.name} needs @pytest.mark.spu"
+                    where = f"{path.name}::{node.name}"
+                    assert module_marked or "pytest.mark.spu" in marks, f"{where} needs @pytest.mark.spu"

@@ -9,8 +9,8 @@ from relucut import RelucutError, count
 from relucut.finegrained import load_export
 
 # a base that learns (about 50 % validation): a KD stage refuses a teacher at chance
-TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "256", "--base-epochs", "8", "--batch-size", "32",
-        "-q"]
+TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "256", "--base-epochs", "8",
+        "--batch-size", "32", "-q"]
 
 
 def test_snl_cli_writes_plan_recipe_and_export(tmp_path):

@@ -33,7 +33,8 @@ def _threads(one_thread):
 
 def hostile_spec(marker: Path) -> dict:
     """What an attacker writes where a model spec goes: a call of os.system that leaves ``marker``."""
-    return {"name": "os:system", "num_classes": 10, "in_chans": 1, "image_size": 8,
+    # 3 channels: os.system takes no in_chans, and relucut before the fix ran it for RGB specs
+    return {"name": "os:system", "num_classes": 10, "in_chans": 3, "image_size": 8,
             "kwargs": {"command": f"touch {marker}"}}
 
 
@@ -47,8 +48,8 @@ def forget(*names):
 def trained_run(tmp_path_factory):
     """A finished relucut train run on digits (3 epochs: a teacher that learned)."""
     out = tmp_path_factory.mktemp("run") / "run"
-    proc = run_cli("train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "3", "--lr", "0.05",
-                   "--schedule", "cosine", "-q", "--out", out)
+    proc = run_cli("train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "3",
+                   "--lr", "0.05", "--schedule", "cosine", "-q", "--out", out)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -114,10 +115,10 @@ def test_a_hostile_checkpoint_config_runs_nothing(hostile_run, tmp_path, case):
     args = {
         "eval": ["eval", run],
         "export": ["export", run, "--out", out, "--no-onnx"],
-        "train --teacher": ["train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "1", "-q",
-                            "--teacher", run, "--out", out],
-        "snl --teacher": ["snl", "resnet6", "--dataset", "digits", "--base-width", "4", "--budget", "300", "-q",
-                          "--teacher", run, "--out", out],
+        "train --teacher": ["train", "resnet6", "--dataset", "digits", "--base-width", "4", "--epochs", "1",
+                            "-q", "--teacher", run, "--out", out],
+        "snl --teacher": ["snl", "resnet6", "--dataset", "digits", "--base-width", "4", "--budget", "300",
+                          "-q", "--teacher", run, "--out", out],
     }[case]
     assert_one_line_error(run_cli(*args), "'os:system'", "--trust-factory os:system")
     assert not marker.exists() and not out.exists()
@@ -182,7 +183,8 @@ def test_naming_the_factory_yourself_trusts_it(user_export):
 def test_trust_factory_takes_factory_names_only():
     with pytest.raises(RelucutError, match="package.module:factory"):
         registry.trust_factory("os.system; rm -rf /")
-    assert_one_line_error(run_cli("count", "resnet6", "--trust-factory", "not a factory"), "not a model factory")
+    refused = run_cli("count", "resnet6", "--trust-factory", "not a factory")
+    assert_one_line_error(refused, "not a model factory")
 
 
 # -- python -m relucut does not import from the current folder first --------------------------------------
@@ -227,7 +229,8 @@ def train_cifar(data_dir: Path, out: Path):
 
 def test_a_hostile_batches_meta_runs_nothing(tmp_path):
     marker = tmp_path / "PWNED"
-    data = cifar_folder(tmp_path / "data", meta=pickle.dumps({b"label_names": _Call(f"touch {marker}")}, protocol=2))
+    meta = pickle.dumps({b"label_names": _Call(f"touch {marker}")}, protocol=2)
+    data = cifar_folder(tmp_path / "data", meta=meta)
     proc = train_cifar(data, tmp_path / "out")
     assert_one_line_error(proc, "batches.meta", "not a CIFAR batch file", "posix.system")
     assert not marker.exists() and not (tmp_path / "out").exists()
@@ -236,7 +239,8 @@ def test_a_hostile_batches_meta_runs_nothing(tmp_path):
 def test_a_hostile_data_batch_runs_nothing(tmp_path):
     marker = tmp_path / "PWNED"
     data = cifar_folder(tmp_path / "data")
-    (data / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(_Call(f"touch {marker}"), protocol=4))
+    hostile = pickle.dumps(_Call(f"touch {marker}"), protocol=4)
+    (data / "cifar-10-batches-py" / "data_batch_3").write_bytes(hostile)
     assert_one_line_error(train_cifar(data, tmp_path / "out"), "data_batch_3", "not a CIFAR batch file")
     assert not marker.exists() and not (tmp_path / "out").exists()
 
@@ -290,7 +294,7 @@ def test_a_decompression_bomb_png_is_one_line(tmp_path, side):
         for k in range(3):
             Image.new("RGB", (8, 8), (100 * i, 0, 0)).save(folder / f"{k}.png")
     _png_header_only(tmp_path / "images" / "train" / "b" / "bomb.png", side, side)
-    proc = run_cli("train", "resnet6", "--dataset", "imagefolder", "--data-dir", tmp_path / "images", "--image-size",
-                   "8", "--base-width", "4", "--epochs", "1", "-q", "--out", tmp_path / "out")
+    proc = run_cli("train", "resnet6", "--dataset", "imagefolder", "--data-dir", tmp_path / "images",
+                   "--image-size", "8", "--base-width", "4", "--epochs", "1", "-q", "--out", tmp_path / "out")
     assert_one_line_error(proc, "bomb.png", "decompression bomb")
     assert not (tmp_path / "out").exists()

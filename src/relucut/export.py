@@ -71,7 +71,8 @@ def load_checkpoint(path: str | Path, spec: ModelSpec | None = None,
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
         raise RelucutError(f"cannot read checkpoint '{path}' ({exc.__class__.__name__}); "
                            "pass a file written by torch.save") from None
-    if spec is not None and plan is not None and isinstance(data, dict) and isinstance(data.get("config"), dict):
+    trained = isinstance(data, dict) and isinstance(data.get("config"), dict)
+    if spec is not None and plan is not None and trained:
         _check_trained_as(path, data["config"], spec, plan)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
@@ -91,9 +92,9 @@ def _check_trained_as(path: Path, config: dict[str, Any], spec: ModelSpec, plan:
                            f"{trained.spec().to_dict()}, not as the model given here; export its run instead "
                            "(relucut export RUN_DIR), or pass the model options it was trained with")
     if theirs.to_dict()["sites"] != plan.to_dict()["sites"]:
-        raise RelucutError(f"checkpoint '{path}' was trained under another plan than the one given; export its run "
-                           "instead (relucut export RUN_DIR: it brings its own plan), or pass the plan it was "
-                           "trained with")
+        raise RelucutError(f"checkpoint '{path}' was trained under another plan than the one given; "
+                           "export its run instead (relucut export RUN_DIR: it brings its own plan), or pass "
+                           "the plan it was trained with")
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
@@ -352,11 +353,12 @@ def _check_out_dir(out: Path, recipe: Recipe | None = None, force: bool = False)
         theirs = json.loads((out / RECIPE_FILE).read_text())
         name = theirs["model"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise RelucutError(f"'{out}' holds a damaged export (unreadable {RECIPE_FILE}); pass --force to replace "
-                           "it, or choose another --out") from None
+        raise RelucutError(f"'{out}' holds a damaged export (unreadable {RECIPE_FILE}); pass --force to "
+                           "replace it, or choose another --out") from None
     if network_of(theirs) != network_of(recipe.to_dict()):
-        raise RelucutError(f"'{out}' holds the export of another network ({name}, another model, structure or "
-                           f"plan than {recipe.model.name}'s here); pass --force to replace it, or choose another --out")
+        raise RelucutError(f"'{out}' holds the export of another network ({name}, another model, structure "
+                           f"or plan than {recipe.model.name}'s here); pass --force to replace it, or choose "
+                           "another --out")
 
 
 def _write_dir(out: Path, files: dict[str, bytes]) -> None:
@@ -448,8 +450,8 @@ def _check_finite_output(model: nn.Module, input_size: tuple[int, ...]) -> None:
     with torch.no_grad():
         out = model(probe)
     if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
-        raise RelucutError("the network's outputs are NaN or infinite on a test input: it diverged and is not "
-                           "exported; train it again with a lower learning rate")
+        raise RelucutError("the network's outputs are NaN or infinite on a test input: it diverged and is "
+                           "not exported; train it again with a lower learning rate")
 
 
 def write_export(result: ExportResult, extra_files: dict[str, bytes] | None = None) -> ExportResult:
@@ -571,7 +573,7 @@ def load_export(path: str | Path, *, trusted_factories: Sequence[str] = ()) -> f
 
 
 __all__ = [
-    "BLOCK_REPLACEMENTS", "ExportResult", "apply_structure", "build_export", "build_replacement", "export_intact",
-    "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model", "replacement_kind",
-    "replay", "verify_export", "write_export",
+    "BLOCK_REPLACEMENTS", "ExportResult", "apply_structure", "build_export", "build_replacement",
+    "export_intact", "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model",
+    "replacement_kind", "replay", "verify_export", "write_export",
 ]

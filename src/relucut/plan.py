@@ -305,8 +305,8 @@ def check_made_for(plan: ReLUPlan, spec, where: str = "the plan") -> None:
             options = ", ".join(f"{k}={v}" for k, v in sorted(m["kwargs"].items()))
             return f"{m['name']}{f' ({options})' if options else ''}"
 
-        raise RelucutError(f"{where} was made for {describe(theirs)}, not {describe(mine)}; make a plan for this "
-                           "model with relucut plan (same model options)")
+        raise RelucutError(f"{where} was made for {describe(theirs)}, not {describe(mine)}; make a plan for "
+                           "this model with relucut plan (same model options)")
 
 
 def build_plan(spec, plan_file: str | Path | None = None, cull: Iterable[str] = (),

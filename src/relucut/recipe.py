@@ -89,8 +89,8 @@ class Recipe:
                 raise RelucutError(f"corrupt recipe: unknown transform {t.get('op')!r}")
         for t in structure:
             check_structure_op(t)
-        return cls(model, ReLUPlan.from_dict(data.get("plan")), transforms, structure,
-                   dict(data.get("before") or {}), dict(data.get("after") or {}), dict(data.get("meta") or {}),
+        before, after, meta = (dict(data.get(key) or {}) for key in ("before", "after", "meta"))
+        return cls(model, ReLUPlan.from_dict(data.get("plan")), transforms, structure, before, after, meta,
                    recorded_files(data))
 
     def save(self, path: str | Path) -> None:

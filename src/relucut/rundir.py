@@ -66,7 +66,8 @@ from relucut.errors import RelucutError
 
 LOCK_FILE = ".lock"
 EXPORT_FILE = "recipe.json"  # relucut.recipe.RECIPE_FILE: what marks an export folder
-SETTINGS_FILES = {"config.json": "run", "search.json": "DeepReDuce search", "deepreshape.json": "DeepReShape run"}
+SETTINGS_FILES = {"config.json": "run", "search.json": "DeepReDuce search",
+                  "deepreshape.json": "DeepReShape run"}
 # what atomic_write and relucut.export leave when killed: .NAME.XXXXXXXX.tmp (a file or a folder, + .old)
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.old)?")
 _MISSING = object()
@@ -101,8 +102,8 @@ def json_text(data: Any, *, indent: int | None = 1, where: str | Path = "a JSON 
     except ValueError as exc:
         if "JSON compliant" not in str(exc):
             raise
-        raise RelucutError(f"refusing to write a non-finite number (NaN or infinity) into {where}; the run that "
-                           "made it diverged: rerun it with a lower learning rate") from None
+        raise RelucutError(f"refusing to write a non-finite number (NaN or infinity) into {where}; the run "
+                           "that made it diverged: rerun it with a lower learning rate") from None
 
 
 # -- atomic writes ----------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
 _QUANTITY = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]*)\s*")
 
 
-def parse_quantity(text: str, units: dict[str, float], option: str, example: str, *, unit_required: bool = True) -> float:
+def parse_quantity(text: str, units: dict[str, float], option: str, example: str, *,
+                   unit_required: bool = True) -> float:
     """'100mbit' -> 1e8 with ``BITS_PER_S``. The unit is required: a bare '10' could mean 10 s or 10 ms
     (or 10 bit/s or 10 Mbit/s), so it is refused; ``unit_required=False`` reads it in the base unit."""
     m = _QUANTITY.fullmatch(str(text).lower())

@@ -279,7 +279,7 @@ TrustFactoryOpt = Annotated[Optional[list[str]], typer.Option(
     help="Let files (a recipe, a run's config) name this model factory of yours; repeatable. Factories named "
          "in files are refused otherwise (also: $RELUCUT_TRUSTED_FACTORIES, comma-separated).")]
 ForceOpt = Annotated[bool, typer.Option(
-    "--force", help="Replace an export of another network at --out (a folder holding anything else never is).")]
+    "--force", help="Replace an export of another network at --out (never a folder holding anything else).")]
 
 
 def trust_factories(names: list[str] | None) -> None:

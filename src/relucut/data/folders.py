@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,10 @@ def _images(paths: list[Path], size: int) -> torch.Tensor:
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as img:  # reads the header only: the size is known before decoding
+            with warnings.catch_warnings():  # the size is checked here, in one line, not warned about
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)  # reads the header only: the size is known before decoding
+            with opened as img:
                 _check_pixels(path, img.size, Image.MAX_IMAGE_PIXELS)
                 img = img.convert("RGB")
                 if img.size != (size, size):

@@ -67,7 +67,7 @@ def trust_factory(*names: str) -> None:
 
 
 def trusted_factories() -> frozenset[str]:
-    """The factories trusted now: those named or trusted in this process, and ``$RELUCUT_TRUSTED_FACTORIES``."""
+    """The factories trusted now: named or trusted in this process, or in ``$RELUCUT_TRUSTED_FACTORIES``."""
     from_env = {n.strip() for n in os.environ.get(TRUST_ENV, "").split(",") if n.strip()}
     return frozenset(_TRUSTED | from_env)
 

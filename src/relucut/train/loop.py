@@ -517,8 +517,8 @@ def check_teacher_fit(teacher: nn.Module, data: DataSplits, device: torch.device
     accuracy is within three standard errors of that (a split too small to tell is not judged)."""
     broken = nonfinite_tensors(teacher)
     if broken:
-        raise RelucutError(f"{name} has non-finite weights ({', '.join(broken[:3])}): it diverged; retrain it with "
-                           "a lower learning rate, or pass another teacher")
+        raise RelucutError(f"{name} has non-finite weights ({', '.join(broken[:3])}): it diverged; "
+                           "retrain it with a lower learning rate, or pass another teacher")
     split, what = (data.val, "validation") if len(data.val) else (
         data.train.subset(torch.arange(min(len(data.train), TEACHER_PROBE_IMAGES))), "training")
     if not len(split):
@@ -526,15 +526,15 @@ def check_teacher_fit(teacher: nn.Module, data: DataSplits, device: torch.device
     batches = DeviceBatches(split, data.mean, data.std, device, channels_last=channels_last)
     result = evaluate_batches(teacher, batches)
     if not math.isfinite(result["loss"]):
-        raise RelucutError(f"{name} has a non-finite loss on the {what} split: it diverged; retrain it with a "
-                           "lower learning rate, or pass another teacher")
+        raise RelucutError(f"{name} has a non-finite loss on the {what} split: it diverged; retrain it with "
+                           "a lower learning rate, or pass another teacher")
     n = len(split)
     chance = float(torch.bincount(split.labels).max()) / n
     above = chance + 3 * math.sqrt(chance * (1 - chance) / n)  # the accuracy that shows it learned
     if above < 1 and result["acc"] <= above:  # (too few images to tell: not judged)
         raise RelucutError(f"{name} is at chance ({100 * result['acc']:.1f} % on {n:,} {what} images; always "
-                           f"answering one class scores {100 * chance:.1f} %): it cannot teach. Retrain it (longer, "
-                           "or with a lower learning rate if it diverged), or pass another teacher")
+                           f"answering one class scores {100 * chance:.1f} %): it cannot teach. Retrain it "
+                           "(longer, or with a lower learning rate if it diverged), or pass another teacher")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
