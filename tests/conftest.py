@@ -16,6 +16,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _trust_per_test():
+    """Factories a test names are trusted for that test only, as they would be for one process."""
+    from relucut.models import registry
+
+    before = set(registry._TRUSTED)
+    yield
+    registry._TRUSTED.clear()
+    registry._TRUSTED.update(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one torch thread is fastest and keeps CI's 2 shared cores free."""
@@ -50,7 +61,9 @@ def run_cli(*args, check=None, env=None, timeout=600, cwd=None, subprocess=False
 def _run_subprocess(args, env, timeout, cwd):
     import subprocess
 
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS), "COLUMNS": "200", **(env or {})}
+    # the fixtures first, then whatever path the tests themselves run with (a checkout's src/)
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "relucut", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd)
 

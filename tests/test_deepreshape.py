@@ -90,7 +90,9 @@ def test_fine_grained_low_budgets_are_masked_to_exactly_the_budget(tmp_path):
 
     settings = PipelineSettings(model="hrn_5x5x3x", budgets=[300], order=list(ORDER), blocks=[1, 1, 1, 1],
                                 min_width=2, input_size=(1, 8, 8), num_classes=10, fine_grained=True)
-    config = TrainConfig(dataset="digits", epochs=1, batch_size=64, limit_train=256, schedule="constant", lr=0.05)
+    # SNL's base must learn (a teacher at chance is refused): Adam, 512 images, 2 epochs
+    config = TrainConfig(dataset="digits", epochs=2, batch_size=32, limit_train=512, schedule="constant",
+                         optimizer="adam", lr=0.01)
     coarse = designs(dataclasses.replace(settings, fine_grained=False))[0]
     assert {d.regime for d in coarse.values()} == {"cull"}  # this budget is in the low regime
     def snl(budget, epochs):

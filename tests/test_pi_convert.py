@@ -22,6 +22,7 @@ def _randomize_bn(model):
     return model.eval()
 
 
+@pytest.mark.spu  # plain_outputs runs the JAX rebuild in the SPU environment (make spu-env)
 def test_converted_graphs_equal_pytorch(tmp_path):
     from fixtures.tv_resnet import TorchvisionResNet18
 

@@ -8,7 +8,9 @@ from conftest import assert_one_line_error, run_cli
 from relucut import RelucutError, count
 from relucut.finegrained import load_export
 
-TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "128", "--epochs", "1", "-q"]
+# a base that learns (about 50 % validation): a KD stage refuses a teacher at chance
+TINY = ["--dataset", "digits", "--base-width", "4", "--limit-train", "256", "--epochs", "8",
+        "--batch-size", "32", "-q"]
 
 
 def test_snl_cli_writes_plan_recipe_and_export(tmp_path):

@@ -32,11 +32,11 @@ def test_short_digits_run_is_far_better_than_chance(tmp_path, digits):
     cfg = digits_config(epochs=4)
     final = train(cfg, tmp_path, progress=False, data=digits)
     assert final["test_acc"] > 0.6 and final["best_val_acc"] > 0.6  # chance is 0.1
-    assert final["epochs"] == 4 and 0 <= final["best_epoch"] < 4
+    assert final["epochs"] == 4 and 1 <= final["best_epoch"] <= 4  # numbered from 1, as displayed
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json"}
     assert json.loads((tmp_path / "final.json").read_text()) == final
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in lines] == [0, 1, 2, 3]
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4]
     assert max(m["val_acc"] for m in lines) == final["best_val_acc"]
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     saved = TrainConfig.load(tmp_path / "config.json")

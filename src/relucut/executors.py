@@ -6,7 +6,6 @@ finished job is skipped and an interrupted one resumes from its last.pt wherever
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from relucut.errors import RelucutError
-from relucut.train import TrainConfig
+from relucut.train import TrainConfig, read_final
 
 DoneCallback = Callable[["TrainJob", dict, bool], None]  # (job, final metrics, was already finished)
 
@@ -39,10 +38,7 @@ def finished_result(job: TrainJob) -> dict | None:
             f"'{job.run_dir}' holds a finished run with different {', '.join(differs)}; "
             "rerun with the same settings, or pass a new --out"
         )
-    try:
-        return json.loads(final.read_text())
-    except ValueError:
-        return None  # cut short: train again (resumes from last.pt)
+    return read_final(final)  # None when cut short: train again (resumes from last.pt)
 
 
 class Executor(Protocol):
@@ -83,14 +79,17 @@ class SequentialExecutor:
         return out
 
 
-def _train_remote(config: dict, run_dir: str, threads: int) -> dict:
-    """Runs on a Ray worker: one job, with as many torch threads as CPUs it was given."""
+def _train_remote(config: dict, run_dir: str, threads: int, trusted: tuple[str, ...] = ()) -> dict:
+    """Runs on a Ray worker: one job, with as many torch threads as CPUs it was given, trusting
+    the model factories the driver trusts (the config came from the driver, not from a file)."""
     import torch
 
+    from relucut.models.registry import trust_factory
     from relucut.train import TrainConfig as Config
     from relucut.train import train
 
     torch.set_num_threads(max(1, threads))
+    trust_factory(*trusted)
     return train(Config.from_dict(config), run_dir, progress=False)
 
 
@@ -138,7 +137,11 @@ class RayExecutor:
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         remote = ray.remote(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=0)(_train_remote)
-        refs = {remote.remote(job.config.to_dict(), str(job.run_dir), self.cpus_per_job): job for job in pending}
+        from relucut.models.registry import trusted_factories
+
+        trusted = tuple(sorted(trusted_factories()))
+        refs = {remote.remote(job.config.to_dict(), str(job.run_dir), self.cpus_per_job, trusted): job
+                for job in pending}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             job = refs.pop(done[0])

@@ -5,8 +5,13 @@ replaced by its shallow form, an auxiliary exit). ``reduce_model`` then turns th
 model into an fx graph of plain ops: dropped sites are removed, masked sites become
 ``PartialReLU`` (gather -> ReLU -> scatter), BNs fold into their convs, and linear layers merge
 where that is exact (``relucut.merge``). ``export_model`` writes ``recipe.json`` (model spec,
-structure, plan, transforms, counts), ``model.pt`` (the reduced state_dict) and ``model.onnx``
-(dynamic batch axis); ``load_export`` rebuilds any export by replaying its recipe. No pickles.
+structure, plan, transforms, counts, and the sha256 of every other file), ``model.pt`` (the
+reduced state_dict) and ``model.onnx`` (dynamic batch axis); ``load_export`` rebuilds any export by
+replaying its recipe, after checking each file against its recorded hash. No pickles.
+
+An export never replaces, unless ``force``, a folder holding the export of another network (another
+model, structure or plan), nor, ever, a folder that holds something else. Weights or outputs that
+are not finite are refused: a diverged network is never exported.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from relucut.merge import (
     shallow_shortcut_replacement,
 )
 from relucut.models.registry import ModelSpec
-from relucut.plan import ReLUPlan, apply_plan
-from relucut.recipe import RECIPE_FILE, Recipe, check_structure_op, is_export_dir
+from relucut.plan import ReLUPlan, apply_plan, check_made_for
+from relucut.recipe import RECIPE_FILE, Recipe, check_structure_op, file_hash, is_export_dir, recorded_files
+from relucut.rundir import json_text, write_failure
 from relucut.site_module import PartialReLU, ReLUSite, is_site_module
 from relucut.sites import find_sites, is_site_node, trace
 
@@ -51,8 +57,12 @@ ONNX_BATCH_AXES = {"input": {0: "batch"}, "output": {0: "batch"}}  # any batch s
 
 
 # -- checkpoints ------------------------------------------------------------------------------
-def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state_dict from ``path``: a plain state_dict, or a dict holding one under "model"."""
+def load_checkpoint(path: str | Path, spec: ModelSpec | None = None,
+                    plan: ReLUPlan | None = None) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path``: a plain state_dict, or a dict holding one under "model".
+
+    A relucut training checkpoint also records its model and plan: given ``spec`` and ``plan``,
+    one trained as another network is refused (its weights could fit and still mean another net)."""
     path = Path(path)
     if not path.is_file():
         raise RelucutError(f"checkpoint '{path}' does not exist")
@@ -61,11 +71,30 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
         raise RelucutError(f"cannot read checkpoint '{path}' ({exc.__class__.__name__}); "
                            "pass a file written by torch.save") from None
+    trained = isinstance(data, dict) and isinstance(data.get("config"), dict)
+    if spec is not None and plan is not None and trained:
+        _check_trained_as(path, data["config"], spec, plan)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise RelucutError(f"checkpoint '{path}' holds no state_dict (expected tensors, or a dict with 'model')")
     return dict(data)
+
+
+def _check_trained_as(path: Path, config: dict[str, Any], spec: ModelSpec, plan: ReLUPlan) -> None:
+    """Refuses exporting a training checkpoint as another model or under another plan than its own."""
+    from relucut.train.config import TrainConfig  # here: relucut.train imports this module's users
+
+    trained = TrainConfig.from_dict(config)
+    theirs = trained.plan if trained.plan is not None else ReLUPlan()
+    if trained.spec().to_dict() != spec.to_dict():
+        raise RelucutError(f"checkpoint '{path}' was trained as {trained.spec().name} "
+                           f"{trained.spec().to_dict()}, not as the model given here; export its run instead "
+                           "(relucut export RUN_DIR), or pass the model options it was trained with")
+    if theirs.to_dict()["sites"] != plan.to_dict()["sites"]:
+        raise RelucutError(f"checkpoint '{path}' was trained under another plan than the one given; "
+                           "export its run instead (relucut export RUN_DIR: it brings its own plan), or pass "
+                           "the plan it was trained with")
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
@@ -260,6 +289,7 @@ def planned_model(spec: ModelSpec, plan: ReLUPlan, seed: int = 0,
                   structure: Sequence[dict[str, Any]] = ()) -> nn.Module:
     """The base model of ``spec``, its ``structure`` ops applied, then ``plan`` (checked against
     the sites and shapes of the structured model)."""
+    check_made_for(plan, spec)
     torch.manual_seed(seed)
     base = apply_structure(spec.build(), structure, spec)
     plan.validate(find_sites(base, spec.input_size))
@@ -302,29 +332,54 @@ class ExportResult:
     recipe: Recipe
     model: fx.GraphModule
     files: dict[str, bytes] = field(default_factory=dict, repr=False)  # what write_export writes
+    force: bool = False  # replace an export of another network
 
 
-def _check_out_dir(out: Path) -> None:
+def network_of(recipe: dict[str, Any]) -> dict[str, Any]:
+    """What makes an export's network the same network: its model, structure ops and plan sites."""
+    plan = recipe.get("plan") if isinstance(recipe.get("plan"), dict) else {}
+    return json.loads(json.dumps({"model": recipe.get("model"), "structure": recipe.get("structure") or [],
+                                  "sites": plan.get("sites")}))
+
+
+def _check_out_dir(out: Path, recipe: Recipe | None = None, force: bool = False) -> None:
+    """``out`` may be new, empty, or an export of the same network as ``recipe`` (or any export with
+    ``force``); a folder holding anything else is never replaced."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_export_dir(out))):
         raise RelucutError(f"'{out}' exists and is not a relucut export; choose a new --out directory")
+    if force or recipe is None or not is_export_dir(out):
+        return
+    try:
+        theirs = json.loads((out / RECIPE_FILE).read_text())
+        name = theirs["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RelucutError(f"'{out}' holds a damaged export (unreadable {RECIPE_FILE}); pass --force to "
+                           "replace it, or choose another --out") from None
+    if network_of(theirs) != network_of(recipe.to_dict()):
+        raise RelucutError(f"'{out}' holds the export of another network ({name}, another model, structure "
+                           f"or plan than {recipe.model.name}'s here); pass --force to replace it, or choose "
+                           "another --out")
 
 
 def _write_dir(out: Path, files: dict[str, bytes]) -> None:
     """Writes ``files`` into ``out`` all at once: readers see the old export or the new one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    old = None
+    tmp = old = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         if out.exists():
             old = out.parent / f"{tmp.name}.old"
             os.replace(out, old)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         if old is not None and not out.exists():
             os.replace(old, out)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_failure(getattr(exc, "filename", None) or out, exc) from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -343,36 +398,69 @@ def build_export(
     onnx: bool = True,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> ExportResult:
-    """Everything :func:`export_model` writes, checked and built in memory; nothing is written."""
+    """Everything :func:`export_model` writes, checked and built in memory; nothing is written.
+    ``force``: replace an export of another network at ``out_dir``."""
     out = Path(out_dir)
-    _check_out_dir(out)
     structure = [dict(step) for step in structure]
+    _check_out_dir(out)
     applied = planned_model(model_spec, plan, seed, structure)
     if state_dict is not None:
+        _check_finite_weights(state_dict)
         load_weights(applied, state_dict)
         _check_masks(applied, plan)
+    _check_out_dir(out, Recipe(model_spec, plan, structure=structure), force)  # inputs first, then --out
     input_size = model_spec.input_size
     reduced, transforms = reduce_model(applied, input_size, merge=merge, force=force_merge, bias_maps=bias_maps)
     before, after = count(applied, input_size), count(reduced, input_size)
     if after.relus != before.relus:
         raise AssertionError("exported ReLU count differs from the plan's")  # a relucut bug, not user error
+    _check_finite_output(reduced, input_size)
     recipe = Recipe(model_spec, plan, transforms, structure, _counts(before), _counts(after),
                     {"relucut": relucut.__version__, "merge": merge, "force_merge": force_merge,
                      "bias_maps": bias_maps, "fresh_weights_seed": None if state_dict is not None else seed,
                      "input_size": list(input_size), **(meta or {})})
     buffer = io.BytesIO()
     torch.save(reduced.state_dict(), buffer)
-    files = {RECIPE_FILE: recipe_bytes(recipe), MODEL_FILE: buffer.getvalue()}
+    files = {MODEL_FILE: buffer.getvalue()}
     if onnx:
         files[ONNX_FILE] = _onnx_bytes(reduced, input_size)
-    return ExportResult(out, recipe, reduced, files)
+    return ExportResult(out, recipe, reduced, _with_recipe(recipe, files), force)
+
+
+def _with_recipe(recipe: Recipe, files: dict[str, bytes]) -> dict[str, bytes]:
+    """``files`` and recipe.json, which records the sha256 of each of them."""
+    files = {name: data for name, data in files.items() if name != RECIPE_FILE}
+    recipe.files = {name: file_hash(data) for name, data in files.items()}
+    return {RECIPE_FILE: recipe_bytes(recipe), **files}
+
+
+def _check_finite_weights(state_dict: dict[str, torch.Tensor]) -> None:
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise RelucutError(f"the weights hold NaN or infinite values ({', '.join(broken[:3])}"
+                           f"{' ...' if len(broken) > 3 else ''}): the network diverged and is not exported; "
+                           "train it again with a lower learning rate")
+
+
+def _check_finite_output(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """The exported network answers finite logits on a random input (huge finite weights can overflow)."""
+    probe = torch.randn((2, *input_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(probe)
+    if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+        raise RelucutError("the network's outputs are NaN or infinite on a test input: it diverged and is "
+                           "not exported; train it again with a lower learning rate")
 
 
 def write_export(result: ExportResult, extra_files: dict[str, bytes] | None = None) -> ExportResult:
-    """Writes the export (and ``extra_files`` beside it) as one directory, swapped in whole."""
-    _check_out_dir(result.out_dir)
-    _write_dir(result.out_dir, {**result.files, **(extra_files or {})})
+    """Writes the export (and ``extra_files`` beside it, hashed in recipe.json too) as one directory,
+    swapped in whole."""
+    _check_out_dir(result.out_dir, result.recipe, result.force)
+    if extra_files:
+        result.files = _with_recipe(result.recipe, {**result.files, **extra_files})
+    _write_dir(result.out_dir, result.files)
     return result
 
 
@@ -385,16 +473,21 @@ def export_model(model_spec: ModelSpec, plan: ReLUPlan, state_dict: dict[str, to
     return write_export(build_export(model_spec, plan, state_dict, out_dir, **options))
 
 
-def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportResult:
+def export_run(run: str | Path, out_dir: str | Path, *, trusted_factories: Sequence[str] = (),
+               **options: Any) -> ExportResult:
     """Exports a trained relucut run: a run directory (its best.pt, else last.pt) or a checkpoint file.
 
     The model spec and plan come from the run's config and the weights from its checkpoint, so the
     export is the network that was trained and selected; the recipe's meta records the run, the
     epochs its weights had trained and the input normalization (mean, std) they expect.
-    ``options`` go to ``export_model`` (merge, force_merge, bias_maps, onnx)."""
+    ``options`` go to ``export_model`` (merge, force_merge, bias_maps, onnx, force).
+    ``trusted_factories``: ``package.module:factory`` names the run's config may name (see
+    :func:`relucut.models.registry.trust_factory`)."""
+    from relucut.models.registry import trust_factory
     from relucut.train.checkpoint import find_checkpoint, read_checkpoint
     from relucut.train.config import TrainConfig
 
+    trust_factory(*trusted_factories)
     file = find_checkpoint(run)
     ckpt = read_checkpoint(file)
     config = TrainConfig.from_dict(ckpt["config"])
@@ -407,14 +500,70 @@ def export_run(run: str | Path, out_dir: str | Path, **options: Any) -> ExportRe
 
 
 def recipe_bytes(recipe: Recipe) -> bytes:
-    return json.dumps(recipe.to_dict(), indent=1).encode()
+    return json_text(recipe.to_dict(), where=RECIPE_FILE).encode()
 
 
-def load_export(path: str | Path) -> fx.GraphModule:
+def verify_export(path: str | Path, need: Sequence[str] = ()) -> list[str]:
+    """What is wrong with the export at ``path``, one problem a line; empty when it is intact.
+
+    Intact: recipe.json is a relucut recipe recording a sha256 for each of its files, every file
+    it records is there with that hash, and every file in ``need`` (e.g. "model.onnx") is among
+    them. Reads only bytes: no factory is imported, so any export can be checked."""
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    try:
+        data = json.loads((folder / RECIPE_FILE).read_text())
+    except FileNotFoundError:
+        return [f"no {RECIPE_FILE} in '{folder}'"]
+    except (OSError, ValueError) as exc:
+        return [f"{RECIPE_FILE} is unreadable ({exc.__class__.__name__})"]
+    if not isinstance(data, dict) or data.get("format") != "relucut.recipe":
+        return [f"{RECIPE_FILE} is not a relucut recipe"]
+    try:
+        files = recorded_files(data)
+    except RelucutError as exc:
+        return [str(exc)]
+    if not files:
+        return [f"{RECIPE_FILE} records no file hashes (written by an older relucut); export it again"]
+    problems = [f"{name} is not recorded in {RECIPE_FILE}" for name in need if name not in files]
+    for name, digest in files.items():
+        try:
+            actual = file_hash((folder / name).read_bytes())
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+            continue
+        except OSError as exc:
+            problems.append(f"{name} is unreadable ({exc.strerror})")
+            continue
+        if actual != digest:
+            problems.append(f"{name} differs from the sha256 recorded in {RECIPE_FILE} (damaged or changed)")
+    return problems
+
+
+def export_intact(path: str | Path, need: Sequence[str] = ()) -> bool:
+    """Whether :func:`verify_export` finds nothing wrong: the export can be reused as it is."""
+    return not verify_export(path, need)
+
+
+def load_export(path: str | Path, *, trusted_factories: Sequence[str] = ()) -> fx.GraphModule:
     """Rebuilds any exported network (eval mode) from its recipe and state_dict:
-    spec -> structure ops -> plan -> replayed transforms -> weights."""
+    spec -> structure ops -> plan -> replayed transforms -> weights.
+
+    Every file the recipe records a hash for must match it (exports from before hashes load
+    unchecked). A ``package.module:factory`` model must be trusted first: named in this process,
+    in ``trusted_factories`` or in ``$RELUCUT_TRUSTED_FACTORIES``; nothing the recipe names is
+    imported otherwise."""
+    from relucut.models.registry import trust_factory
+
+    trust_factory(*trusted_factories)
     path = Path(path)
     recipe = Recipe.load(path)
+    if recipe.files:
+        problems = verify_export(path)
+        if problems:
+            where = path if path.is_dir() else path.parent
+            raise RelucutError(f"'{where}' is a damaged export: {'; '.join(problems)}; export it again")
     weights = path / MODEL_FILE if path.is_dir() else path.parent / MODEL_FILE
     applied = planned_model(recipe.model, recipe.plan, structure=recipe.structure)
     gm = replay(applied, recipe.transforms, recipe.model.input_size)
@@ -425,6 +574,6 @@ def load_export(path: str | Path) -> fx.GraphModule:
 
 __all__ = [
     "BLOCK_REPLACEMENTS", "ExportResult", "apply_structure", "build_export", "build_replacement",
-    "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model", "replacement_kind",
-    "replay", "write_export",
+    "export_intact", "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model",
+    "replacement_kind", "replay", "verify_export", "write_export",
 ]

@@ -3,6 +3,9 @@ Serializable, and applied in place or as a copy.
 
 Format versions: 1 (keep/drop/mask) and 2 (adds 'avgpool'). A plan is written as version 1 unless
 it swaps a pool, so plans without pool swaps stay readable by older relucut.
+
+``meta["model"]`` (a ModelSpec dict, written by ``relucut plan``) records the model a plan was made
+for; :func:`check_made_for` refuses applying it to another model (another name or model options).
 """
 
 from __future__ import annotations
@@ -289,12 +292,30 @@ class ReLUPlan:
             raise RelucutError(f"{path}: corrupt plan (not UTF-8 text)") from None
 
 
+def check_made_for(plan: ReLUPlan, spec, where: str = "the plan") -> None:
+    """Refuses ``plan`` on ``spec`` (a ModelSpec) when its meta records another model: another name
+    or other model options (a resnet18 plan names sites a resnet20 also has, meaning other layers)."""
+    made = plan.meta.get("model")
+    if not isinstance(made, dict) or "name" not in made:
+        return  # plans from methods and older plans record no model
+    theirs = {"name": made.get("name"), "kwargs": made.get("kwargs") or {}}
+    mine = json.loads(json.dumps({"name": spec.name, "kwargs": spec.kwargs}))
+    if json.loads(json.dumps(theirs)) != mine:
+        def describe(m: dict) -> str:
+            options = ", ".join(f"{k}={v}" for k, v in sorted(m["kwargs"].items()))
+            return f"{m['name']}{f' ({options})' if options else ''}"
+
+        raise RelucutError(f"{where} was made for {describe(theirs)}, not {describe(mine)}; make a plan for "
+                           "this model with relucut plan (same model options)")
+
+
 def build_plan(spec, plan_file: str | Path | None = None, cull: Iterable[str] = (),
                thin: Iterable[str] = (), thin_style: str = "post_add") -> ReLUPlan:
     """A plan for ``spec`` (a ModelSpec): loaded from ``plan_file``, then DeepReDuce edits on top."""
     from relucut.sites import find_sites
 
     plan = ReLUPlan.load(plan_file) if plan_file else ReLUPlan()
+    check_made_for(plan, spec, f"plan '{plan_file}'")
     cull, thin = list(cull), list(thin)
     if cull or thin:
         edits = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size), cull=cull, thin=thin,

@@ -7,10 +7,14 @@ into the exported one. Rebuilding is spec -> structure -> plan -> transforms; th
 state_dict then supplies the weights.
 
 Version 2 added ``structure``; a version-1 recipe reads as one with no structure ops.
+``files`` records the sha256 of every other file of the export (``model.pt``, ``model.onnx``, ...):
+an export is intact when each matches (:func:`relucut.export.verify_export`); exports written
+before it record none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,8 @@ from typing import Any
 
 from relucut.errors import RelucutError
 from relucut.models.registry import ModelSpec
-from relucut.plan import ReLUPlan, atomic_write_text
+from relucut.plan import ReLUPlan
+from relucut.rundir import atomic_write_text, json_text
 
 RECIPE_FORMAT = "relucut.recipe"
 RECIPE_VERSION = 2
@@ -44,6 +49,7 @@ class Recipe:
     before: dict[str, Any] = field(default_factory=dict)  # counts of the plan-applied model
     after: dict[str, Any] = field(default_factory=dict)  # counts of the exported model
     meta: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> "sha256:HEX" of its bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +63,7 @@ class Recipe:
             "before": self.before,
             "after": self.after,
             "meta": self.meta,
+            "files": self.files,
         }
 
     @classmethod
@@ -82,11 +89,12 @@ class Recipe:
                 raise RelucutError(f"corrupt recipe: unknown transform {t.get('op')!r}")
         for t in structure:
             check_structure_op(t)
-        return cls(model, ReLUPlan.from_dict(data.get("plan")), transforms, structure,
-                   dict(data.get("before") or {}), dict(data.get("after") or {}), dict(data.get("meta") or {}))
+        before, after, meta = (dict(data.get(key) or {}) for key in ("before", "after", "meta"))
+        return cls(model, ReLUPlan.from_dict(data.get("plan")), transforms, structure, before, after, meta,
+                   recorded_files(data))
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(Path(path), json_text(self.to_dict(), where=path))
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -117,3 +125,18 @@ def check_structure_op(step: dict[str, Any]) -> None:
 
 def is_export_dir(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / RECIPE_FILE).is_file()
+
+
+def file_hash(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def recorded_files(data: dict[str, Any]) -> dict[str, str]:
+    """The ``files`` of a recipe dict: plain file names to "sha256:HEX" (none for older exports)."""
+    files = data.get("files") or {}
+    ok = isinstance(files, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and k == Path(k).name and v.startswith("sha256:")
+        for k, v in files.items())
+    if not ok:
+        raise RelucutError('corrupt recipe: "files" must map file names to "sha256:..." hashes')
+    return dict(files)

@@ -1,4 +1,7 @@
-"""Quantities with units as users write them on the command line: bandwidths and durations."""
+"""Quantities with units as users write them on the command line: bandwidths and durations.
+
+Every quantity names its unit ('0.3ms', '100mbit'); a bare number is refused, never guessed.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
 _QUANTITY = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]*)\s*")
 
 
-def parse_quantity(text: str, units: dict[str, float], option: str, example: str, *, unit_required: bool = False) -> float:
-    """'100mbit' -> 1e8 with ``BITS_PER_S``; a bare number is in the base unit unless ``unit_required``."""
+def parse_quantity(text: str, units: dict[str, float], option: str, example: str, *,
+                   unit_required: bool = True) -> float:
+    """'100mbit' -> 1e8 with ``BITS_PER_S``. The unit is required: a bare '10' could mean 10 s or 10 ms
+    (or 10 bit/s or 10 Mbit/s), so it is refused; ``unit_required=False`` reads it in the base unit."""
     m = _QUANTITY.fullmatch(str(text).lower())
     if not m or (m.group(2) and m.group(2) not in units) or (unit_required and not m.group(2)):
         raise RelucutError(f"{option} takes a number with a unit ({', '.join(units)}), e.g. {example}; got '{text}'")

@@ -6,6 +6,7 @@ top: registering every command (what ``relucut --help`` does) must stay well und
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -17,6 +18,8 @@ from relucut.errors import RelucutError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+# a write that failed for want of space or permission: the user's to fix, so one line too
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 err_console = Console(stderr=True)
 
@@ -27,14 +30,23 @@ def print_error(message: str) -> None:
 
 
 class RelucutGroup(TyperGroup):
-    """Turns a RelucutError into one line + exit 2 and Ctrl-C into its message + exit 130, for every
-    command and sub-command, whether run from the shell or from ``typer.testing.CliRunner``."""
+    """Turns a RelucutError (and an OSError of a full or read-only disk, wherever it came from) into
+    one line + exit 2 and Ctrl-C into its message + exit 130, for every command and sub-command,
+    whether run from the shell or from ``typer.testing.CliRunner``."""
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
         try:
             return super().invoke(ctx)
         except RelucutError as exc:
             print_error(str(exc))
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS or not exc.filename:
+                raise
+            from relucut.rundir import write_failure
+
+            verb = "access" if exc.errno in (errno.EACCES, errno.EPERM) else "write"
+            print_error(str(write_failure(exc.filename, exc, verb)))
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as exc:  # before click turns it into "Aborted!" and exit 1
             err_console.print(escape(str(exc) or "interrupted"), highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, need_extra, resolve_plan,
+    CullOpt, ForceOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, need_extra, resolve_plan,
     with_model_options,
 )
 from relucut.errors import RelucutError
@@ -49,13 +49,15 @@ def export(
     no_merge: Annotated[bool, typer.Option("--no-merge", help="Fold BNs only; merge no convs.")] = False,
     no_onnx: Annotated[bool, typer.Option("--no-onnx", help="Skip model.onnx.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of fresh weights (no --checkpoint).")] = 0,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL under a plan, or a trained run: dropped ReLUs removed, BN folded, exact linear
     merges applied."""
     from relucut.export import export_model, export_run, load_checkpoint
 
-    options = {"merge": not no_merge, "force_merge": force_merge, "bias_maps": bias_maps, "onnx": not no_onnx}
+    options = {"merge": not no_merge, "force_merge": force_merge, "bias_maps": bias_maps, "onnx": not no_onnx,
+               "force": force}
     if not Path(out).is_file():  # an existing file: export names it (not an export)
         check_writable(out, folder=True)
     if not no_onnx:
@@ -75,7 +77,7 @@ def export(
         model.dataset = model.dataset or "cifar10"
         spec = model.spec()
         relu_plan = resolve_plan(spec, plan, cull, thin)
-        state = load_checkpoint(checkpoint) if checkpoint else None
+        state = load_checkpoint(checkpoint, spec, relu_plan) if checkpoint else None  # a run's: its own plan
         result = export_model(spec, relu_plan, state, out, seed=seed,
                               meta={"checkpoint": checkpoint, "dataset": model.dataset}, **options)
         spec_name = spec.name

@@ -135,6 +135,7 @@ def with_model_options(model_arg: Any = ModelArg, dataset: Any = "cifar10", data
         shared = [inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=model_arg),
                   inspect.Parameter("dataset", kw, default=dataset, annotation=dataset_opt)]
         shared += [inspect.Parameter(name, kw, default=default, annotation=ann) for name, ann, default in _SHAPING]
+        shared.append(inspect.Parameter("trust_factory", kw, default=None, annotation=TrustFactoryOpt))
         own = [p.replace(kind=kw, annotation=hints.get(name, p.annotation))
                for name, p in signature.parameters.items() if name != first]
         if data_dir:
@@ -150,6 +151,7 @@ def with_model_options(model_arg: Any = ModelArg, dataset: Any = "cifar10", data
             bound = wrapper.__signature__.bind(*args, **kwargs)
             bound.apply_defaults()
             values = dict(bound.arguments)
+            trust_factories(values.pop("trust_factory", None))
             values["model"] = values[first]
             options = ModelOptions(**{f.name: values.get(f.name) for f in fields(ModelOptions)})
             passed = {k: v for k, v in values.items() if k in takes and k != first}
@@ -309,3 +311,20 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+# -- options declared once for every command that reads files others may have written -------------
+TrustFactoryOpt = Annotated[Optional[list[str]], typer.Option(
+    "--trust-factory", metavar="PKG.MOD:FN",
+    help="Let files (a recipe, a run's config) name this model factory of yours; repeatable. Factories named "
+         "in files are refused otherwise (also: $RELUCUT_TRUSTED_FACTORIES, comma-separated).")]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Replace an export of another network at --out (never a folder holding anything else).")]
+
+
+def trust_factories(names: list[str] | None) -> None:
+    """Trusts the ``--trust-factory`` names for this process (see relucut.models.registry)."""
+    if names:
+        from relucut.models.registry import trust_factory
+
+        trust_factory(*names)

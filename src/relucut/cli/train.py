@@ -11,8 +11,8 @@ import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    CullOpt, DataDirOpt, DeviceOpt, ImageSizeOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, ThinOpt, absolute,
-    parse_ints, resolve_plan, with_model_options,
+    CullOpt, DataDirOpt, DeviceOpt, ImageSizeOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, ThinOpt,
+    TrustFactoryOpt, absolute, parse_ints, resolve_plan, trust_factories, with_model_options,
 )
 from relucut.errors import RelucutError
 
@@ -87,10 +87,12 @@ def evaluate_run(
     split: Annotated[str, typer.Option("--split", help="test | val | train.")] = "test",
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Override the run's dataset location.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "cpu",
+    trust_factory: TrustFactoryOpt = None,
 ) -> None:
     """Accuracy of a trained run (or checkpoint, or export of a run) on a split of its dataset; prints one JSON object."""
     from relucut.recipe import is_export_dir
 
+    trust_factories(trust_factory)
     if is_export_dir(run):
         result = _evaluate_export(run, split, data_dir, device)
         typer.echo(json.dumps(result))

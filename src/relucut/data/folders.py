@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,31 @@ def _images(paths: list[Path], size: int) -> torch.Tensor:
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as img:
+            with warnings.catch_warnings():  # the size is checked here, in one line, not warned about
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)  # reads the header only: the size is known before decoding
+            with opened as img:
+                _check_pixels(path, img.size, Image.MAX_IMAGE_PIXELS)
                 img = img.convert("RGB")
                 if img.size != (size, size):
                     img = img.resize((size, size), Image.BILINEAR)
                 out[i] = np.asarray(img, dtype=np.uint8)
-        except OSError as exc:
-            raise RelucutError(f"cannot read image {path} ({exc}); remove or replace it") from None
+        except RelucutError:
+            raise
+        except Image.DecompressionBombError:
+            raise RelucutError(f"image {path} claims more pixels than Pillow will decode (a decompression "
+                               "bomb?); remove or replace it") from None
+        except Exception as exc:  # noqa: BLE001 - a broken file raises OSError, SyntaxError, ValueError, ...
+            raise RelucutError(f"cannot read image {path} ({exc.__class__.__name__}: {exc}); "
+                               "remove or replace it") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _check_pixels(path: Path, size: tuple[int, int], limit: int | None) -> None:
+    """Refuses an image larger than Pillow's decompression-bomb limit before it is decoded."""
+    if limit and size[0] * size[1] > limit:
+        raise RelucutError(f"image {path} is {size[0]}x{size[1]} pixels, over the {limit:,}-pixel limit (a "
+                           "decompression bomb?); remove or shrink it")
 
 
 def _files(folder: Path) -> list[Path]:

@@ -40,7 +40,7 @@ from relucut.models.registry import ModelSpec
 from relucut.pareto import FrontierPoint
 from relucut.rundir import Claim, atomic_write_text, claim, read_settings
 from relucut.sites import find_sites
-from relucut.train import TrainConfig
+from relucut.train import TrainConfig, read_final
 from relucut.train.base import teacher_record
 from relucut.train.checkpoint import find_checkpoint
 from relucut.train.config import RUNTIME_FIELDS as TRAIN_RUNTIME_FIELDS
@@ -156,7 +156,7 @@ class Search:
         if self.teacher_given is not None:
             path = self.teacher_given
             find_checkpoint(path)  # a clear error when there is no checkpoint there
-            final = _json(path / "final.json") if path.is_dir() else None
+            final = read_final(path) if path.is_dir() else None
             return str(path.resolve()), final or {}
         job = TrainJob("teacher (full ReLU)", self._config(plan=None, teacher=None), self.out / "teacher")
         self.console.print("[bold]Teacher[/]: the full-ReLU network")

@@ -1,9 +1,17 @@
-"""String registry of model factories, timm-style: ``create_model(name, **kw)``."""
+"""String registry of model factories, timm-style: ``create_model(name, **kw)``.
+
+A ``package.module:factory`` name is the user's own code. Naming it yourself (``ModelSpec(...)``,
+``create_model``, a MODEL argument) trusts it for this process; a spec read from a file (a recipe,
+a checkpoint's or run folder's config) may name one only if it is trusted, so that loading
+someone else's export never imports or calls what the file names. The trusted set also takes
+``--trust-factory``, ``$RELUCUT_TRUSTED_FACTORIES`` (comma-separated) and ``trusted_factories=``.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,6 +25,9 @@ from relucut.errors import RelucutError
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # families of names resolved by pattern (e.g. hrn_5x5x3x): (pattern, builder of a factory from the match)
 _FAMILIES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Callable[..., nn.Module]]]] = []
+TRUST_ENV = "RELUCUT_TRUSTED_FACTORIES"
+_TRUSTED: set[str] = set()  # factories this process's user named or trusted
+_FACTORY_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -39,6 +50,35 @@ def list_models() -> list[str]:
 def model_doc(name: str) -> str:
     doc = inspect.getdoc(_REGISTRY[name]) or ""
     return doc.splitlines()[0] if doc else ""
+
+
+def is_factory_name(name: str) -> bool:
+    """A ``package.module:factory`` name (user code), not a zoo model or family."""
+    return ":" in str(name)
+
+
+def trust_factory(*names: str) -> None:
+    """Trusts each ``package.module:factory`` for the rest of this process: specs read from files
+    may then name it (the user vouches for that code). Nothing is imported here."""
+    for name in names:
+        if not _FACTORY_NAME.fullmatch(str(name)):
+            raise RelucutError(f"'{name}' is not a model factory; trust one as package.module:factory")
+        _TRUSTED.add(str(name))
+
+
+def trusted_factories() -> frozenset[str]:
+    """The factories trusted now: named or trusted in this process, or in ``$RELUCUT_TRUSTED_FACTORIES``."""
+    from_env = {n.strip() for n in os.environ.get(TRUST_ENV, "").split(",") if n.strip()}
+    return frozenset(_TRUSTED | from_env)
+
+
+def check_trusted(name: str) -> None:
+    """Refuses a factory name read from a file unless it is trusted; imports nothing."""
+    if is_factory_name(name) and str(name) not in trusted_factories():
+        raise RelucutError(
+            f"the file names the model factory '{name}', and relucut runs no code a file names; if it is "
+            f"your own code, trust it: --trust-factory {name} (or {TRUST_ENV}={name}, or "
+            f"trusted_factories=['{name}'] in Python)")
 
 
 def _import_factory(path: str) -> Callable[..., nn.Module]:
@@ -107,7 +147,8 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs: 
     one that cannot take ``num_classes`` gets its last ``nn.Linear`` resized (see
     :func:`build_user_model`, which also checks the output with a forward pass).
     """
-    if ":" in name:
+    if is_factory_name(name):
+        trust_factory(name)  # the caller named it: their own code
         return build_user_model(name, num_classes, in_chans, kwargs)
     factory = resolve_factory(name)
     try:
@@ -218,6 +259,10 @@ class ModelSpec:
     image_size: int = 32
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if is_factory_name(self.name):  # built in code: the caller named it (from_dict checks first)
+            trust_factory(self.name)
+
     @property
     def input_size(self) -> tuple[int, int, int]:
         return (self.in_chans, self.image_size, self.image_size)
@@ -232,6 +277,10 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """A spec read from a file: a factory it names must be trusted (see :func:`check_trusted`)."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise RelucutError(f"malformed model spec {data!r}: it needs a model name")
+        check_trusted(data["name"])
         try:
             return cls(**data)
         except TypeError as exc:

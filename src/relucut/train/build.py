@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,13 +31,19 @@ def load_data(config: TrainConfig) -> DataSplits:
                         image_size=config.spec().image_size, val_from=config.val_from)
 
 
-def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu", *,
+                          trusted_factories: Sequence[str] = ()) -> nn.Module:
     """Rebuilds a trained model (spec + plan from the run's config) and loads its weights.
 
     ``path`` is a run directory (its best.pt, else last.pt) or a checkpoint file. The model is
     returned in eval mode; ``model.relucut_config`` holds the run's TrainConfig and
-    ``model.relucut_normalize`` the (mean, std) its inputs were normalized with.
+    ``model.relucut_normalize`` the (mean, std) its inputs were normalized with. A config naming a
+    ``package.module:factory`` is refused unless that factory is trusted (named in this process,
+    in ``trusted_factories`` or in ``$RELUCUT_TRUSTED_FACTORIES``).
     """
+    from relucut.models.registry import trust_factory
+
+    trust_factory(*trusted_factories)
     file = find_checkpoint(path)
     ckpt = read_checkpoint(file)
     config = TrainConfig.from_dict(ckpt["config"])

@@ -11,7 +11,7 @@ from typing import Any
 
 from relucut.errors import RelucutError, refuse_unknown_fields
 from relucut.models.registry import ModelSpec
-from relucut.plan import ReLUPlan
+from relucut.plan import ReLUPlan, check_made_for
 from relucut.train.distributed import DEVICE_HELP, is_device_name
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -123,6 +123,8 @@ class TrainConfig:
         need(self.select in SELECTS, f"select must be one of {', '.join(SELECTS)}, got '{self.select}'")
         need(self.bn_recalibrate >= 0, f"bn_recalibrate must be >= 0 batches, got {self.bn_recalibrate}")
         need(self.step_size is None or self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}")
+        if self.plan is not None:
+            check_made_for(self.plan, self.model)
 
     def digest(self) -> str:
         """A short hash of what the run computes (runtime fields excluded): names default run dirs."""

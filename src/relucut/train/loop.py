@@ -19,13 +19,12 @@ from torch import nn
 
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
-from relucut.plan import atomic_write_text
 from relucut.train.batches import DeviceBatches, epoch_generator
 from relucut.train.build import build_model, init_from, load_checkpoint_model, load_data
 from relucut.train.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint, rng_state, set_rng_state,
 )
-from relucut.rundir import Claim, claim
+from relucut.rundir import Claim, atomic_write_text, claim, json_text, writing
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 from relucut.train.distributed import Dist, init_distributed, resolve_device
 from relucut.train.evaluate import autocast, evaluate_batches
@@ -122,7 +121,11 @@ def train(
         optimizer = make_optimizer(groups, cfg)
         scheduler = make_scheduler(optimizer, cfg)
         callbacks = list(callbacks)
-        state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False}
+        # state["epoch"] counts finished epochs and "best_epoch" indexes from 0, inside checkpoints only;
+        # metrics.jsonl and final.json number epochs from 1 (runs before "one_based_logs" logged from 0)
+        state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False,
+                 "one_based_logs": True}
+        renumber = resume is not None and "one_based_logs" not in resume["state"]
         if resume is not None:
             student.load_state_dict(resume["model"])
             optimizer.load_state_dict(resume["optimizer"])
@@ -131,13 +134,13 @@ def train(
                 opt.load_state_dict(saved)
             load_callback_states(callbacks, resume.get("callbacks", ()))
             set_rng_state(resume["rng"])
-            state.update(resume["state"])
+            state.update(resume["state"], one_based_logs=True)
             if ranks.main:
                 repair_best(run_dir, resume)
                 if state["epoch"] < cfg.epochs and not state["stopped"]:
                     print(f"resuming from epoch {state['epoch'] + 1} of {cfg.epochs} ({run_dir})", file=sys.stderr)
         if ranks.main:
-            truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+            truncate_metrics(run_dir / "metrics.jsonl", state["epoch"], renumber=renumber)
 
         net: nn.Module = student
         if ranks.world > 1:
@@ -174,12 +177,14 @@ def train(
                     val.update(acc=float(shared[0]), loss=float(shared[1]))
                 scheduler.step()
                 metrics = {
-                    "epoch": epoch, "lr": lr, **metrics,
+                    "epoch": epoch + 1, "lr": lr, **metrics,
                     "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
                     "seconds": train_seconds, "images_per_s": metrics["images"] / max(train_seconds, 1e-9),
                 }
+                check_finite(epoch, metrics, student, run_dir, cfg)  # before anything of this epoch is kept
                 for cb in callbacks:
                     _call(cb, "on_epoch_end", epoch, student, metrics)
+                check_finite(epoch, metrics, None, run_dir, cfg)  # what the callbacks added
                 state["seconds"] += time.perf_counter() - started
                 state["epoch"] = epoch + 1
                 state["stopped"] = bool(metrics.pop("stopped"))
@@ -188,8 +193,9 @@ def train(
                 if improved:
                     state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
                 if ranks.main:
-                    with open(run_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(metrics) + "\n")
+                    line = json_text(metrics, indent=None, where=run_dir / "metrics.jsonl") + "\n"
+                    with writing(run_dir / "metrics.jsonl"), open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(line)
                     # last.pt first: a kill before best.pt is written is repaired from it on resume
                     last = checkpoint(cfg, student, data, state)
                     last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
@@ -261,8 +267,6 @@ def run_epoch(net, student, teacher, batches, optimizer, extras, cfg, epoch, ext
         if any([bool(hook(step, student)) for hook in step_hooks]):  # a list: every hook runs
             stopped = True
             break
-    if not math.isfinite(float(loss_sum)):
-        raise RelucutError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower --lr")
     totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
     ranks.sum_(totals)
     images = max(int(totals[2]), 1)
@@ -283,9 +287,12 @@ def finish(run_dir: Path, cfg: TrainConfig, student: nn.Module, data: DataSplits
     if data.test is not None and len(data.test):
         test_batches = DeviceBatches(data.test, data.mean, data.std, device)
         test = evaluate_batches(student, test_batches, cfg.eval_batch_size, bf16)
+    if test is not None and not (math.isfinite(test["loss"]) and math.isfinite(test["acc"])):
+        raise diverged(run_dir, cfg, "the selected weights' test loss is not finite")
     final = {
         "best_val_acc": state["best_val_acc"],
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state["best_epoch"] + 1,  # 1-based, as metrics.jsonl and the progress display
+        "first_epoch": FIRST_EPOCH,
         "test_acc": test["acc"] if test else None,
         "test_loss": test["loss"] if test else None,
         "epochs": state["epoch"],
@@ -298,7 +305,27 @@ def finish(run_dir: Path, cfg: TrainConfig, student: nn.Module, data: DataSplits
         "world_size": ranks.world,
     }
     if ranks.main:
-        atomic_write_text(run_dir / "final.json", json.dumps(final, indent=1))
+        atomic_write_text(run_dir / "final.json", json_text(final, where=run_dir / "final.json"))
+    return final
+
+
+FIRST_EPOCH = 1  # what final.json and metrics.jsonl call the first epoch; runs before it called it 0
+
+
+def read_final(path: str | Path) -> dict | None:
+    """A run's final.json (``path``: the file or its run directory) with epochs numbered from 1,
+    also for runs written before (no "first_epoch": they numbered from 0); None when it is missing
+    or cut short."""
+    path = Path(path)
+    path = path / "final.json" if path.is_dir() else path
+    try:
+        final = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(final, dict):
+        return None
+    if "first_epoch" not in final and isinstance(final.get("best_epoch"), int):
+        final = {**final, "best_epoch": final["best_epoch"] + 1, "first_epoch": FIRST_EPOCH}
     return final
 
 
@@ -376,18 +403,49 @@ def repair_best(run_dir: Path, resume: dict) -> None:
     atomic_torch_save({k: resume[k] for k in keep}, best)
 
 
-def truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drops metric lines of epochs a killed run logged but never checkpointed."""
+def truncate_metrics(path: Path, epochs_done: int, renumber: bool = False) -> None:
+    """Drops metric lines of epochs a killed run logged but never checkpointed. ``renumber``: the
+    lines come from a run that numbered epochs from 0; they are rewritten numbered from 1."""
     if not path.is_file():
         return
     keep = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line)["epoch"] < epochs_done:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
+            entry = json.loads(line)
+            number = int(entry["epoch"]) + (1 if renumber else 0)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # a line cut short by a kill
+        if number <= epochs_done:
+            keep.append(json.dumps({**entry, "epoch": number}) if renumber else line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def diverged(run_dir: Path, cfg: TrainConfig, what: str, epoch: int | None = None) -> RelucutError:
+    """The one-line error of a run that blew up: nothing of it is kept, and how to go on."""
+    when = f" in epoch {epoch + 1}" if epoch is not None else ""
+    return RelucutError(f"training diverged{when}: {what}; nothing of it was saved. Train again with a lower "
+                        f"learning rate (--lr, now {cfg.lr:g}) into a new --out, or delete '{run_dir}' first")
+
+
+def nonfinite_tensors(module: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``module`` holding a NaN or an infinity."""
+    tensors = [(name, t) for name, t in module.state_dict().items() if t.is_floating_point() and t.numel()]
+    if not tensors:
+        return []
+    flags = torch.stack([torch.isfinite(t).all() for _, t in tensors]).cpu()  # one device sync
+    return [name for (name, _), ok in zip(tensors, flags.tolist()) if not ok]
+
+
+def check_finite(epoch: int, metrics: dict, model: nn.Module | None, run_dir: Path, cfg: TrainConfig) -> None:
+    """Stops a run whose loss, another logged number, or (``model`` given) a weight is not finite."""
+    bad = [key for key, value in metrics.items()
+           if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise diverged(run_dir, cfg, f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not finite", epoch)
+    broken = nonfinite_tensors(model) if model is not None else []
+    if broken:
+        raise diverged(run_dir, cfg, f"weights are not finite ({', '.join(broken[:3])}"
+                       f"{' ...' if len(broken) > 3 else ''})", epoch)
 
 
 def check_compatible(cfg: TrainConfig, data: DataSplits) -> None:
@@ -442,7 +500,41 @@ def prepare_teacher(teacher: nn.Module | None, cfg: TrainConfig, data: DataSplit
             f"the teacher predicts {classes} classes but {data.name} has {data.num_classes}; "
             "use a teacher trained on this dataset"
         )
+    check_teacher_fit(teacher, data, device, f"teacher '{cfg.teacher}'" if cfg.teacher else "the teacher",
+                      channels_last)
     return teacher
+
+
+TEACHER_PROBE_IMAGES = 2000  # without a validation split: this many training images show a teacher works
+
+
+def check_teacher_fit(teacher: nn.Module, data: DataSplits, device: torch.device, name: str = "the teacher",
+                      channels_last: bool = False) -> None:
+    """Refuses a teacher that has diverged: non-finite weights or loss, or accuracy at chance.
+
+    Measured on the validation split (the first training images where there is none). Chance is
+    the share of the most frequent class (always answering it); a teacher is at chance when its
+    accuracy is within three standard errors of that (a split too small to tell is not judged)."""
+    broken = nonfinite_tensors(teacher)
+    if broken:
+        raise RelucutError(f"{name} has non-finite weights ({', '.join(broken[:3])}): it diverged; "
+                           "retrain it with a lower learning rate, or pass another teacher")
+    split, what = (data.val, "validation") if len(data.val) else (
+        data.train.subset(torch.arange(min(len(data.train), TEACHER_PROBE_IMAGES))), "training")
+    if not len(split):
+        return
+    batches = DeviceBatches(split, data.mean, data.std, device, channels_last=channels_last)
+    result = evaluate_batches(teacher, batches)
+    if not math.isfinite(result["loss"]):
+        raise RelucutError(f"{name} has a non-finite loss on the {what} split: it diverged; retrain it with "
+                           "a lower learning rate, or pass another teacher")
+    n = len(split)
+    chance = float(torch.bincount(split.labels).max()) / n
+    above = chance + 3 * math.sqrt(chance * (1 - chance) / n)  # the accuracy that shows it learned
+    if above < 1 and result["acc"] <= above:  # (too few images to tell: not judged)
+        raise RelucutError(f"{name} is at chance ({100 * result['acc']:.1f} % on {n:,} {what} images; always "
+                           f"answering one class scores {100 * chance:.1f} %): it cannot teach. Retrain it "
+                           "(longer, or with a lower learning rate if it diverged), or pass another teacher")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

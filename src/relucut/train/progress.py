@@ -45,7 +45,8 @@ class TrainProgress:
         info = (f"loss {metrics['train_loss']:.3f}  train {100 * metrics['train_acc']:.1f}%  "
                 f"{val}{metrics['images_per_s']:.0f} img/s")
         self.bar.update(self.epochs, advance=1, info=info)
-        self.console.print(f"{self.label} {metrics['epoch'] + 1}: {info}  lr {metrics['lr']:.4g}", highlight=False)
+        line = f"{self.label} {metrics['epoch']}: {info}  lr {metrics['lr']:.4g}"  # epochs from 1
+        self.console.print(line, highlight=False)
 
     def close(self) -> None:
         if self.enabled:
@@ -68,7 +69,7 @@ class TensorBoard:
             return
         for key, value in metrics.items():
             if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, metrics["epoch"] + 1)
+                self.writer.add_scalar(key, value, metrics["epoch"])  # 1-based, as logged
         self.writer.flush()
 
     def close(self) -> None:
