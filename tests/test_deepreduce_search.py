@@ -18,7 +18,7 @@ from relucut.deepreduce.candidates import generate_candidates, relu_counts
 
 # a 3-stage ResNet with one block per stage: 1 teacher + 3 stage networks + 10 candidates
 TINY = ["resnet20", "--dataset", "digits", "--blocks", "1,1,1", "--base-width", "4", "--epochs", "2",
-        "--batch-size", "64", "--lr", "0.05", "--schedule", "cosine", "--limit-train", "256",
+        "--batch-size", "16", "--lr", "0.05", "--schedule", "cosine", "--limit-train", "256",
         "--criticality-kd-only", "--threads", "1", "--device", "cpu", "--quiet"]
 
 

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 from conftest import TESTS, assert_one_line_error, run_cli
+from fixtures.teachers import learned_teacher
 
 from relucut import ModelSpec, count
 from relucut.methods.senet import SENetConfig
@@ -78,8 +79,8 @@ def test_a_latency_budget_becomes_the_most_relus_that_fit(one_thread):
 
 # -- one search on digits, every method ---------------------------------------------------------
 
-SPEC = ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 2})
-BUDGETS = [400]
+SPEC = ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 4})
+BUDGETS = [800]
 
 
 def _config(init="scratch", **changes):
@@ -87,6 +88,10 @@ def _config(init="scratch", **changes):
                 "senet": SENetConfig(mask_epochs=1, finetune_epochs=1, milestones=[]),
                 "deepreduce": DeepReDuceConfig(criticality_without_kd=False, one_block=False, init=init)}
     return FrontierConfig(**{"budgets": BUDGETS, "settings": settings, **changes})
+
+
+def _teacher():
+    return learned_teacher(SPEC, limit_train=96)
 
 
 def _base():
@@ -104,7 +109,7 @@ def searched(tmp_path_factory):
     out = tmp_path_factory.mktemp("frontier") / "run"
     base = _base()
     data = load_data(base)
-    result = frontier(SPEC, _config(), data=data, out=out, train=base, progress=False)
+    result = frontier(SPEC, _config(), data=data, out=out, train=base, teacher=_teacher(), progress=False)
     return result, out, base, data
 
 
@@ -206,16 +211,16 @@ def test_a_rerun_with_more_budgets_and_another_engine_reuses_every_run(searched)
     finals = sorted(out.rglob("final.json"))
     before = {f: f.stat().st_mtime_ns for f in finals}
     again = frontier(SPEC, _config(engine="cheetah", methods=["deepreduce", "snl"]), data=data, out=out,
-                     train=base, progress=False)
+                     train=base, teacher=_teacher(), progress=False)
     assert {p.method for p in again.points} == {"teacher", "deepreduce", "snl"}
     doc = json.loads((out / "frontier.json").read_text())
     assert doc["engine"] == "cheetah" and doc["methods"] == ["deepreduce", "snl"]
     # a smaller budget: DeepReDuce's networks under it were trained for the larger one
-    smaller = frontier(SPEC, _config(budgets=[400, 200], methods=["deepreduce"]), data=data, out=out, train=base,
-                       progress=False)
+    smaller = frontier(SPEC, _config(budgets=[800, 400], methods=["deepreduce"]), data=data, out=out, train=base,
+                       teacher=_teacher(), progress=False)
     assert {f: f.stat().st_mtime_ns for f in finals} == before  # nothing trained again
     assert sorted(out.rglob("final.json")) == finals
-    assert smaller.picks[200] is not None and smaller.picks[200].relus <= 200
+    assert smaller.picks[400] is not None and smaller.picks[400].relus <= 400
 
 
 @pytest.mark.slow
@@ -224,7 +229,8 @@ def test_other_training_settings_are_refused_in_the_same_folder(searched):
 
     _, out, base, data = searched
     with pytest.raises(RelucutError, match="different"):
-        frontier(SPEC, _config(), data=data, out=out, train=dataclasses.replace(base, lr=0.2), progress=False)
+        frontier(SPEC, _config(), data=data, out=out, train=dataclasses.replace(base, lr=0.2), teacher=_teacher(),
+                 progress=False)
 
 
 @pytest.mark.slow
@@ -234,16 +240,17 @@ def test_senet_shallow_with_nothing_below_dth_reuses_senets_network(tmp_path):
     base = _base()
     senet = SENetConfig(mask_epochs=1, finetune_epochs=1, milestones=[], dth=1e-9)  # no layer keeps fewer
     config = _config(methods=["senet", "senet-shallow"], settings={"senet": senet})
-    result = frontier(SPEC, config, data=load_data(base), out=tmp_path, train=base, progress=False)
+    result = frontier(SPEC, config, data=load_data(base), out=tmp_path, train=base, teacher=_teacher(),
+                      progress=False)
     plain, shallow = (next(p for p in result.points if p.method == m) for m in ("senet", "senet-shallow"))
-    assert shallow.run_dir == plain.run_dir == "senet/400" and shallow.export_dir == plain.export_dir
+    assert shallow.run_dir == plain.run_dir == "senet/800" and shallow.export_dir == plain.export_dir
     assert (shallow.relus, shallow.val_acc, shallow.macs) == (plain.relus, plain.val_acc, plain.macs)
     assert not (tmp_path / "senet-shallow").exists()  # nothing trained twice
 
 
 # -- the command line: refusals before anything is written ---------------------------------------
 
-CLI = ["frontier", "resnet18", "--dataset", "digits", "--base-width", "2", "--epochs", "1", "--quiet"]
+CLI = ["frontier", "resnet18", "--dataset", "digits", "--base-width", "4", "--epochs", "1", "--quiet"]
 
 
 def _cli(*args, env=None):
@@ -273,8 +280,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle
 
 @pytest.mark.kill
 def test_a_killed_frontier_resumes_to_the_same_frontier(tmp_path):
-    args = [*CLI, "--budget", "300", "--methods", "snl", "--limit-train", "96", "--batch-size", "32",
-            "--search-epochs", "1", "--finetune-epochs", "2", "--device", "cpu"]
+    args = [*CLI, "--budget", "600", "--methods", "snl", "--limit-train", "96", "--batch-size", "32",
+            "--search-epochs", "1", "--finetune-epochs", "2", "--device", "cpu", "--teacher", _teacher()]
     whole = tmp_path / "whole"
     assert _cli(*args, "--out", whole).returncode == 0
     cut = tmp_path / "cut"
@@ -282,7 +289,7 @@ def test_a_killed_frontier_resumes_to_the_same_frontier(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "relucut", *args, "--out", str(cut)], env=full_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (cut / "snl" / "300" / "finetune" / "last.pt").exists():  # in SNL's fine-tuning
+    while not (cut / "snl" / "600" / "finetune" / "last.pt").exists():  # in SNL's fine-tuning
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -310,7 +317,7 @@ def test_ray_trains_the_same_deepreduce_networks_as_the_sequential_executor(sear
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         spread = frontier(SPEC, _config(methods=["deepreduce"], executor="ray"), data=data, out=out, train=base,
-                          progress=False)
+                          teacher=_teacher(), progress=False)
     finally:
         ray.shutdown()
     assert all((run / "final.json").is_file() for run in retrain)
@@ -325,7 +332,7 @@ def test_ray_trains_the_same_deepreduce_networks_as_the_sequential_executor(sear
 def test_measure_runs_the_frontier_under_spu_next_to_the_estimate(searched):
     _, out, base, data = searched
     measured = frontier(SPEC, _config(methods=["deepreduce"], engine="spu-cheetah", measure=True), data=data,
-                        out=out, train=base, progress=False)
+                        out=out, train=base, teacher=_teacher(), progress=False)
     assert measured.frontier and all(p.measured for p in measured.frontier)
     for p in measured.frontier:
         assert p.measured["matches"] and p.measured["bytes"] > 0 and p.measured["online_s"] > 0

@@ -9,7 +9,8 @@ import json
 
 import pytest
 from conftest import run_cli
-from fixtures.finegrained import BASE, SPEC, tiny_data
+from fixtures.finegrained import BASE, SPEC, TEACHER, tiny_data
+from fixtures.teachers import learned_teacher
 
 import relucut
 from relucut import RelucutError, count
@@ -26,7 +27,7 @@ def data_and_teacher(tmp_path_factory):
 
     data = tiny_data()
     teacher = tmp_path_factory.mktemp("teacher") / "run"
-    train(BASE, teacher, data=data, progress=False)
+    train(TEACHER, teacher, data=data, progress=False)  # a teacher that learned: KD refuses one at chance
     return data, teacher
 
 
@@ -84,15 +85,16 @@ def test_relucut_frontier_and_relucut_frontier_in_python_train_the_same_networks
     run folder records exactly the same settings (epoch scaling of the masked methods included)."""
     from relucut.train import TrainConfig, load_data
 
-    spec = relucut.ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 2})
-    common = dict(epochs=2, batch_size=32, limit_train=64, device="cpu")
-    cli = run_cli("frontier", "resnet18", "--dataset", "digits", "--base-width", "2", "--budget", "300",
-                  "--methods", "snl,senet", "--epochs", "2", "--batch-size", "32", "--limit-train", "64",
-                  "--device", "cpu", "-q", "--out", tmp_path / "cli", env={"OMP_NUM_THREADS": "1"}, check=True)
+    common = dict(epochs=2, batch_size=32, limit_train=96, device="cpu")
+    teacher = learned_teacher(SPEC, limit_train=96)
+    cli = run_cli("frontier", "resnet18", "--dataset", "digits", "--base-width", "4", "--budget", "600",
+                  "--methods", "snl,senet", "--epochs", "2", "--batch-size", "32", "--limit-train", "96",
+                  "--device", "cpu", "-q", "--teacher", teacher, "--out", tmp_path / "cli",
+                  env={"OMP_NUM_THREADS": "1"}, check=True)
     assert "chosen per budget" in cli.stdout.lower()
-    base = TrainConfig(model=spec, dataset="digits", **common)
-    relucut.frontier(spec, FrontierConfig(budgets=[300], methods=["snl", "senet"]), data=load_data(base),
-                     out=tmp_path / "py", train=base, progress=False)
+    base = TrainConfig(model=SPEC, dataset="digits", **common)
+    relucut.frontier(SPEC, FrontierConfig(budgets=[600], methods=["snl", "senet"]), data=load_data(base),
+                     out=tmp_path / "py", train=base, teacher=teacher, progress=False)
 
     def settings(folder):
         saved = json.loads(folder.read_text())
@@ -100,7 +102,7 @@ def test_relucut_frontier_and_relucut_frontier_in_python_train_the_same_networks
             saved["teacher"] = "OUT/teacher"  # (its config.json is compared below)
         return saved
 
-    for record in ("config.json", "snl/300/config.json", "senet/300/config.json", "teacher/config.json"):
+    for record in ("config.json", "snl/600/config.json", "senet/600/config.json"):
         assert settings(tmp_path / "cli" / record) == settings(tmp_path / "py" / record), record
-    senet = settings(tmp_path / "py" / "senet/300/config.json")["senet"]
+    senet = settings(tmp_path / "py" / "senet/600/config.json")["senet"]
     assert (senet["finetune_epochs"], senet["mask_epochs"], senet["milestones"]) == (2, 1, [1])  # scaled, not 180

@@ -16,8 +16,8 @@ from rich.table import Table
 from relucut.cli.app import app, err_console
 from relucut.cli.options import (
     AddressOpt, BatchOpt, CpusOpt, CritEpochsOpt, DeviceOpt, EngineOpt, EpochsOpt, ExecutorOpt, GpusOpt,
-    LimitTrainOpt, LrOpt, ModelOptions, OutOpt, PiThreadsOpt, QuietOpt, SeedOpt, ValFractionOpt, parse_names,
-    with_model_options,
+    LimitTrainOpt, LrOpt, ModelOptions, OutOpt, PiThreadsOpt, QuietOpt, SeedOpt, TeacherOpt, ValFractionOpt,
+    check_teacher, parse_names, with_model_options,
 )
 from relucut.errors import RelucutError
 
@@ -136,15 +136,15 @@ def _table(result, engine: str, cost_key: str) -> Table:
     return table
 
 
-def run_frontier(spec, config, base, out: Path, quiet: bool, address: str | None = None):
+def run_frontier(spec, config, base, out: Path, quiet: bool, address: str | None = None, teacher: str | None = None):
     from relucut.frontier_search import frontier
     from relucut.frontier_search.run import relu_budgets
     from relucut.train import load_data
 
     relu_budgets(spec, config)  # an unreachable latency budget is refused before the data loads
     data = load_data(base)
-    result = frontier(spec, config, data=data, out=out, train=base, progress=not quiet, console=console,
-                      address=address)
+    result = frontier(spec, config, data=data, out=out, train=base, teacher=teacher, progress=not quiet,
+                      console=console, address=address)
     console.print(_table(result, config.engine, config.cost_key))
     on = ", ".join(f"{p.method} {p.relus:,}" for p in result.frontier)
     console.print(f"combined frontier ({len(result.frontier)} of {len(result.points)} networks): {on}", highlight=False)
@@ -174,6 +174,7 @@ def frontier(
     one_block: OneBlockOpt = None,
     init: InitOpt = None,
     settings: SettingsOpt = None,
+    teacher: TeacherOpt = None,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
     val_fraction: ValFractionOpt = 0.1,
@@ -203,8 +204,10 @@ def frontier(
     base = TrainConfig(model=spec, dataset=model.dataset, data_dir=model.data_dir, val_fraction=val_fraction,
                        seed=seed, limit_train=limit_train, epochs=epochs, batch_size=batch_size, lr=lr,
                        device=device).resolved()
+    if teacher:  # every method starts from it and distills from it: it must be this network, all ReLUs
+        check_teacher(teacher, spec, model.dataset, full_relu=True)
     folder = Path(out) if out else Path("runs") / f"frontier-{model.model.replace(':', '_')}-{model.dataset}"
-    run_frontier(spec, config, base, folder, quiet, address)
+    run_frontier(spec, config, base, folder, quiet, address, teacher)
 
 
 DEMO_MODEL, DEMO_BASE_WIDTH = "resnet18", 8

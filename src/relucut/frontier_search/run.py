@@ -7,7 +7,8 @@ the same settings resumes or reuses it):
 
     config.json                 what the runs compute (a rerun must match; budgets, methods and the
                                 engine may change: what exists is reused)
-    teacher/                    the full-ReLU network, KD teacher and start point of the masks
+    teacher/                    the full-ReLU network, KD teacher and start point of the masks (with
+                                ``teacher=`` / ``--teacher``: only its export; the run stays where it is)
     deepreduce/                 a ``relucut deepreduce`` search (criticality, candidates/<name>/)
     deepreshape/<budget>/       the HybReNet design for the budget, trained with KD
     snl/<budget>/, snl-channel/<budget>/, senet/<budget>/, senet-shallow/<budget>/
@@ -31,16 +32,16 @@ from relucut.cost import count
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.executors import TrainJob, make_executor
-from relucut.export import export_run
+from relucut.export import export_intact, export_run
 from relucut.frontier_search.config import FrontierConfig
 from relucut.frontier_search.points import markdown, to_csv
 from relucut.frontier_search.pricing import check_latency_budgets, price, rounds
 from relucut.methods import EXPORT_DIR, FrontierStep, MethodContext, MethodResult, get_method, per_budget_steps
 from relucut.models.registry import ModelSpec
 from relucut.pareto import FrontierPoint, best_within, mark
-from relucut.recipe import is_export_dir
 from relucut.rundir import atomic_write_text, claim, read_settings
-from relucut.train.base import base_config
+from relucut.train import evaluate, load_checkpoint_model, read_final
+from relucut.train.base import base_config, teacher_record
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 
 FORMAT = "relucut.frontier-search"
@@ -87,7 +88,7 @@ class FrontierRun:
     frontier steps read (``ctx``, ``out``, ``full``, ``relu_budgets``, ``latency``, ``shared``)."""
 
     def __init__(self, spec: ModelSpec, config: FrontierConfig, data: DataSplits, out: Path, base: TrainConfig,
-                 progress: bool, console: Console, address: str | None):
+                 progress: bool, console: Console, address: str | None, teacher: Path | None = None):
         self.spec, self.config, self.data, self.out, self.base = spec, config, data, out, base
         self.console = console
         self.full = count(spec.build(), spec.input_size)
@@ -96,12 +97,14 @@ class FrontierRun:
         self.latency = config.latency_budgets is not None
         executor = make_executor(config.executor, address, progress=progress, data=data,
                                  cpus_per_job=config.cpus_per_job, gpus_per_job=config.gpus_per_job)
-        self.teacher_dir = out / "teacher"
+        self.given_teacher = teacher
+        self.teacher_dir = Path(teacher) if teacher is not None else out / "teacher"
         self.ctx = MethodContext(spec=spec, data=data, base=base, out=out, teacher=self.teacher_dir,
                                  executor=executor, console=console, progress=progress)
         self.shared: dict[str, Any] = {}  # what one method's steps leave for another's (DeepReDuce's criticality order)
         self.points: list[FrontierPoint] = []
         self._test_acc: dict[str, float | None] = {}  # revealed only for the network chosen per budget
+        self._sources: dict[str, Path] = {}  # the trained run each point's export was made from
 
     def mask_budgets(self) -> list[int]:
         """Distinct ReLU budgets for the masked methods, below the full network's count."""
@@ -109,12 +112,19 @@ class FrontierRun:
 
     # -- runs ---------------------------------------------------------------------------------------
     def teacher(self) -> None:
-        job = TrainJob("teacher (full ReLU)", dataclasses.replace(self.base, plan=None, teacher=None), self.teacher_dir)
-        final = self.ctx.jobs().run([job], lambda *_: None)[job.key]
-        export_dir = self.teacher_dir / EXPORT_DIR
-        if not is_export_dir(export_dir):
-            export_run(self.teacher_dir, export_dir, onnx=False)
-        self.add(MethodResult.of_export("teacher", "teacher", "all ReLUs", self.teacher_dir, export_dir,
+        """The full-ReLU teacher (trained here unless given) as the frontier's first point."""
+        if self.given_teacher is None:
+            job = TrainJob("teacher (full ReLU)", dataclasses.replace(self.base, plan=None, teacher=None),
+                           self.teacher_dir)
+            final = self.ctx.jobs().run([job], lambda *_: None)[job.key]
+        else:
+            final = read_final(self.teacher_dir) or {} if self.teacher_dir.is_dir() else {}
+            if final.get("best_val_acc") is None:  # a checkpoint file, or a run without validation
+                final = {"best_val_acc": evaluate(load_checkpoint_model(self.teacher_dir), self.data, split="val")["acc"]}
+        export_dir = self.out / "teacher" / EXPORT_DIR
+        if not export_intact(export_dir):
+            export_run(self.teacher_dir, export_dir, onnx=False, force=True)
+        self.add(MethodResult.of_export("teacher", "teacher", "all ReLUs", export_dir.parent, export_dir,
                                         final.get("best_val_acc"), final.get("test_acc")))
 
     def steps(self) -> list[FrontierStep]:
@@ -139,6 +149,7 @@ class FrontierRun:
             budget=result.budget, online_s=est.online_s, total_s=est.total_s, online_bytes=est.online_bytes,
             total_bytes=est.total_bytes, rounds=rounds(est), details=dict(result.details)))
         self._test_acc[result.name] = result.test_acc
+        self._sources[result.name] = self.teacher_dir if result.method == "teacher" else Path(result.run_dir)
 
     # -- the whole search ---------------------------------------------------------------------------
     def run(self) -> FrontierResult:
@@ -180,15 +191,21 @@ class FrontierRun:
         return FrontierResult(self.points, front, picks, self.out)
 
     def _finish_exports(self, points: list[FrontierPoint]) -> None:
-        """The frontier's and the picks' exports get their model.onnx, re-exported from the same
-        run; the rebuilt network must count and price as the point says."""
-        from relucut.export import export_run, load_export
+        """The frontier's and the picks' exports must be intact and hold their model.onnx (checked
+        by the hashes their recipes record, not by the files being there): others are exported
+        again from the same trained run, and the rebuilt network must count as the point says."""
+        from relucut.export import load_export, verify_export
 
         for p in {p.name: p for p in points}.values():
             export_dir = self.out / p.export_dir
-            if (export_dir / "model.onnx").is_file():
+            problems = verify_export(export_dir, need=("model.onnx",))
+            if not problems:
                 continue
-            export_run(self.out / p.run_dir, export_dir)
+            source = self._sources.get(p.name)
+            if source is None or find_run_checkpoint(source) is None:  # a method folder exports in its own run
+                raise RelucutError(f"the export of {p.name} in '{export_dir}' is damaged ({problems[0]}); delete "
+                                   f"'{self.out / p.run_dir}' and rerun to make it again")
+            export_run(source, export_dir, force=True)
             model = load_export(export_dir)
             report = count(model, model.relucut_recipe.model.input_size)
             if (report.relus, report.macs) != (p.relus, p.macs):
@@ -205,6 +222,13 @@ class FrontierRun:
         for p, m in zip(front, measure_many(models, self.spec.input_size, runs=2)):
             p.measured = {"online_s": m.warm.wall_s, "cpu_s": m.warm.cpu_s, "bytes": m.warm.bytes,
                           "rounds": m.warm.rounds, "matches": m.matches, "engine": m.engine}
+
+
+def find_run_checkpoint(run: Path) -> Path | None:
+    """The checkpoint of an engine run (its folder's best.pt, else last.pt; or the file), or None."""
+    if Path(run).is_file():
+        return Path(run)
+    return next((Path(run) / n for n in ("best.pt", "last.pt") if (Path(run) / n).is_file()), None)
 
 
 def _relative(path: Path, out: Path) -> str:
@@ -240,12 +264,14 @@ def relu_budgets(spec: ModelSpec, config: FrontierConfig, full: Any = None) -> d
     return check_latency_budgets(full, config, _reshaped_reports(spec))
 
 
-def settings_record(spec: ModelSpec, base: TrainConfig) -> dict[str, Any]:
-    """What every run of the folder shares: the model and the base recipe. Budgets, methods, the
-    engine and each method's settings may change on a rerun: each method's folder holds and checks
-    its own settings, so what exists with the same settings is reused and the rest is trained."""
+def settings_record(spec: ModelSpec, base: TrainConfig, teacher: Path | None = None) -> dict[str, Any]:
+    """What every run of the folder shares: the model, the base recipe and a given teacher (by
+    content). Budgets, methods, the engine and each method's settings may change on a rerun: each
+    method's folder holds and checks its own settings, so what exists with the same settings is
+    reused and the rest is trained."""
     train = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
-    return {"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "train": train}
+    return {"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "train": train,
+            "teacher": teacher_record(teacher)}
 
 
 def _upgrade_record(out: Path) -> None:
@@ -258,23 +284,27 @@ def _upgrade_record(out: Path) -> None:
 
 
 def frontier(spec: ModelSpec, config: FrontierConfig, *, data: DataSplits, out: str | Path,
-             train: TrainConfig | None = None, progress: bool = True, console: Console | None = None,
-             address: str | None = None) -> FrontierResult:
+             train: TrainConfig | None = None, teacher: str | Path | None = None, progress: bool = True,
+             console: Console | None = None, address: str | None = None) -> FrontierResult:
     """The cross-method frontier of ``spec`` on ``data`` into ``out`` (resumable: rerun the same call).
 
     ``train``: the base recipe (a ``TrainConfig``; the engine's defaults otherwise) of the teacher,
     DeepReDuce's candidates and DeepReShape's designs; the masked methods' lengths follow it
-    (``FrontierConfig.resolve``) unless ``config`` sets them or gives their settings."""
+    (``FrontierConfig.resolve``) unless ``config`` sets them or gives their settings. ``teacher``:
+    a trained full-ReLU run dir or checkpoint of ``spec`` on this data (default: one is trained
+    into ``out/teacher`` with ``train``'s recipe); a teacher at chance is refused, as by every KD run."""
     base = base_config(spec, data, train)
     config = config.resolve(base.epochs)
     config.check()
     if not len(data.val):
         raise RelucutError("the frontier is chosen on validation accuracy; set val_fraction above 0")
     out = Path(out)
-    search = FrontierRun(spec, config, data, out, base, progress, console or Console(), address)  # checks budgets
+    teacher = Path(teacher).resolve() if teacher is not None else None
+    search = FrontierRun(spec, config, data, out, base, progress, console or Console(), address,
+                         teacher)  # checks budgets
     if out.is_dir():
         _upgrade_record(out)
-    with claim(out, settings_record(spec, base)):
+    with claim(out, settings_record(spec, base, teacher), runtime=("teacher.path",)):
         return search.run()
 
 

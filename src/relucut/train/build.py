@@ -11,7 +11,7 @@ from torch import nn
 from relucut.data import load_dataset
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
-from relucut.plan import ReLUPlan, apply_plan
+from relucut.plan import apply_plan
 from relucut.train.checkpoint import find_checkpoint, read_checkpoint
 from relucut.train.config import TrainConfig
 
