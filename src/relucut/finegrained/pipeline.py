@@ -97,9 +97,12 @@ def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
 
 
 def _finished(out: Path) -> dict[str, Any] | None:
-    """result.json of a run that ended (written last, atomically, after its export), else None."""
+    """result.json of a run that ended (written last, atomically, after its export), else None; a
+    damaged export (not matching its recorded hashes) makes the run export again."""
+    from relucut.export import export_intact
+
     try:
-        return json.loads((out / "result.json").read_text()) if (out / "export").is_dir() else None
+        return json.loads((out / "result.json").read_text()) if export_intact(out / "export") else None
     except (OSError, ValueError):
         return None
 
