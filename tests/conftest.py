@@ -58,12 +58,16 @@ def run_cli(*args, check=None, env=None, timeout=600, cwd=None, subprocess=False
     return proc
 
 
+def child_pythonpath() -> str:
+    """PYTHONPATH of a relucut subprocess: the fixtures, then whatever path the tests themselves run
+    with (a checkout's src/ ahead of an installed relucut)."""
+    return os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _run_subprocess(args, env, timeout, cwd):
     import subprocess
 
-    # the fixtures first, then whatever path the tests themselves run with (a checkout's src/)
-    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
-    full_env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": child_pythonpath(), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "relucut", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd)
 

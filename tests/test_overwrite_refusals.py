@@ -251,3 +251,22 @@ def test_the_tests_that_need_spu_are_marked_spu():
                 if calls & {"plain_outputs", "measure", "measure_many", "spu_python"}:
                     where = f"{path.name}::{node.name}"
                     assert module_marked or "pytest.mark.spu" in marks, f"{where} needs @pytest.mark.spu"
+
+
+def test_a_finished_method_run_with_a_damaged_export_exports_it_again(tmp_path):
+    """relucut snl/senet reuse a finished run only while its export matches its recorded hashes."""
+    from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
+
+    from relucut.finegrained import SNLConfig
+    from relucut.finegrained.pipeline import run_snl
+
+    data = tiny_data()
+    teacher = trained_base(data)
+    cfg = SNLConfig(budget=1000, search_epochs=1, finetune_epochs=1)
+    first = run_snl(SPEC, data, tmp_path, cfg, base=BASE, teacher=teacher, progress=False)
+    onnx = tmp_path / "export" / "model.onnx"
+    intact = onnx.read_bytes()
+    onnx.write_bytes(intact[:100])
+    again = run_snl(SPEC, data, tmp_path, cfg, base=BASE, teacher=teacher, progress=False)
+    assert export_intact(tmp_path / "export", need=["model.onnx"]) and onnx.read_bytes() == intact
+    assert again["result"] == first["result"]

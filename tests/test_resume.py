@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import TESTS
+from conftest import child_pythonpath
 
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kill]
@@ -41,7 +41,7 @@ print(json.dumps(final))
 
 
 def run(run_dir, kill_at=-1):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath()}
     return subprocess.run([sys.executable, "-c", "import json\n" + SCRIPT, str(run_dir), str(kill_at)],
                           capture_output=True, text=True, env=env, timeout=300)
 

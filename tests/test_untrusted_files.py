@@ -180,6 +180,27 @@ def test_naming_the_factory_yourself_trusts_it(user_export):
     assert load_export(user_export)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
+def test_a_users_own_network_trains_distills_and_exports_as_before(tmp_path):
+    """Nothing that worked breaks: a factory named on the command line runs through train, KD from
+    its own run, export and eval; a later process that never named it needs --trust-factory."""
+    common = ["--dataset", "digits", "--epochs", "3", "--lr", "0.05", "--schedule", "cosine", "-q"]
+    teacher = run_cli("train", USER_NET, *common, "--out", tmp_path / "teacher")
+    assert teacher.returncode == 0, teacher.stderr
+    student = run_cli("train", USER_NET, *common[:2], "--epochs", "1", "-q", "--teacher", tmp_path / "teacher",
+                      "--out", tmp_path / "student")
+    assert student.returncode == 0, student.stderr
+    forget(USER_NET)  # a new process
+    refused = run_cli("export", tmp_path / "student", "--out", tmp_path / "exp", "--no-onnx")
+    assert_one_line_error(refused, USER_NET, "--trust-factory")
+    exported = run_cli("export", tmp_path / "student", "--out", tmp_path / "exp", "--no-onnx",
+                       "--trust-factory", USER_NET)
+    assert exported.returncode == 0, exported.stderr
+    forget(USER_NET)
+    evaluated = run_cli("eval", tmp_path / "exp", "--trust-factory", USER_NET)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["acc"] == pytest.approx(json.loads(student.stdout)["test_acc"], abs=1e-6)
+
+
 def test_trust_factory_takes_factory_names_only():
     with pytest.raises(RelucutError, match="package.module:factory"):
         registry.trust_factory("os.system; rm -rf /")

@@ -23,6 +23,7 @@ from torch import nn
 from relucut.cost import count
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
+from relucut.export import export_intact
 from relucut.finegrained.artifact import export
 from relucut.finegrained.aux import AuxExit, check_aux_model
 from relucut.finegrained.common import frozen_copy
@@ -109,8 +110,8 @@ def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, b
         _upgrade_teacher(out)
     with RunDir(out, _settings(method, base, cfg, teacher), runtime=SETTINGS_RUNTIME) as run:
         finished = run.finished()
-        if finished is not None:  # the same settings ran to the end: nothing to redo
-            return finished
+        if finished is not None and export_intact(out / "export"):  # the same settings ran to the end
+            return finished  # (a damaged export: the stages resume from their finished runs and export again)
         teacher_model = base_model(base, data, out, teacher, progress)
         base_cost = _base_cost(teacher_model, spec)
         result = body(out, base, teacher_model, base_cost)

@@ -141,14 +141,13 @@ def export_pick(search, config: DeepReDuceConfig):
 def candidate_results(outcome, entry: str = "deepreduce") -> list:
     """Every trained candidate, exported beside its run (``candidates/<name>/export``, no ONNX: a
     frontier adds it to the networks it ends with) and counted there."""
-    from relucut.export import export_run
-    from relucut.recipe import is_export_dir
+    from relucut.export import export_intact, export_run
 
     results = []
     for p in outcome.results:
         run_dir = outcome.out / p.run_dir
         export_dir = run_dir / EXPORT_DIR
-        if not is_export_dir(export_dir):  # a finished candidate never trains again; its export is reused
+        if not export_intact(export_dir):  # a finished candidate never trains again; its export is reused
             export_run(run_dir, export_dir, onnx=False)
         results.append(MethodResult.of_export(entry, f"{entry}/{p.name}", p.plan, run_dir, export_dir, p.val_acc,
                                               p.test_acc, details=p.details))

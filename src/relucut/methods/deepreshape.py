@@ -106,12 +106,11 @@ def design_job(config: DeepReShapeConfig, ctx):
 def finish_design(config: DeepReShapeConfig, design, job, final: dict, ctx, entry: str) -> MethodResult:
     """The trained design exported beside its run (``export/``, reused on a rerun) with result.json."""
     from relucut.deepreshape.pipeline import design_label
-    from relucut.export import export_run
-    from relucut.recipe import is_export_dir
+    from relucut.export import export_intact, export_run
     from relucut.rundir import atomic_write_json
 
     export_dir = ctx.out / EXPORT_DIR
-    if not is_export_dir(export_dir):
+    if not export_intact(export_dir):
         export_run(job.run_dir, export_dir)
     result = MethodResult.of_export(entry, f"{entry}/{config.budget}", design_label(design), ctx.out, export_dir,
                                     final.get("best_val_acc"), final.get("test_acc"), budget=config.budget,
