@@ -166,7 +166,7 @@ def test_exports_equal_the_trained_networks(searched):
     engine_runs = [p for p in result.points if p.method in ("teacher", "deepreduce", "deepreshape")]
     assert len(engine_runs) >= 3
     for p in engine_runs:
-        trained = load_checkpoint_model(out / p.run_dir)
+        trained = load_checkpoint_model(_teacher() if p.method == "teacher" else out / p.run_dir)  # given, or trained
         exported = load_export(out / p.export_dir)
         with torch.no_grad():
             assert torch.allclose(trained(x), exported(x), atol=1e-4), p.name

@@ -257,8 +257,8 @@ def test_a_finished_method_run_with_a_damaged_export_exports_it_again(tmp_path):
     """relucut snl/senet reuse a finished run only while its export matches its recorded hashes."""
     from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 
-    from relucut.finegrained import SNLConfig
     from relucut.finegrained.pipeline import run_snl
+    from relucut.methods.snl import SNLConfig
 
     data = tiny_data()
     teacher = trained_base(data)
