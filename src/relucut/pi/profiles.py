@@ -46,8 +46,11 @@ class Profile:
     ref_threads: int = 1  # threads the time constants were measured with
     bandwidth_bps: float = 1e9  # default link: bits per second
     rtt_s: float = 0.3e-3  # default round-trip time
-    # smooth kinds this protocol can price, each element as so many ReLUs ({"gelu": 12.0}); others stay unpriced
+    # per-element kinds (GELU, softmax, LayerNorm, ...: relucut.sites.SMOOTH_KINDS) this protocol prices,
+    # each element as so many ReLUs ({"gelu": 12.0}) ...
     kind_relu_equivalents: dict[str, float] = field(default_factory=dict)
+    # ... or by its own terms: kind -> {KIND_TERMS: per element, and per layer of that kind}
+    kind_costs: dict[str, dict[str, float]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +158,9 @@ PROFILES: dict[str, Profile] = {
 }
 
 FIELDS = {f.name for f in fields(Profile)}
-NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads", "kind_relu_equivalents"}
+NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads", "kind_relu_equivalents", "kind_costs"}
+# a kind's own terms: per element (seconds at ref_threads, bytes) and per layer of that kind
+KIND_TERMS = ("online_s", "online_bytes", "offline_s", "offline_bytes", "layer_online_s", "rounds_per_layer")
 
 
 def profile_names() -> list[str]:
@@ -186,6 +191,8 @@ def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
             value = int(value)
         elif key == "kind_relu_equivalents":
             value = _kind_table(value)
+        elif key == "kind_costs":  # a file adds or replaces kinds; the base's other kinds stay priced
+            value = {**profile.kind_costs, **_kind_costs(value)}
         values[key] = value
     return replace(profile, **values)
 
@@ -201,6 +208,23 @@ def _kind_table(value: Any) -> dict[str, float]:
         if kind not in SMOOTH_KINDS:
             raise RelucutError(f"kind_relu_equivalents has unknown kind '{kind}'; use: {', '.join(SMOOTH_KINDS)}")
         table[kind] = _non_negative(ratio, f"kind_relu_equivalents.{kind}")
+    return table
+
+
+def _kind_costs(value: Any) -> dict[str, dict[str, float]]:
+    """A profile's per-kind terms: kind -> {term: value >= 0} with terms from KIND_TERMS."""
+    from relucut.sites import SMOOTH_KINDS
+
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise RelucutError("profile field kind_costs must be a table of kind = {online_s = ..., online_bytes = ...}")
+    table = {}
+    for kind, terms in value.items():
+        if kind not in SMOOTH_KINDS:
+            raise RelucutError(f"kind_costs has unknown kind '{kind}'; use: {', '.join(SMOOTH_KINDS)}")
+        unknown = sorted(set(terms) - set(KIND_TERMS))
+        if unknown:
+            raise RelucutError(f"kind_costs.{kind} has unknown term(s) {', '.join(unknown)}; use: {', '.join(KIND_TERMS)}")
+        table[kind] = {term: _non_negative(v, f"kind_costs.{kind}.{term}") for term, v in terms.items()}
     return table
 
 
