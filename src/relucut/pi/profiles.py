@@ -62,6 +62,14 @@ TABLE4 = "fitted to DeepReDuce Table 4 latencies (ResNet18/CIFAR-100, DELPHI), d
 SLIDES = "DeepReDuce slides' operator table, from the DELPHI paper (USENIX Sec'20)"
 SPU_HERE = "SPU 0.9.5 Cheetah on this project's 2-core machine, bench/results/spu_scaling.md"
 SPU_FIT = "SPU 0.9.5 Cheetah, public weights, 2 shared cores, bench/results/spu_calibration.md"
+# hardsigmoid(x) = clamp(x / 6 + 1/2, 0, 1): two comparisons, as ReLU6 (the scale and shift are public)
+HARDSIGMOID = {"hardsigmoid": 2.0}
+HARDSIGMOID_SOURCE = "exact: hardsigmoid is clamp(x/6 + 1/2, 0, 1), two comparisons as ReLU6 (public scale and shift)"
+CHEETAH_ROW = ("Cheetah paper (Huang et al., USENIX Security'22, eprint 2022/207) abstract: ResNet50 end to end under "
+               "WAN in under 2.5 min with 2.3 GB, 5.6x faster and 12.9x less communication than CrypTFlow2; WAN = "
+               "the authors' OpenCheetah scripts/throttle.sh (400 Mbit/s, 40 ms RTT), 4 threads (scripts/common.sh)")
+OPENCHEETAH_OPS = ("OpenCheetah ResNet50 per-op times, 4 threads (github.com/Alibaba-Gemini-Lab/OpenCheetah issue 26): "
+                   "ReLU 47.0 s + MaxPool 7.6 s of 270.8 s, the rest convolutions, BN, truncation")
 SPU_FITTED = ("relu_online_s", "relu_online_bytes", "mac_online_s", "mac_online_bytes", "truncation_online_s",
               "truncation_online_bytes", "layer_online_s", "linear_layer_online_s", "gather_online_s",
               "rounds_per_layer", "rounds_per_linear_layer")
@@ -76,7 +84,9 @@ PROFILES: dict[str, Profile] = {
         layer_online_s=0.035, rounds_per_layer=2,
         client_storage_per_relu=19088, server_storage_per_relu=2 * 16 * 41,
         ref_threads=1,
+        kind_relu_equivalents=HARDSIGMOID,
         sources={
+            "kind_relu_equivalents": HARDSIGMOID_SOURCE,
             "relu_online_s": f"{ARTIFACT}: 18.3 us client GC evaluation per ReLU",
             "relu_online_bytes": f"{ARTIFACT}: 1,184 B online per ReLU",
             "relu_offline_bytes": f"{ARTIFACT}: 19,088 B offline per ReLU",
@@ -97,39 +107,52 @@ PROFILES: dict[str, Profile] = {
         relu_online_bytes=2048, relu_offline_bytes=17500,
         mac_online_s=6.77e-9, mac_offline_s=0.524e-6, mac_online_bytes=0.0282, mac_offline_bytes=4.5,
         rounds_per_layer=2, client_storage_per_relu=17500, ref_threads=1,
-        sources={k: SLIDES for k in ("relu_online_s", "relu_offline_s", "relu_online_bytes", "relu_offline_bytes",
-                                     "mac_online_s", "mac_offline_s", "mac_online_bytes", "mac_offline_bytes")},
+        kind_relu_equivalents=HARDSIGMOID,
+        sources={"kind_relu_equivalents": HARDSIGMOID_SOURCE,
+                 **{k: SLIDES for k in ("relu_online_s", "relu_offline_s", "relu_online_bytes", "relu_offline_bytes",
+                                        "mac_online_s", "mac_offline_s", "mac_online_bytes", "mac_offline_bytes")}},
     ),
     "sci": Profile(
         name="sci",
-        description="CrypTFlow2/SCI (OT-based ReLU, no ReLU offline phase)",
+        description="CrypTFlow2/SCI_HE (OT-based ReLU, HE linear layers, no offline phase); per-MAC terms fit to "
+                    "the Cheetah paper's ResNet50 comparison",
         relu_online_s=20e-6, relu_online_bytes=570,
-        mac_online_s=40e-9, mac_online_bytes=0.05,
+        mac_online_s=147e-9, mac_online_bytes=5.69,
         rounds_per_layer=8, ref_threads=4,
+        kind_relu_equivalents=HARDSIGMOID,
         sources={
+            "kind_relu_equivalents": HARDSIGMOID_SOURCE,
             "relu_online_bytes": "issue 6: CrypTFlow2/SCI about 540-600 B per ReLU (midpoint)",
             "relu_online_s": "assumption (no public per-ReLU time at hand); calibrate with `relucut pi calibrate`",
-            "mac_online_s": "assumption: HE linear layers as Cheetah's order of magnitude; calibrate",
+            "mac_online_s": f"{CHEETAH_ROW}: 5.6 x 150 s = 840 s for torchvision ResNet50 (11.2M comparisons, "
+                            "4.09G MACs, 50 layers), less the ReLUs at 20 us and 50 x 8 rounds of 40 ms, per MAC",
+            "mac_online_bytes": f"{CHEETAH_ROW}: 12.9 x 2.3 GB = 29.7 GB less 570 B per comparison, per MAC "
+                                "(HE traffic follows activations really: a stand-in)",
             "rounds_per_layer": "assumption: log-depth millionaires' comparison, about 8 rounds",
         },
     ),
     "cheetah": Profile(
         name="cheetah",
-        description="Cheetah (silent-OT ReLU, HE linear layers); bytes from the paper, times measured with SPU here",
-        relu_online_s=25e-6, relu_online_bytes=55,
-        mac_online_s=90e-9, mac_online_bytes=0.05,
+        description="Cheetah (silent-OT ReLU, HE linear layers with the server's weights), fit to the paper's "
+                    "ResNet50 row at 4 threads",
+        relu_online_s=2.40e-6, relu_online_bytes=55,
+        mac_online_s=26.1e-9, mac_online_bytes=0.412,
         layer_online_s=0.005, rounds_per_layer=8,
-        setup_s=2.7, setup_bytes=3.5e6, ref_threads=2,
+        setup_s=2.7, setup_bytes=3.5e6, ref_threads=4,
+        kind_relu_equivalents=HARDSIGMOID,
         sources={
+            "kind_relu_equivalents": HARDSIGMOID_SOURCE,
             "relu_online_bytes": "issue 6: Cheetah about 52-59 B per ReLU (midpoint)",
+            "mac_online_bytes": f"{CHEETAH_ROW}: 2.3 GB for torchvision ResNet50 less 55 B per comparison (11.2M), "
+                                "per MAC (4.09G; HE and truncation traffic follow activations really: a stand-in)",
+            "relu_online_s": f"{CHEETAH_ROW}; {OPENCHEETAH_OPS}: 150 s less 50 x 8 rounds of 40 ms, 20 % of it "
+                             "over 11.2M comparisons",
+            "mac_online_s": f"{CHEETAH_ROW}; {OPENCHEETAH_OPS}: the other 80 % over 4.09G MACs",
             "setup_bytes": "issue 6: one-time silent-OT set-up about 3.5 MB",
-            "relu_online_s": f"{SPU_HERE}: slope of warm time vs ReLUs, 24.9 us",
-            "mac_online_s": f"{SPU_HERE}: convolution op time 3.0-3.9 s for 35.0M MACs (public weights)",
             "layer_online_s": "SPU 0.9.5, tiny resnets of tests/test_pi_measure.py: warm time left after comparisons "
                               "and convolutions, about 5 ms per ReLU layer",
             "setup_s": "SPU 0.9.5 first run minus warm run, tiny resnet (tests/test_pi_measure.py); larger "
                        "networks pay more because SPU makes OT correlations as it needs them",
-            "mac_online_bytes": "assumption for HE linear layers with private weights; calibrate",
             "rounds_per_layer": "assumption: log-depth millionaires' comparison, about 8 rounds",
         },
     ),
