@@ -136,8 +136,12 @@ def _g(n: float) -> str:
     return f"{n / 1e9:.2f}G"
 
 
+def _n(v: float) -> str:
+    return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}K"
+
+
 def _kinds(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())
+    return ", ".join(f"{k} {_n(v)}" for k, v in counts.items())
 
 
 def markdown(rows: list[dict]) -> str:
@@ -149,7 +153,7 @@ def markdown(rows: list[dict]) -> str:
         "comparisons, matmul = activation x activation MACs); `= hooks`: the same as a forward-hook count that",
         "does not use torch.fx. MACs: relucut, the hook count, and torchvision's published GFLOPS (`_ops`).",
         "",
-        "| network | by kind (M) | = hooks | MACs | hook MACs | published |",
+        "| network | by kind | = hooks | MACs | hook MACs | published |",
         "| --- | --- | :---: | ---: | ---: | ---: |",
     ]
     for r in rows:

@@ -12,8 +12,8 @@ from relucut.pi import Workload, estimate, get_profile, load_profile, unpriced_l
 from relucut.pi.calibrate import calibrate_kinds, measurement_row
 
 BASE = Workload(relus=10_000, relu_layers=4, macs=1_000_000, truncations=5_000, linear_layers=3)
-GELU = {"online_s": 4e-6, "online_bytes": 300.0, "layer_online_s": 0.01, "rounds_per_layer": 30.0,
-        "offline_s": 1e-6, "offline_bytes": 50.0}
+GELU = {"online_s": 4e-6, "online_bytes": 300.0, "layer_online_s": 0.01, "layer_online_bytes": 2e5,
+        "rounds_per_layer": 30.0, "offline_s": 1e-6, "offline_bytes": 50.0}
 
 
 def _with(profile: str, **costs):
@@ -26,7 +26,7 @@ def test_each_kind_term_moves_the_estimate_by_its_constant():
     without = estimate(BASE, priced)
     est = estimate(work, priced)
     assert est.online_compute_s - without.online_compute_s == pytest.approx(1000 * 4e-6 + 2 * 0.01)
-    assert est.online_bytes - without.online_bytes == pytest.approx(1000 * 300.0)
+    assert est.online_bytes - without.online_bytes == pytest.approx(1000 * 300.0 + 2 * 2e5)
     assert est.online_rounds - without.online_rounds == pytest.approx(2 * 30.0)
     assert est.offline_bytes - without.offline_bytes == pytest.approx(1000 * 50.0)
     assert est.unpriced == {} and not est.lower_bound and est.priced_share == 1.0
@@ -94,12 +94,14 @@ def _synthetic(profile, costs: dict, n: int = 16) -> list[dict]:
 
 def test_calibrate_kinds_recovers_kind_terms_and_keeps_the_rest():
     spu = replace(get_profile("spu-cheetah"), kind_costs={})
-    costs = {"gelu": {"online_s": 4e-6, "layer_online_s": 0.01, "online_bytes": 300.0, "rounds_per_layer": 30.0},
-             "softmax": {"online_s": 9e-6, "layer_online_s": 0.02, "online_bytes": 700.0, "rounds_per_layer": 60.0}}
+    costs = {"gelu": {"online_s": 4e-6, "layer_online_s": 0.01, "online_bytes": 300.0, "layer_online_bytes": 1e5,
+                      "rounds_per_layer": 30.0},
+             "softmax": {"online_s": 9e-6, "layer_online_s": 0.02, "online_bytes": 700.0, "layer_online_bytes": 0.0,
+                         "rounds_per_layer": 60.0}}
     fitted, fit = calibrate_kinds(_synthetic(spu, costs), spu, "kinds")
     for kind, terms in costs.items():
         for term, value in terms.items():
-            assert fitted.kind_costs[kind][term] == pytest.approx(value, rel=1e-6), (kind, term)
+            assert fitted.kind_costs[kind][term] == pytest.approx(value, rel=1e-6, abs=1e-6), (kind, term)
     assert fitted.relu_online_s == spu.relu_online_s and fitted.name == "kinds"
     assert fit["kinds"] == ["gelu", "softmax"] and fit["time_r2"] == pytest.approx(1.0)
     with pytest.raises(RelucutError, match="nothing to fit"):

@@ -20,7 +20,7 @@ link's RTT to add its round trips).
 profile's other terms leave of each measurement, with every other constant kept:
 
     time   - profile's time   = sum over kinds (elements*t_k + layers*t_layer_k)
-    bytes  - profile's bytes  = sum over kinds elements*b_k
+    bytes  - profile's bytes  = sum over kinds (elements*b_k + layers*b_layer_k)
     rounds - profile's rounds = sum over kinds layers*r_k
 
 (relative weights: each row divided by its whole measured value) into the profile's ``kind_costs``.
@@ -208,9 +208,11 @@ def calibrate_kinds(rows: list[dict[str, float]], profile: Profile,
     layers = np.array([[float(r.get(f"kind_layers:{k}", 0)) for k in kinds] for r in rows])
     n = len(kinds)
     t_coef, t_r2, t_worst = _fit_rest(np.hstack([elements, layers]), np.array([r["online_s"] for r in rows]), rest[:, 0])
-    b_coef, b_r2, b_worst = _fit_rest(elements, np.array([r["online_bytes"] for r in rows]), rest[:, 1])
+    b_coef, b_r2, b_worst = _fit_rest(np.hstack([elements, layers]), np.array([r["online_bytes"] for r in rows]),
+                                      rest[:, 1])
     costs = {k: {"online_s": float(t_coef[i]), "layer_online_s": float(t_coef[n + i]),
-                 "online_bytes": float(b_coef[i])} for i, k in enumerate(kinds)}
+                 "online_bytes": float(b_coef[i]), "layer_online_bytes": float(b_coef[n + i])}
+             for i, k in enumerate(kinds)}
     fit: dict[str, Any] = {"measurements": len(rows), "kinds": kinds, "time_r2": t_r2, "bytes_r2": b_r2,
                            "time_max_rel_error": t_worst, "bytes_max_rel_error": b_worst}
     with_rounds = [i for i, r in enumerate(rows) if r.get("rounds")]

@@ -156,7 +156,7 @@ def estimate(
     kind = {term: sum(work.smooth[k] * prof.kind_costs[k].get(term, 0.0) for k in work.smooth)
             for term in ("online_s", "online_bytes", "offline_s", "offline_bytes")}
     kind_layers = {term: sum(work.smooth_layers.get(k, 0) * prof.kind_costs[k].get(term, 0.0) for k in work.smooth)
-                   for term in ("layer_online_s", "rounds_per_layer")}
+                   for term in ("layer_online_s", "layer_online_bytes", "rounds_per_layer")}
     _check("bandwidth", bandwidth_bps)
     _check("rtt", rtt_s, strict=False)
     _check("threads", threads, 0)
@@ -172,7 +172,7 @@ def estimate(
         + work.relu_layers * prof.layer_online_s + work.linear_layers * prof.linear_layer_online_s \
         + kind_layers["layer_online_s"]
     on_bytes = work.relus * prof.relu_online_bytes + work.macs * prof.mac_online_bytes \
-        + work.truncations * prof.truncation_online_bytes + kind["online_bytes"]
+        + work.truncations * prof.truncation_online_bytes + kind["online_bytes"] + kind_layers["layer_online_bytes"]
     on_transfer = on_bytes * 8 / bandwidth
     rounds = work.relu_layers * prof.rounds_per_layer + work.linear_layers * prof.rounds_per_linear_layer \
         + kind_layers["rounds_per_layer"]

@@ -183,7 +183,8 @@ PROFILES: dict[str, Profile] = {
 FIELDS = {f.name for f in fields(Profile)}
 NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads", "kind_relu_equivalents", "kind_costs"}
 # a kind's own terms: per element (seconds at ref_threads, bytes) and per layer of that kind
-KIND_TERMS = ("online_s", "online_bytes", "offline_s", "offline_bytes", "layer_online_s", "rounds_per_layer")
+KIND_TERMS = ("online_s", "online_bytes", "offline_s", "offline_bytes", "layer_online_s", "layer_online_bytes",
+              "rounds_per_layer")
 
 
 def profile_names() -> list[str]:
