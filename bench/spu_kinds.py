@@ -186,25 +186,30 @@ def amortised(m: dict) -> dict:
             "wall_s": min(r["wall_s"] for r in runs), "runs": len(runs)}
 
 
-def measure_missing(done: dict, runs: int, partial: Path) -> None:
-    """Measures the networks not in ``done``, one SPU process pair per input size."""
+def measure_missing(done: dict, runs: int, partial: Path, chunk: int = 4) -> None:
+    """Measures the networks not in ``done``, a few at a time in one SPU process pair per input size."""
     by_size: dict[tuple, list] = {}
     for net in NETWORKS:
         if net[0] not in done["rows"]:
             by_size.setdefault(net[3], []).append(net)
-    for size, nets in by_size.items():
-        t0 = time.perf_counter()
-        results = measure_many([build(n) for n in nets], size, mode="public-weights", runs=runs)
-        console.print(f"[dim]{len(nets)} networks at {size} in {time.perf_counter() - t0:.0f} s[/]")
-        for net, m in zip(nets, results):
-            row = m.to_dict()
-            warm = row["meta"].pop("runs")[1:]
-            row["warm_runs"] = [{"wall_s": r["wall_s"], "bytes": r["bytes"], "cpu_s_by_party": r["cpu_s_by_party"],
-                                 "messages_by_party": r["messages_by_party"]} for r in warm]
-            done["rows"][net[0]] = row
-            atomic_write_json(partial, done)
-            console.print(f"{net[0]}: {m.kinds}, warm min CPU {min(max(r['cpu_s_by_party']) for r in warm):.3f} s, "
-                          f"{m.warm.bytes / 1e6:.3f} MB, matches={m.matches} (max err {m.max_abs_error:.1e})")
+    for size, all_nets in by_size.items():
+        for nets in (all_nets[i: i + chunk] for i in range(0, len(all_nets), chunk)):
+            _measure_chunk(done, nets, size, runs, partial)
+
+
+def _measure_chunk(done: dict, nets: list, size: tuple, runs: int, partial: Path) -> None:
+    t0 = time.perf_counter()
+    results = measure_many([build(n) for n in nets], size, mode="public-weights", runs=runs, timeout=3000)
+    console.print(f"[dim]{len(nets)} networks at {size} in {time.perf_counter() - t0:.0f} s[/]")
+    for net, m in zip(nets, results):
+        row = m.to_dict()
+        warm = row["meta"].pop("runs")[1:]
+        row["warm_runs"] = [{"wall_s": r["wall_s"], "bytes": r["bytes"], "cpu_s_by_party": r["cpu_s_by_party"],
+                             "messages_by_party": r["messages_by_party"]} for r in warm]
+        done["rows"][net[0]] = row
+        atomic_write_json(partial, done)
+        console.print(f"{net[0]}: {m.kinds}, warm min CPU {min(max(r['cpu_s_by_party']) for r in warm):.3f} s, "
+                      f"{m.warm.bytes / 1e6:.3f} MB, matches={m.matches} (max err {m.max_abs_error:.1e})")
 
 
 def pooled_passes() -> dict:
