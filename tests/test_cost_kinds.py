@@ -98,6 +98,16 @@ def test_user_model_macs_go_to_the_stage_of_the_relu_they_feed():
     assert sum(report.macs_by_stage.values()) == report.macs
 
 
+def test_a_model_without_plan_sites_has_its_macs_by_top_level_module():
+    from fixtures.attention_nets import TinyViT
+
+    report = count(TinyViT(), (3, 32, 32))
+    tokens, dim = 64, 16
+    attention = 2 * tokens * tokens * dim
+    assert report.stage_names == () and report.macs_by_stage == {
+        "embed": tokens * dim * 3 * 16, "block": tokens * dim * dim * (3 + 1 + 4 + 4) + attention, "head": dim * 10}
+
+
 def test_layernorm_elements_on_sequence_first_tensors():
     class SeqFirst(nn.Module):
         def __init__(self):

@@ -167,11 +167,17 @@ class CostReport:
     @property
     def macs_by_stage(self) -> dict[str, int]:
         """MACs by stage: a zoo model's by its stage modules (the head under 'other'), a user model's by
-        ``module_stages`` (each module with the next plan site after it)."""
+        ``module_stages`` (each module with the next plan site after it); a model without plan sites
+        (a ViT) by its top-level modules."""
         out: dict[str, int] = defaultdict(int)
         for path, macs in self.macs_by_module.items():
             top = path.split(".")[0]
-            out[top if top in self.stage_names else self._module_stage(path)] += macs
+            if top in self.stage_names:
+                out[top] += macs
+            elif self.stage_names or self.module_stages:
+                out[self._module_stage(path)] += macs
+            else:
+                out[top or "other"] += macs
         return dict(out)
 
     def _module_stage(self, path: str) -> str:

@@ -56,8 +56,9 @@ def print_report(report: CostReport, title: str) -> None:
         full = sum(s.total for s in members)
         table.add_row(stage, str(len(members)), f"{by_stage.get(stage, 0):,}", f"{full:,}",
                       f"{100 * by_stage.get(stage, 0) / total:.1f}", _human(macs.get(stage, 0)))
-    if macs.get("other"):  # outside the stages: e.g. a zoo model's classifier
-        table.add_row("other", "0", "0", "0", "0.0", _human(macs["other"]), style="dim")
+    for group, n in macs.items():  # outside the stages: a zoo model's classifier, a ViT's top-level modules
+        if group not in report.stage_names and n:
+            table.add_row(group, "0", "0", "0", "0.0", _human(n), style="dim")
     table.add_row("total", str(len(report.sites)), f"{report.relus:,}", f"{report.relus_full:,}", "100.0",
                   _human(report.macs), style="bold")
     console.print(table)
