@@ -116,3 +116,15 @@ def test_weight_macs_exclude_activation_products():
     report = count(ExplicitAttention(8), (5, 8))
     work = Workload.of(report)
     assert work.macs == report.macs - 2 * 5 * 5 * 8 and work.smooth["matmul"] == 2 * 5 * 5 * 8
+
+
+def test_shipped_spu_cheetah_kind_costs_are_the_bench_fit():
+    """The shipped kind terms carry bench/spu_kinds.py's fit (3 significant digits)."""
+    from pathlib import Path
+
+    fitted = json.loads((Path(__file__).parents[1] / "bench/results/spu_kinds.json").read_text())["kind_costs"]
+    shipped = get_profile("spu-cheetah").kind_costs
+    assert set(shipped) == set(fitted)
+    for kind, terms in fitted.items():
+        for term, value in terms.items():
+            assert shipped[kind][term] == pytest.approx(value, rel=5e-3, abs=1e-3), (kind, term)

@@ -74,6 +74,31 @@ SPU_FITTED = ("relu_online_s", "relu_online_bytes", "mac_online_s", "mac_online_
               "truncation_online_bytes", "layer_online_s", "linear_layer_online_s", "gather_online_s",
               "rounds_per_layer", "rounds_per_linear_layer")
 
+# per-element kinds under SPU 0.9.5 Cheetah (public weights): bench/spu_kinds.py's fit on what the other terms
+# leave of 27 single-kind networks, checked on 4 blocks it never saw (ViT, MBConv, MobileNetV3, ConvNeXt);
+# 3 significant digits (tests/test_pi_kind_costs.py checks them against bench/results/spu_kinds.json)
+SPU_KIND_COSTS = {
+    "gelu": {"online_s": 9.97e-4, "online_bytes": 14500.0, "layer_online_s": 0.852, "layer_online_bytes": 1.13e7,
+             "rounds_per_layer": 1140.0},
+    "hardsigmoid": {"online_s": 4.01e-5, "online_bytes": 202.0, "layer_online_s": 0.0409, "layer_online_bytes": 0.0,
+                    "rounds_per_layer": 89.4},
+    "hardswish": {"online_s": 5.86e-5, "online_bytes": 422.0, "layer_online_s": 0.0276, "layer_online_bytes": 4.41e5,
+                  "rounds_per_layer": 116.0},
+    "layernorm": {"online_s": 9.4e-6, "online_bytes": 416.0, "layer_online_s": 0.108, "layer_online_bytes": 1.03e6,
+                  "rounds_per_layer": 63.2},
+    "matmul": {"online_s": 1.6e-6, "online_bytes": 0.0484, "layer_online_s": 0.0178, "layer_online_bytes": 8.78e5,
+               "rounds_per_layer": 2.89},
+    "mul": {"online_s": 1.7e-6, "online_bytes": 206.0, "layer_online_s": 0.0353, "layer_online_bytes": 5.08e5,
+            "rounds_per_layer": 10.3},
+    "sigmoid": {"online_s": 4.83e-4, "online_bytes": 3150.0, "layer_online_s": 0.255, "layer_online_bytes": 1.04e7,
+                "rounds_per_layer": 485.0},
+    "silu": {"online_s": 3.92e-4, "online_bytes": 3480.0, "layer_online_s": 0.482, "layer_online_bytes": 1.03e7,
+             "rounds_per_layer": 762.0},
+    "softmax": {"online_s": 4.71e-4, "online_bytes": 3620.0, "layer_online_s": 0.469, "layer_online_bytes": 1.03e7,
+                "rounds_per_layer": 654.0},
+}
+SPU_KINDS = "SPU 0.9.5 Cheetah, public weights, bench/results/spu_kinds.md: amortised over every warm run"
+
 PROFILES: dict[str, Profile] = {
     "delphi": Profile(
         name="delphi",
@@ -167,7 +192,10 @@ PROFILES: dict[str, Profile] = {
         gather_online_s=7.43e-06,
         rounds_per_layer=21.0, rounds_per_linear_layer=1.11,
         setup_s=2.7, setup_bytes=2.6e6, ref_threads=1, rtt_s=0.0,
+        kind_costs=SPU_KIND_COSTS,
         sources={
+            "kind_costs": f"{SPU_KINDS}; fitted by relucut.pi.calibrate.calibrate_kinds (GELU, SiLU, sigmoid, "
+                          "Hardswish, Hardsigmoid, softmax, LayerNorm, products and matmul of two activations)",
             **{key: f"{SPU_FIT}: `relucut pi calibrate` on the in-sample networks" for key in SPU_FITTED},
             "relu_online_bytes": f"{SPU_FIT}: a comparison (82.25 B, pphlo.less) plus a multiplexer (16.25 B)",
             "truncation_online_bytes": f"{SPU_FIT}: the truncation after each public-weight product (pphlo.convolution)",
