@@ -144,10 +144,12 @@ def _kinds(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {_n(v)}" for k, v in counts.items())
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], source: str) -> str:
     engines = list(rows[0]["estimates"])
     lines = [
         "# torchvision and timm networks: counts, MACs and private-inference estimates",
+        "",
+        f"relucut from `{source}` (bench/zoo_costs.py).",
         "",
         "One 3x224x224 input, random weights. `by kind`: relucut's non-linear elements per kind (max-pool in",
         "comparisons, matmul = activation x activation MACs); `= hooks`: the same as a forward-hook count that",
@@ -172,17 +174,20 @@ def markdown(rows: list[dict]) -> str:
     ]
     unpriced_notes = []
     for r in rows:
-        cells = []
+        cells, left_out = [], {}
         for engine in engines:
             e = r["estimates"][engine]
             bound = ">=" if e["lower_bound"] else ""
             share = f", {100 * e['priced_share']:.0f} %" if e["priced_share"] is not None else ""
             cells.append(f"{bound}{e['online_s']:.2f} / {bound}{e['total_s']:.1f} s{share}")
             if e["unpriced"]:
-                unpriced_notes.append(f"- {r['name']}, {engine}: {', '.join(e['unpriced'])}")
+                text = ", ".join(f"{k} {_n(v)}" if v is not None else k for k, v in e["unpriced"].items())
+                left_out.setdefault(text, []).append(engine)
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+        unpriced_notes += [f"- {r['name']}: {text} ({', '.join(names)})" for text, names in left_out.items()]
     if unpriced_notes:
-        lines += ["", "Unpriced kinds:", "", *unpriced_notes]
+        lines += ["", "Unpriced kinds (elements; matmul in MACs) and the engines that leave them out:", "",
+                  *unpriced_notes]
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +195,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="zoo_costs", help="results/<out>.{json,md}")
     parser.add_argument("--only", default=None, help="comma-separated network names")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.markdown_only:
+        payload = json.loads((RESULTS / f"{args.out}.json").read_text())
+        (RESULTS / f"{args.out}.md").write_text(markdown(payload["rows"], payload["relucut"]))
+        return
     torch.set_num_threads(1)
     wanted = set(args.only.split(",")) if args.only else None
     rows = []
@@ -208,7 +218,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     payload = {"relucut": str(Path(relucut.__file__).parent), "torch": torch.__version__, "rows": rows}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(payload, indent=1))
-    (RESULTS / f"{args.out}.md").write_text(markdown(rows))
+    (RESULTS / f"{args.out}.md").write_text(markdown(rows, payload["relucut"]))
 
 
 if __name__ == "__main__":
