@@ -164,3 +164,13 @@ def test_cli_count_and_estimate_print_one_unpriced_line():
     assert ">= " in human.stdout and "lower bound" in human.stderr
     plain = run_cli("pi", "estimate", "resnet20", "--json", check=True)
     assert plain.stderr.strip() == "" and json.loads(plain.stdout)["lower_bound"] is False
+
+
+def test_a_graph_module_counts_the_same_macs():
+    """fx.GraphModules (sitify, exports) call s1.0.conv without calling s1.0: each MAC counted once."""
+    from relucut import sitify
+
+    for model, size in ((TwoStageNet(), (3, 8, 8)), (SDPABlock(D, HEADS), (T, D)), (MHABlock(D, HEADS), (T, D))):
+        nested = nn.Sequential(nn.Sequential(model))  # s1.0-style paths, then traced flat
+        assert count(sitify(nested), size).macs == count(model, size).macs
+        assert count(sitify(nested), size).smooth_by_kind == count(model, size).smooth_by_kind

@@ -278,20 +278,27 @@ def _macs_by_module(model: nn.Module, example: torch.Tensor,
         flops = sum(v for op, v in ops.items() if str(op).split(".")[1] in LINEAR_OPS)
         if flops:
             out[name[len(root) + 1:]] = flops // 2  # the root module itself: ""
-    # parents include their children's counts: keep what each module multiplies itself
-    leaves = {}
+    # parents include their descendants' counts: keep what each module multiplies itself. A descendant
+    # counts against its nearest counted ancestor (a GraphModule calls s1.0.conv without calling s1.0)
+    own = dict(out)
     for name, macs in out.items():
-        children = sum(v for o, v in out.items() if o and _parent(o) == name)
-        if macs > children:
-            leaves[name] = macs - children
+        ancestor = _nearest(name, out)
+        if ancestor is not None:
+            own[ancestor] -= macs
+    leaves = {name: macs for name, macs in own.items() if macs > 0}
     if outputs is not None:
         pools = {n for n, m in model.named_modules() if isinstance(m, (nn.modules.pooling._AvgPoolNd, *_ADAPTIVE_AVG))}
         outputs.update({n: seen[n] for n in [*leaves, *sorted(pools)] if seen.get(n)})
     return leaves
 
 
-def _parent(path: str) -> str:
-    return path.rpartition(".")[0]
+def _nearest(path: str, counted: dict[str, int]) -> str | None:
+    """The nearest proper ancestor of module ``path`` in ``counted`` (the root is ""), or None."""
+    while path:
+        path = path.rpartition(".")[0]
+        if path in counted:
+            return path
+    return None
 
 
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
