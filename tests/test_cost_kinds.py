@@ -174,3 +174,15 @@ def test_a_graph_module_counts_the_same_macs():
         nested = nn.Sequential(nn.Sequential(model))  # s1.0-style paths, then traced flat
         assert count(sitify(nested), size).macs == count(model, size).macs
         assert count(sitify(nested), size).smooth_by_kind == count(model, size).smooth_by_kind
+
+
+@pytest.mark.parametrize("name, relus", [("resnet18", 557_056), ("resnet20", None), ("vgg16", None)])
+def test_relu_networks_gain_no_new_kind(name, relus):
+    """The new kinds leave ReLU networks as they were: ReLUs and max-pools only, MACs all with weights."""
+    from relucut import create_model
+
+    report = count(create_model(name, num_classes=100), (3, 32, 32))
+    assert set(report.nonlinear_by_kind) <= {"relu", "maxpool"} and report.smooth_by_kind == {}
+    assert report.weight_macs == report.macs and report.activation_macs == 0
+    assert relus is None or report.relus == report.comparisons == relus
+    assert sum(report.macs_by_stage.values()) == report.macs

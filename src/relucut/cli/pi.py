@@ -83,7 +83,7 @@ def estimate_cmd(
         typer.echo(json.dumps({"network": label, **est.to_dict()}))
         return
     console.print(f"[bold]{label}[/]  protocol [bold]{est.protocol}[/]  ReLUs {est.relus:,} in {est.relu_layers} "
-                  f"layers  MACs {est.macs / 1e6:.1f}M  link {est.bandwidth_bps / 1e6:g} Mbit/s, "
+                  f"layers  weight MACs {est.macs / 1e6:.1f}M  link {est.bandwidth_bps / 1e6:g} Mbit/s, "
                   f"RTT {est.rtt_s * 1e3:g} ms, {est.threads} thread(s)")
     table = Table("phase", "latency", "communication")
     table.add_row("offline", f"{est.offline_s:.3f} s", _human_bytes(est.offline_bytes))
