@@ -77,3 +77,30 @@ def test_training_bn_without_statistics_is_an_error():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False))
     with pytest.raises(RelucutError, match="running statistics"):
         export_graph(model, (3, 8, 8))
+
+
+class _KindsNet(torch.nn.Module):
+    """LayerNorm, Hardswish, a Hardsigmoid gate (a product of two activations), softmax, sigmoid, tanh."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm, self.up = torch.nn.LayerNorm(8), torch.nn.Linear(8, 16)
+        self.act, self.gate, self.down = torch.nn.Hardswish(), torch.nn.Hardsigmoid(), torch.nn.Linear(16, 8)
+
+    def forward(self, x):  # (N, 5 tokens, 8)
+        h = self.up(self.norm(x))
+        h = self.down(self.act(h) * self.gate(h)) / 2.0
+        return torch.softmax(h, dim=-1) + torch.sigmoid(h).tanh()
+
+
+def test_converter_carries_the_per_element_kinds():
+    from fixtures.attention_nets import ConvSiLUGELU, ExplicitAttention
+
+    torch.manual_seed(0)
+    for model, size in ((ExplicitAttention(8), (5, 8)), (_KindsNet(), (5, 8)), (ConvSiLUGELU(), (3, 8, 8))):
+        ops = {op["op"] for op in export_graph(model.eval(), size).ops}
+        kinds = set(relucut.count(model, size).smooth_by_kind)
+        # every counted kind has its op in the graph (graph op names: layer_norm for layernorm)
+        assert {k.replace("layernorm", "layer_norm") for k in kinds} <= ops, (kinds, ops)
+        for ref, plain in plain_outputs([model], size):
+            np.testing.assert_allclose(plain, ref, rtol=1e-4, atol=1e-5)

@@ -14,7 +14,6 @@ from relucut.plan import apply_plan
 pytestmark = pytest.mark.spu  # real 2PC under .venv-spu (`make spu-env`)
 
 INPUT = (3, 16, 16)
-ESTIMATE_FACTOR = 3.0  # the cheetah profile must land within 3x of SPU's measured warm run
 # spu-cheetah's time vs CPU seconds, once this machine's speed is divided out: the profile's seconds
 # are those of the machine bench/spu_calibration.py ran on (another measured 2.9-4.1x faster alike;
 # the smallest net, below the fitted range, is the outlier)
@@ -84,16 +83,15 @@ def test_first_run_carries_the_ot_setup(measured):
     assert not measured[1].meta["first_run_includes_setup"]
 
 
-def test_cheetah_estimate_within_stated_factor(measured):
+def test_spu_cheetah_estimate_within_stated_tolerance(measured):
+    """The profile fitted to SPU (bench/spu_calibration.py) predicts these unseen networks closely. (The
+    `cheetah` profile prices the paper's Cheetah, with HE linear layers on the server's weights: not SPU's
+    public-weight mode, so it is checked against the paper's ResNet50 row in test_pi_estimate.py.)"""
     ratios = []
     for m in measured:
-        est = estimate(relucut.pi.Workload(m.relus, m.relu_layers, m.macs), "cheetah")
-        assert 1 / ESTIMATE_FACTOR <= est.online_bytes / m.warm.bytes <= ESTIMATE_FACTOR
         # time: the busier party's CPU seconds in the fastest warm run; other jobs on CI's 2 shared cores
         # stretch wall time 2-4x (bench/results/spu_calibration.md) but move CPU seconds little
         cpu = min(max(run["cpu_s_by_party"]) for run in m.meta["runs"][1:])
-        assert 1 / ESTIMATE_FACTOR <= est.online_s / cpu <= ESTIMATE_FACTOR, (est.online_s, cpu)
-        # the profile fitted to SPU (bench/spu_calibration.py) predicts these unseen networks closely
         work = relucut.pi.Workload(m.relus, m.relu_layers, m.macs, truncations=m.truncations, gathered=m.gathered,
                                    linear_layers=m.linear_layers)
         spu = estimate(work, "spu-cheetah")

@@ -48,12 +48,13 @@ def hook_counts(model: nn.Module, size=SIZE) -> dict[str, int]:
 def test_counts_by_kind_equal_a_forward_hook_count():
     model = user_net()
     report = count(model, SIZE)
-    assert report.nonlinear_by_kind == hook_counts(model)
+    # hooks see modules; the SE gate's product x * sigmoid(s) multiplies two activations (32x16x16)
+    assert report.nonlinear_by_kind == {**hook_counts(model), "mul": 32 * 16 * 16}
     by_kind = report.nonlinear_by_kind
     assert report.relus == by_kind["relu"] + by_kind["relu6"]
     # ReLU 1, ReLU6 2 per element, max-pool 8 per output of its 3x3 window; GELU/sigmoid are not comparisons
     assert report.comparisons == by_kind["relu"] + 2 * by_kind["relu6"] + by_kind["maxpool"]
-    assert report.smooth_by_kind == {"sigmoid": 32, "gelu": 64 * 8 * 8}
+    assert report.smooth_by_kind == {"sigmoid": 32, "mul": 32 * 16 * 16, "gelu": 64 * 8 * 8}
 
 
 def test_functional_forms_are_counted():
@@ -74,9 +75,11 @@ def test_cli_warns_in_one_line_naming_gelu_and_prints_kinds_in_json():
     data = json.loads(proc.stdout)
     assert data["nonlinear_by_kind"]["gelu"] == 4096 and data["nonlinear_by_kind"]["maxpool"] == 32768
     assert data["comparisons"] == data["relus"] + data["nonlinear_by_kind"]["relu6"] + 32768
-    assert data["pi_estimate"]["unpriced_kinds"] == ["sigmoid", "gelu"]
+    assert data["pi_estimate"]["unpriced_kinds"] == ["sigmoid", "mul", "gelu"]
+    assert data["pi_estimate"]["unpriced"] == {"sigmoid": 32, "mul": 8192, "gelu": 4096}
+    assert data["pi_estimate"]["lower_bound"] is True and "lower bound" in warning[0]
     assert [p["name"] for p in data["pools"]] == ["pool"]
-    assert {n["kind"] for n in data["nonlinear"]} == {"gelu", "sigmoid"}
+    assert {n["kind"] for n in data["nonlinear"]} == {"gelu", "sigmoid", "mul"}
     assert run_cli("count", "resnet20", "--json", check=True).stderr.strip() == ""
 
 
@@ -197,12 +200,12 @@ def test_a_failing_forward_is_one_line_without_torchs_traceback():
 def test_profiles_price_smooth_kinds_from_their_table(tmp_path):
     report = count(user_net(), SIZE)
     plain = estimate(report, "delphi")
-    assert plain.unpriced_kinds == ["sigmoid", "gelu"] and plain.relus == report.comparisons
+    assert plain.unpriced_kinds == ["sigmoid", "mul", "gelu"] and plain.relus == report.comparisons
     path = tmp_path / "profile.json"
-    path.write_text(json.dumps({"base": "delphi", "kind_relu_equivalents": {"gelu": 10, "sigmoid": 4}}))
+    path.write_text(json.dumps({"base": "delphi", "kind_relu_equivalents": {"gelu": 10, "sigmoid": 4, "mul": 2}}))
     priced = estimate(report, profile_file=str(path))
-    assert priced.unpriced_kinds == [] and priced.relus == report.comparisons + 10 * 4096 + 4 * 32
-    assert priced.relu_layers == plain.relu_layers + 2 and priced.online_s > plain.online_s
+    assert priced.unpriced_kinds == [] and priced.relus == report.comparisons + 10 * 4096 + 4 * 32 + 2 * 8192
+    assert priced.relu_layers == plain.relu_layers + 3 and priced.online_s > plain.online_s
     path.write_text(json.dumps({"kind_relu_equivalents": {"swish": 1}}))
     with pytest.raises(RelucutError, match="unknown kind 'swish'"):
         load_profile(path)
@@ -227,4 +230,6 @@ class _Attention(nn.Module):
 
 def test_fused_attention_counts_its_softmax():
     report = count(_Attention(), (5, 8))
-    assert report.smooth_by_kind == {"softmax": 2 * 5 * 5}  # 2 heads, 5 queries x 5 keys
+    # 2 heads, 5 queries x 5 keys; Q.K^T and A.V: 2 x 5 x 5 x (4 + 4) MACs, in macs too
+    assert report.smooth_by_kind == {"softmax": 2 * 5 * 5, "matmul": 2 * 5 * 5 * 8}
+    assert report.macs == 5 * 8 * 24 + 400 and report.weight_macs == 5 * 8 * 24

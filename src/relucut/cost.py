@@ -1,12 +1,16 @@
-"""Exact cost accounting: ReLUs per site/block/stage, MACs of convs and linear layers, parameters,
-and every other non-linearity by kind.
+"""Exact cost accounting: ReLUs per site/block/stage, MACs of convs, linear layers and attention,
+parameters, and every other non-linearity by kind.
 
 Counts are per single input. A site counts only the ReLUs it really evaluates: a dropped site
 counts 0 and a masked one counts its ones, whether the plan is applied to the model or passed
 alongside it. ``relus`` counts ReLU-like activations (ReLU and ReLU6 elements); ``comparisons``
 is what a 2PC engine pays in ReLU-equivalent comparisons: ReLU 1, ReLU6 and Hardtanh 2,
-LeakyReLU/PReLU 1 per element, max-pooling (window - 1) per output. Smooth kinds (GELU, SiLU,
-sigmoid, ...) are counted by element in ``smooth_by_kind``; their price is the protocol's.
+LeakyReLU/PReLU 1 per element, max-pooling (window - 1) per output, max reductions (reduced
+elements - outputs). The kinds a protocol prices per element (GELU, SiLU, sigmoid, softmax,
+LayerNorm, exp, division and products of two activations, ...: ``relucut.sites.SMOOTH_KINDS``) are
+counted by element in ``smooth_by_kind`` (``matmul``: MACs of activation x activation products,
+which ``macs`` also holds). MACs are counted with attention on its math path, so fused attention
+kernels do not hide them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from relucut.kinds import math_attention
 from relucut.plan import ReLUPlan
 from relucut.sites import Nonlinearity, Site, SiteMap, eval_mode, is_site_node, sites_of_traced, trace
 
@@ -57,6 +62,7 @@ class CostReport:
     # output elements of each conv/linear (MAC-counted) module and average pool: what a fixed-point
     # 2PC engine must rescale (truncate) after multiplying by weights or 1/window
     outputs_by_module: dict[str, int] = field(default_factory=dict)
+    module_stages: dict[str, str] = field(default_factory=dict)  # user models: module path -> stage
 
     @property
     def truncations(self) -> int:
@@ -114,14 +120,16 @@ class CostReport:
     def smooth_layers(self, kinds: set[str] | None = None) -> int:
         return sum(1 for o in self.others if o.comparisons is None and (kinds is None or o.kind in kinds))
 
-    def smooth_warning(self) -> str | None:
-        """One line naming the smooth kinds whose private-inference cost relucut cannot price."""
-        smooth = self.smooth_by_kind
-        if not smooth:
-            return None
-        kinds = ", ".join(f"{_KIND_LABELS.get(k, k)} ({n:,})" for k, n in smooth.items())
-        return (f"warning: {kinds} are not comparisons: their private-inference cost is protocol-specific "
-                "and not in the ReLU count or the estimate (a profile's kind_relu_equivalents prices them)")
+    @property
+    def activation_macs(self) -> int:
+        """MACs of products of two activations (attention's Q·Kᵀ and A·V): part of ``macs``, but a 2PC
+        engine cannot evaluate them as it does weights (no weight to encrypt or garble with)."""
+        return self.smooth_by_kind.get("matmul", 0)
+
+    @property
+    def weight_macs(self) -> int:
+        """MACs with a weight or constant operand: convolutions and linear layers."""
+        return max(self.macs - self.activation_macs, 0)
 
     @property
     def relus(self) -> int:
@@ -158,12 +166,26 @@ class CostReport:
 
     @property
     def macs_by_stage(self) -> dict[str, int]:
-        """MACs attributed to stages by module path; modules outside stages go under 'other'."""
+        """MACs by stage: a zoo model's by its stage modules (the head under 'other'), a user model's by
+        ``module_stages`` (each module with the next plan site after it); a model without plan sites
+        (a ViT) by its top-level modules."""
         out: dict[str, int] = defaultdict(int)
         for path, macs in self.macs_by_module.items():
             top = path.split(".")[0]
-            out[top if top in self.stage_names else "other"] += macs
+            if top in self.stage_names:
+                out[top] += macs
+            elif self.stage_names or self.module_stages:
+                out[self._module_stage(path)] += macs
+            else:
+                out[top or "other"] += macs
         return dict(out)
+
+    def _module_stage(self, path: str) -> str:
+        while path:
+            if path in self.module_stages:
+                return self.module_stages[path]
+            path = path.rpartition(".")[0]
+        return "other"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,15 +205,23 @@ class CostReport:
             "nonlinear_by_kind": self.nonlinear_by_kind,
             "comparisons_by_kind": self.comparisons_by_kind,
             "smooth_by_kind": self.smooth_by_kind,
+            "activation_macs": self.activation_macs,
             "sites": [_site_entry(s) for s in self.sites],
             "pools": [_site_entry(p) for p in self.pools],
             "nonlinear": [o.to_dict() for o in self.others],
         }
 
 
-_KIND_LABELS = {"gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "hardswish": "Hardswish",
-                "hardsigmoid": "Hardsigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax", "mish": "Mish",
-                "elu": "ELU", "selu": "SELU", "celu": "CELU", "softplus": "Softplus"}
+KIND_LABELS = {"gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "hardswish": "Hardswish",
+               "hardsigmoid": "Hardsigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax", "mish": "Mish",
+               "elu": "ELU", "selu": "SELU", "celu": "CELU", "softplus": "Softplus", "log_sigmoid": "LogSigmoid",
+               "softsign": "Softsign", "layernorm": "LayerNorm", "groupnorm": "GroupNorm", "rmsnorm": "RMSNorm",
+               "div": "division by an activation", "mul": "activation products",
+               "matmul": "activation matmul MACs"}
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind)
 
 
 def _site_entry(cost: SiteCost) -> dict[str, Any]:
@@ -223,7 +253,8 @@ def _pool_cost(site: Site, plan: ReLUPlan | None) -> SiteCost:
 @torch.no_grad()
 def _macs_by_module(model: nn.Module, example: torch.Tensor,
                     outputs: dict[str, int] | None = None) -> dict[str, int]:
-    """MACs per leaf module; fills ``outputs`` with the output elements of those and of average pools."""
+    """MACs per module that multiplies itself (a leaf, or a module whose own code calls matmul or
+    attention); fills ``outputs`` with the output elements of those and of average pools."""
     root = type(model).__name__
     seen: dict[str, int] = defaultdict(int)
 
@@ -235,24 +266,39 @@ def _macs_by_module(model: nn.Module, example: torch.Tensor,
 
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n] if outputs is not None else []
     try:
-        with FlopCounterMode(display=False) as counter:
+        with math_attention(), FlopCounterMode(display=False) as counter:
             model(example)
     finally:
         for handle in handles:
             handle.remove()
     out: dict[str, int] = {}
     for name, ops in counter.get_flop_counts().items():
-        if name in ("Global", root) or not name.startswith(root + "."):
+        if name != root and not name.startswith(root + "."):
             continue
         flops = sum(v for op, v in ops.items() if str(op).split(".")[1] in LINEAR_OPS)
         if flops:
-            out[name[len(root) + 1:]] = flops // 2
-    # parents include their children's counts; keep the leaves only
-    leaves = {k: v for k, v in out.items() if not any(o.startswith(k + ".") for o in out)}
+            out[name[len(root) + 1:]] = flops // 2  # the root module itself: ""
+    # parents include their descendants' counts: keep what each module multiplies itself. A descendant
+    # counts against its nearest counted ancestor (a GraphModule calls s1.0.conv without calling s1.0)
+    own = dict(out)
+    for name, macs in out.items():
+        ancestor = _nearest(name, out)
+        if ancestor is not None:
+            own[ancestor] -= macs
+    leaves = {name: macs for name, macs in own.items() if macs > 0}
     if outputs is not None:
         pools = {n for n, m in model.named_modules() if isinstance(m, (nn.modules.pooling._AvgPoolNd, *_ADAPTIVE_AVG))}
         outputs.update({n: seen[n] for n in [*leaves, *sorted(pools)] if seen.get(n)})
     return leaves
+
+
+def _nearest(path: str, counted: dict[str, int]) -> str | None:
+    """The nearest proper ancestor of module ``path`` in ``counted`` (the root is ""), or None."""
+    while path:
+        path = path.rpartition(".")[0]
+        if path in counted:
+            return path
+    return None
 
 
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
@@ -294,6 +340,7 @@ def count(model: nn.Module, input_size: tuple[int, ...], plan: ReLUPlan | None =
         pools=[_pool_cost(p, plan) for p in sites.pools],
         others=list(sites.others),
         outputs_by_module=outputs,
+        module_stages=sites.module_stages,
     )
 
 

@@ -24,6 +24,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from relucut.errors import RelucutError
+from relucut.kinds import COMPARISON_KINDS, activations, extra_nonlinearities, full_shape
 from relucut.site_module import ReLU6Site, ReLUSite, is_pool_site_module, is_site_module
 
 RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
@@ -34,10 +35,14 @@ RELU_METHODS = {"relu", "relu_"}
 LINEARIZABLE_KINDS = ("relu", "relu6")  # plan sites: keep, drop (identity) or mask
 POOL_KIND = "maxpool"  # plan sites too: keep, or swap for average pooling
 # comparisons per output element; maxpool and clamp depend on the call (window, bounds)
-COMPARISONS_PER_ELEMENT = {"relu": 1, "relu6": 2, "hardtanh": 2, "leaky_relu": 1, "prelu": 1, "threshold": 1}
-# smooth (or table-based) ones: their private-inference cost depends on the protocol's approximation
+COMPARISONS_PER_ELEMENT = {"relu": 1, "relu6": 2, "hardtanh": 2, "leaky_relu": 1, "prelu": 1, "threshold": 1,
+                           "hardshrink": 2, "softshrink": 2, **COMPARISON_KINDS}
+# the rest is priced per element by each protocol's approximation ("smooth" in CostReport and
+# Workload): smooth functions, normalizations (a reciprocal square root per row), softmax (max, exp,
+# division per row), and (relucut.kinds) products and divisions of two activations, matmul in MACs
 SMOOTH_KINDS = ("gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "softmax", "log_softmax",
-                "mish", "elu", "selu", "celu", "softplus")
+                "mish", "elu", "selu", "celu", "softplus", "log_sigmoid", "softsign", "layernorm", "groupnorm",
+                "rmsnorm", "exp", "log", "sqrt", "rsqrt", "reciprocal", "div", "erf", "pow", "mul", "matmul")
 
 _MODULE_KINDS: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], str], ...] = (
     (nn.ReLU, "relu"), (nn.ReLU6, "relu6"), (nn.Hardtanh, "hardtanh"),  # ReLU6 subclasses Hardtanh
@@ -47,7 +52,9 @@ _MODULE_KINDS: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], str], 
     (nn.GELU, "gelu"), (nn.SiLU, "silu"), (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"),
     (nn.Hardswish, "hardswish"), (nn.Hardsigmoid, "hardsigmoid"), ((nn.Softmax, nn.Softmax2d), "softmax"),
     (nn.LogSoftmax, "log_softmax"), (nn.Mish, "mish"), (nn.ELU, "elu"), (nn.SELU, "selu"), (nn.CELU, "celu"),
-    (nn.Softplus, "softplus"),
+    (nn.Softplus, "softplus"), (nn.LogSigmoid, "log_sigmoid"), (nn.Softsign, "softsign"), (nn.Softmin, "softmax"),
+    (nn.Hardshrink, "hardshrink"), (nn.Softshrink, "softshrink"), (nn.LayerNorm, "layernorm"),
+    (nn.GroupNorm, "groupnorm"), (nn.RMSNorm, "rmsnorm"),
 )
 MAXPOOL_FUNCTIONS = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, torch.max_pool1d: 1, torch.max_pool2d: 2,
@@ -64,11 +71,14 @@ _FUNCTION_KINDS = {
     F.tanh: "tanh", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", F.softmax: "softmax",
     torch.softmax: "softmax", F.scaled_dot_product_attention: "softmax", F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", F.mish: "mish",
     F.elu: "elu", F.selu: "selu", torch.selu: "selu", F.celu: "celu", F.softplus: "softplus",
+    F.logsigmoid: "log_sigmoid", F.softsign: "softsign", F.softmin: "softmax", F.hardshrink: "hardshrink",
+    F.softshrink: "softshrink", F.layer_norm: "layernorm", torch.layer_norm: "layernorm", F.group_norm: "groupnorm",
+    torch.group_norm: "groupnorm", F.instance_norm: "groupnorm", F.rms_norm: "rmsnorm",
 }
 _METHOD_KINDS = {
     **{m: "relu" for m in RELU_METHODS}, "clamp": "clamp", "clamp_": "clamp", "clip": "clamp", "clip_": "clamp",
     "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh", "tanh_": "tanh", "softmax": "softmax",
-    "log_softmax": "log_softmax",
+    "log_softmax": "log_softmax", "softmin": "softmax",
 }
 
 
@@ -77,6 +87,8 @@ def module_kind(module: nn.Module) -> str | None:
         return getattr(module, "site_kind", "relu")
     if getattr(module, "relucut_pool_site", False):
         return "avgpool"  # a swapped max-pool: still its site, no longer a non-linearity
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):  # per-instance statistics unless it keeps running ones
+        return None if module.track_running_stats and module.running_mean is not None else "groupnorm"
     for types, kind in _MODULE_KINDS:
         if isinstance(module, types):
             return kind
@@ -275,10 +287,11 @@ class SiteMap:
     other non-linearities beside them."""
 
     def __init__(self, sites: list[Site], stage_names: tuple[str, ...], pools: list[Site] = (),
-                 others: list[Nonlinearity] = ()):
+                 others: list[Nonlinearity] = (), module_stages: dict[str, str] | None = None):
         self.sites = sites
         self.pools = list(pools)
         self.others = list(others)
+        self.module_stages = dict(module_stages or {})  # user models: module path -> stage (zoo: by name)
         self.by_name = {s.name: s for s in (*sites, *self.pools)}
         used = [s.stage for s in sites]
         self.stage_names = tuple(stage_names) or tuple(dict.fromkeys(used))
@@ -375,6 +388,11 @@ class _Found:
     shape: tuple[int, ...]
     comparisons: int | None
     elements: int | None = None
+    extra: bool = False  # found by relucut.kinds: counted, never a plan site
+
+    @property
+    def is_site(self) -> bool:
+        return self.kind in LINEARIZABLE_KINDS and not self.extra
 
 
 def _attention_softmax(node: fx.Node) -> int | None:
@@ -388,16 +406,21 @@ def _attention_softmax(node: fx.Node) -> int | None:
 def _collect(gm: fx.GraphModule) -> list[_Found]:
     """Every non-linearity and pool site of a shape-propagated graph, in graph order."""
     modules = dict(gm.named_modules())
+    live = activations(gm)
     found = []
     for node in gm.graph.nodes:
         kind = node_kind(node, modules)
-        if kind is None:
-            continue
-        shape = _per_sample_shape(node)
-        if shape is None:
-            raise RelucutError(f"{kind} call '{node.name}' does not output a tensor; relucut cannot count it")
-        found.append(_Found(node, kind, _module_path(node, gm), shape, comparisons_of(node, kind, modules, shape),
-                            _attention_softmax(node)))
+        if kind is not None:
+            shape = _per_sample_shape(node)
+            if shape is None:
+                raise RelucutError(f"{kind} call '{node.name}' does not output a tensor; relucut cannot count it")
+            whole = full_shape(node)
+            if kind not in (*LINEARIZABLE_KINDS, POOL_KIND, "avgpool") and whole and whole[0] != 1:
+                shape = whole  # sequence-first or batch-folded (windows, heads): the batch of one is not dim 0
+            found.append(_Found(node, kind, _module_path(node, gm), shape, comparisons_of(node, kind, modules, shape),
+                                _attention_softmax(node)))
+        found += [_Found(node, e.kind, _module_path(node, gm), e.shape, e.comparisons, e.elements, extra=True)
+                  for e in extra_nonlinearities(node, modules, live)]
     return found
 
 
@@ -436,7 +459,7 @@ def _zoo_stages(found: list[_Found], stage_names: tuple[str, ...], aliases: dict
     stages, current = [], stage_names[0] if stage_names else "s1"
     for f in found:
         stage = _zoo_stage(f.path, stage_names, aliases)
-        if stage is None and f.kind in LINEARIZABLE_KINDS:
+        if stage is None and f.is_site:
             raise RelucutError(
                 f"ReLU site '{f.node.name}' ({f.path}) is outside the model's declared stages {stage_names}"
             )
@@ -448,7 +471,7 @@ def _zoo_stages(found: list[_Found], stage_names: tuple[str, ...], aliases: dict
 def _resolution_stages(found: list[_Found], gates: list[bool]) -> list[str]:
     """User models: main-path ReLU sites in runs of equal resolution; gates ('<stage>.gate'), pools
     and other non-linearities go with the main-path stage before them (the first one if none)."""
-    main = [f for f, g in zip(found, gates) if f.kind in LINEARIZABLE_KINDS and not g]
+    main = [f for f, g in zip(found, gates) if f.is_site and not g]
     index, last_res, run_of = 0, None, {}
     for f in main:
         if f.shape[1:] != last_res:
@@ -462,6 +485,24 @@ def _resolution_stages(found: list[_Found], gates: list[bool]) -> list[str]:
     return stages
 
 
+def _module_stages(gm: fx.GraphModule, found: list[_Found], stages: list[str]) -> dict[str, str]:
+    """User models: each module goes with the next plan site after it in graph order (a conv with the
+    ReLU it feeds); modules after the last site with the last site's stage."""
+    stage_of = {f.node: stage for f, stage in zip(found, stages) if f.is_site}
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for node in gm.graph.nodes:
+        path = _module_path(node, gm) if node.op in ("call_module", "call_function", "call_method") else ""
+        if path and path not in out and path not in pending:
+            pending.append(path)
+        if node in stage_of:
+            out.update(dict.fromkeys(pending, stage_of[node]))
+            pending = []
+    if stage_of:
+        out.update(dict.fromkeys(pending, list(stage_of.values())[-1]))
+    return out
+
+
 @torch.no_grad()
 def sites_of_traced(gm: fx.GraphModule, input_size: tuple[int, ...]) -> SiteMap:
     propagate(gm, input_size)
@@ -472,18 +513,19 @@ def sites_of_traced(gm: fx.GraphModule, input_size: tuple[int, ...]) -> SiteMap:
         gates = [False] * len(found)
         stages = _zoo_stages(found, stage_names, dict(getattr(gm, "stage_aliases", {})))
     else:
-        gates = [f.kind in LINEARIZABLE_KINDS and _is_gate(f, modules) for f in found]
+        gates = [f.is_site and _is_gate(f, modules) for f in found]
         stages = _resolution_stages(found, gates)
     sites, pools, others = [], [], []
     for f, gate, stage in zip(found, gates, stages):
         block = _block_of(f.path, stage, zoo=bool(stage_names))
-        if f.kind in LINEARIZABLE_KINDS:
+        if f.is_site:
             sites.append(Site(f.node.name, f.node.op, f.path, f.shape, stage, block, f.kind, gate, f.comparisons))
-        elif f.kind in (POOL_KIND, "avgpool") and is_pool_site_node(f.node, modules):
+        elif f.kind in (POOL_KIND, "avgpool") and not f.extra and is_pool_site_node(f.node, modules):
             pools.append(Site(f.node.name, f.node.op, f.path, f.shape, stage, block, f.kind, False, f.comparisons))
         elif f.kind != "avgpool":
             others.append(Nonlinearity(f.node.name, f.kind, f.node.op, f.path, f.shape, f.comparisons, f.elements))
-    return SiteMap(sites, stage_names, pools, others)
+    module_stages = {} if stage_names else _module_stages(gm, found, stages)
+    return SiteMap(sites, stage_names, pools, others, module_stages)
 
 
 def _pool_module(node: fx.Node, current: nn.Module | None) -> nn.Module:

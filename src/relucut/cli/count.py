@@ -56,6 +56,9 @@ def print_report(report: CostReport, title: str) -> None:
         full = sum(s.total for s in members)
         table.add_row(stage, str(len(members)), f"{by_stage.get(stage, 0):,}", f"{full:,}",
                       f"{100 * by_stage.get(stage, 0) / total:.1f}", _human(macs.get(stage, 0)))
+    for group, n in macs.items():  # outside the stages: a zoo model's classifier, a ViT's top-level modules
+        if group not in report.stage_names and n:
+            table.add_row(group, "0", "0", "0", "0.0", _human(n), style="dim")
     table.add_row("total", str(len(report.sites)), f"{report.relus:,}", f"{report.relus_full:,}", "100.0",
                   _human(report.macs), style="bold")
     console.print(table)
@@ -98,7 +101,8 @@ def _kinds_line(report: CostReport) -> str | None:
     by_kind = report.nonlinear_by_kind
     if set(by_kind) == {"relu"}:
         return None
-    parts = [f"{kind} {n:,}{' comparisons' if kind == 'maxpool' else ''}" for kind, n in by_kind.items()]
+    parts = [f"{kind} {n:,}{' comparisons' if kind in ('maxpool', 'max') else ' MACs' if kind == 'matmul' else ''}"
+             for kind, n in by_kind.items()]
     return f"non-linearities: {', '.join(parts)}; ReLU-equivalent comparisons {report.comparisons:,}"
 
 
@@ -108,16 +112,18 @@ def _show(report: CostReport, as_json: bool, title: str) -> None:
     est = estimate(report, "delphi")
     report.meta["pi_estimate"] = {"protocol": est.protocol, "online_s": est.online_s, "offline_s": est.offline_s,
                                   "online_bytes": est.online_bytes, "offline_bytes": est.offline_bytes,
-                                  "unpriced_kinds": est.unpriced_kinds}
-    warning = report.smooth_warning()
+                                  "unpriced_kinds": est.unpriced_kinds, "unpriced": est.unpriced,
+                                  "lower_bound": est.lower_bound, "priced_share": est.priced_share}
+    warning = est.unpriced_line()
     if warning:  # exactly one line per run, on stderr so --json output stays parseable
         typer.echo(warning, err=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:
         print_report(report, title)
-        console.print(f"estimated private inference (DELPHI, `relucut pi estimate`): online {est.online_s:.2f} s, "
-                      f"offline {est.offline_s:.1f} s")
+        bound = "at least " if est.lower_bound else ""
+        console.print(f"estimated private inference (DELPHI, `relucut pi estimate`): online {bound}{est.online_s:.2f} s, "
+                      f"offline {bound}{est.offline_s:.1f} s")
 
 
 @app.command()

@@ -76,16 +76,20 @@ def estimate_cmd(
         rtt_s=parse_quantity(rtt, SECONDS, "--rtt", "0.3ms") if rtt is not None else None,
         threads=threads, requests_per_s=requests_per_s, num_requests=num_requests,
     )
+    warning = est.unpriced_line()
+    if warning:  # one line, on stderr so --json output stays parseable
+        typer.echo(warning, err=True)
     if as_json:
         typer.echo(json.dumps({"network": label, **est.to_dict()}))
         return
     console.print(f"[bold]{label}[/]  protocol [bold]{est.protocol}[/]  ReLUs {est.relus:,} in {est.relu_layers} "
-                  f"layers  MACs {est.macs / 1e6:.1f}M  link {est.bandwidth_bps / 1e6:g} Mbit/s, "
+                  f"layers  weight MACs {est.macs / 1e6:.1f}M  link {est.bandwidth_bps / 1e6:g} Mbit/s, "
                   f"RTT {est.rtt_s * 1e3:g} ms, {est.threads} thread(s)")
     table = Table("phase", "latency", "communication")
     table.add_row("offline", f"{est.offline_s:.3f} s", _human_bytes(est.offline_bytes))
     table.add_row("online", f"{est.online_s:.3f} s", _human_bytes(est.online_bytes))
-    table.add_row("total", f"{est.total_s:.3f} s", _human_bytes(est.total_bytes), style="bold")
+    bound = ">= " if est.lower_bound else ""
+    table.add_row("total", f"{bound}{est.total_s:.3f} s", f"{bound}{_human_bytes(est.total_bytes)}", style="bold")
     if est.setup_s or est.setup_bytes:
         table.add_row("one-time setup", f"{est.setup_s:.3f} s", _human_bytes(est.setup_bytes))
     console.print(table)

@@ -4,7 +4,7 @@
 ``relucut.pi.measure(model, input_size)`` runs the network under SecretFlow SPU (Cheetah).
 """
 
-from relucut.pi.estimate import Estimate, Workload, estimate
+from relucut.pi.estimate import Estimate, Workload, estimate, unpriced_line
 from relucut.pi.profiles import PROFILES, Profile, get_profile, load_profile, profile_names
 from relucut.pi.requests import RequestLoad, simulate_requests
 
@@ -19,4 +19,5 @@ __all__ = [
     "load_profile",
     "profile_names",
     "simulate_requests",
+    "unpriced_line",
 ]

@@ -15,6 +15,15 @@ dropped and the fit repeated, so every constant stays physical. The fitted const
 measured set-up (threads, link) and are written as compute constants of a profile file; the
 measured times hold that link's round trips, so the profile's default RTT becomes 0 (pass another
 link's RTT to add its round trips).
+
+``calibrate_kinds`` fits the per-element kinds (GELU, softmax, LayerNorm, products, ...) on what a
+profile's other terms leave of each measurement, with every other constant kept:
+
+    time   - profile's time   = sum over kinds (elements*t_k + layers*t_layer_k)
+    bytes  - profile's bytes  = sum over kinds (elements*b_k + layers*b_layer_k)
+    rounds - profile's rounds = sum over kinds layers*r_k
+
+(relative weights: each row divided by its whole measured value) into the profile's ``kind_costs``.
 """
 
 from __future__ import annotations
@@ -45,13 +54,19 @@ ROUNDS_KEYS = {"relu_layers": "per_layer", "linear_layers": "per_linear_layer"}
 
 
 def measurement_row(work) -> dict[str, float]:
-    """The workload columns of one network (a ``relucut.pi.Workload``)."""
-    return {k: getattr(work, k) for k in TIME_TERMS}
+    """The workload columns of one network (a ``relucut.pi.Workload``), per-element kinds included."""
+    return {**{k: getattr(work, k) for k in TIME_TERMS}, **kind_columns(work.smooth, work.smooth_layers)}
+
+
+def kind_columns(elements: dict[str, int], layers: dict[str, int]) -> dict[str, float]:
+    """``kind:<k>`` (elements) and ``kind_layers:<k>`` (layers of that kind) columns of a measurement row."""
+    return {**{f"kind:{k}": n for k, n in elements.items()}, **{f"kind_layers:{k}": n for k, n in layers.items()}}
 
 
 def _row(item: dict[str, Any], where: str) -> dict[str, float]:
     if "warm" in item and "relus" in item:  # a `relucut pi measure --json` result
         row = {k: item[k] for k in TIME_TERMS if k in item}
+        row.update(kind_columns(item.get("kinds", {}), item.get("kind_layers", {})))
         row.update(online_s=item["warm"]["wall_s"], online_bytes=item["warm"]["bytes"])
         if item["warm"].get("rounds"):
             row["rounds"] = item["warm"]["rounds"]
@@ -82,11 +97,13 @@ def read_measurements(paths: list[str | Path]) -> list[dict[str, float]]:
     return rows
 
 
-def nonneg_lstsq(x: np.ndarray, y: np.ndarray, relative: bool = False) -> tuple[np.ndarray, float]:
+def nonneg_lstsq(x: np.ndarray, y: np.ndarray, relative: bool = False,
+                 scale: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Least squares with negative coefficients removed one at a time; returns coef and r^2.
 
-    ``relative`` divides each row by its target, so the fit minimises relative errors."""
-    w = 1.0 / np.where(y != 0, np.abs(y), 1.0) if relative else np.ones_like(y)
+    ``relative`` divides each row by its target (or by ``scale``), so the fit minimises relative errors."""
+    ref = np.abs(y if scale is None else scale)
+    w = 1.0 / np.where(ref != 0, ref, 1.0) if relative else np.ones_like(y)
     active = [j for j in range(x.shape[1]) if np.any(x[:, j] != 0)]
     coef = np.zeros(x.shape[1])
     while active:
@@ -148,6 +165,69 @@ def calibrate(rows: list[dict[str, float]], base: Profile, name: str | None = No
     profile = replace(base, name=name or f"{base.name}-calibrated", sources={**base.sources, **sources},
                       **{k: float(v) for k, v in changes.items()})
     return profile, fit
+
+
+def _kinds_in(rows: list[dict[str, float]]) -> list[str]:
+    return sorted({k.split(":", 1)[1] for r in rows for k, v in r.items() if k.startswith("kind:") and v})
+
+
+def _rest(rows: list[dict[str, float]], profile: Profile) -> list[tuple[float, float, float]]:
+    """What the profile's other terms predict per row: compute seconds, bytes, rounds."""
+    from relucut.pi.estimate import Workload, estimate
+
+    out = []
+    for r in rows:
+        work = Workload(**{k: int(r.get(k, 0)) for k in TIME_TERMS})
+        est = estimate(work, replace(profile, kind_costs={}, kind_relu_equivalents={}), threads=profile.ref_threads)
+        out.append((est.online_compute_s, est.online_bytes, est.online_rounds))
+    return out
+
+
+def _fit_rest(cols: np.ndarray, measured: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Non-negative coefficients of ``cols`` for measured - rest (rows weighed by 1/measured), r^2 of
+    the whole prediction, and its worst relative error."""
+    scale = np.where(cols.max(0) > 0, cols.max(0), 1.0)
+    coef, _ = nonneg_lstsq(cols / scale, measured - rest, relative=True, scale=measured)
+    coef = coef / scale
+    pred = rest + cols @ coef
+    ss_tot = float(np.sum((measured - measured.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((measured - pred) ** 2)) / ss_tot if ss_tot > 0 else 1.0
+    return coef, r2, float(np.max(np.abs(pred / np.where(measured != 0, measured, 1.0) - 1)))
+
+
+def calibrate_kinds(rows: list[dict[str, float]], profile: Profile,
+                    name: str | None = None) -> tuple[Profile, dict[str, Any]]:
+    """``profile`` with the per-element kinds in ``rows`` priced by their own fitted terms."""
+    kinds = _kinds_in(rows)
+    if not kinds:
+        raise RelucutError("no per-element kind (GELU, softmax, ...) in these measurements: nothing to fit")
+    if len(rows) < 2 * len(kinds):
+        raise RelucutError(f"{len(kinds)} kinds need at least {2 * len(kinds)} measurements, got {len(rows)}")
+    rest = np.array(_rest(rows, profile))
+    elements = np.array([[float(r.get(f"kind:{k}", 0)) for k in kinds] for r in rows])
+    layers = np.array([[float(r.get(f"kind_layers:{k}", 0)) for k in kinds] for r in rows])
+    n = len(kinds)
+    t_coef, t_r2, t_worst = _fit_rest(np.hstack([elements, layers]), np.array([r["online_s"] for r in rows]), rest[:, 0])
+    b_coef, b_r2, b_worst = _fit_rest(np.hstack([elements, layers]), np.array([r["online_bytes"] for r in rows]),
+                                      rest[:, 1])
+    costs = {k: {"online_s": float(t_coef[i]), "layer_online_s": float(t_coef[n + i]),
+                 "online_bytes": float(b_coef[i]), "layer_online_bytes": float(b_coef[n + i])}
+             for i, k in enumerate(kinds)}
+    fit: dict[str, Any] = {"measurements": len(rows), "kinds": kinds, "time_r2": t_r2, "bytes_r2": b_r2,
+                           "time_max_rel_error": t_worst, "bytes_max_rel_error": b_worst}
+    with_rounds = [i for i, r in enumerate(rows) if r.get("rounds")]
+    if len(with_rounds) >= n:
+        r_coef, r_r2, r_worst = _fit_rest(layers[with_rounds], np.array([rows[i]["rounds"] for i in with_rounds]),
+                                          rest[with_rounds, 2])
+        for i, k in enumerate(kinds):
+            costs[k]["rounds_per_layer"] = float(r_coef[i])
+        fit.update(rounds_r2=r_r2, rounds_max_rel_error=r_worst)
+    fit["kind_costs"] = costs
+    sources = {f"kind_costs.{k}": "fitted by relucut.pi.calibrate.calibrate_kinds on what the other terms leave"
+               for k in kinds}
+    fitted = replace(profile, name=name or profile.name, kind_costs={**profile.kind_costs, **costs},
+                     sources={**profile.sources, **sources})
+    return fitted, fit
 
 
 def profile_file_data(profile: Profile, base: str, fit: dict[str, Any]) -> dict[str, Any]:

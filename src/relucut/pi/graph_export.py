@@ -4,6 +4,9 @@ The SPU environment has no torch, so the network crosses over as data: ``spu_run
 a JAX function from this description. BatchNorm is folded into the convolution before it (a
 public per-channel multiply would still cost a truncation under fixed point), masked ReLU sites
 become gathers of their active positions (public indices: local in 2PC), and dropped sites vanish.
+Beyond ReLUs it carries the per-element kinds relucut counts (GELU, SiLU, sigmoid, tanh, Hardswish,
+Hardsigmoid, softmax, LayerNorm, products and matrix products of two activations) and the reshaping
+attention needs (transpose, permute, scaling by a constant).
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from relucut.site_module import PartialReLU, ReLUSite
 from relucut.sites import RELU_FUNCTIONS, RELU_METHODS, trace
 
 GRAPH_VERSION = 1
+
+# activation modules and functions -> (graph op, attributes read from the call)
+_ELEMENTWISE_MODULES = ((nn.SiLU, "silu"), (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.Hardswish, "hardswish"),
+                        (nn.Hardsigmoid, "hardsigmoid"))
+_ELEMENTWISE_FUNCTIONS = {F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
+                          F.tanh: "tanh", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid"}
+_ELEMENTWISE_METHODS = {"sigmoid": "sigmoid", "tanh": "tanh"}
+_MUL = {operator.mul, torch.mul}
+_MATMUL = {operator.matmul, torch.matmul, torch.bmm}
 
 _ADD = {operator.add, torch.add, operator.iadd}
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
@@ -62,7 +74,8 @@ class OpGraph:
 def _unsupported(what: str) -> RelucutError:
     return RelucutError(
         f"the PI converter does not support {what}; rewrite that part of the model with supported ops "
-        "(Conv2d, Linear, BatchNorm2d, add, ReLU/ReLU sites, avg/adaptive-avg/max pooling, mean, flatten)"
+        "(Conv2d, Linear, BatchNorm2d, add, ReLU/ReLU sites, avg/adaptive-avg/max pooling, mean, flatten, "
+        "GELU, SiLU, sigmoid, tanh, Hardswish, Hardsigmoid, softmax, LayerNorm, products, matmul, transpose)"
     )
 
 
@@ -160,8 +173,21 @@ class _Converter:
             self.adaptive_avg(node, mod.output_size)
         elif isinstance(mod, nn.Flatten):
             self.emit(node, "flatten", [self.ref(x)], start_dim=int(mod.start_dim))
+        elif isinstance(mod, nn.GELU):
+            self.emit(node, "gelu", [self.ref(x)], approximate=mod.approximate == "tanh")
+        elif isinstance(mod, nn.Softmax):
+            self.emit(node, "softmax", [self.ref(x)], dim=int(mod.dim))
+        elif isinstance(mod, nn.LayerNorm):
+            self.layernorm(node, x, tuple(mod.normalized_shape), mod.weight, mod.bias, mod.eps)
+        elif any(isinstance(mod, t) for t, _ in _ELEMENTWISE_MODULES):
+            self.emit(node, next(op for t, op in _ELEMENTWISE_MODULES if isinstance(mod, t)), [self.ref(x)])
         else:
             raise _unsupported(f"module {type(mod).__name__} at '{node.name}'")
+
+    def layernorm(self, node: fx.Node, x, normalized_shape, weight, bias, eps) -> None:
+        self.emit(node, "layer_norm", [self.ref(x)], dims=len(normalized_shape), eps=float(eps),
+                  weight=self.graph.add_array(f"{node.name}.weight", weight) if weight is not None else None,
+                  bias=self.graph.add_array(f"{node.name}.bias", bias) if bias is not None else None)
 
     def batchnorm(self, node: fx.Node, bn: nn.BatchNorm2d) -> None:
         if bn.training or bn.running_mean is None:
@@ -233,6 +259,24 @@ class _Converter:
                       ceil_mode, kw.get("count_include_pad", True))
         elif fn is torch.mean:
             self.mean(node, args[0], args[1] if len(args) > 1 else kw.get("dim"), kw.get("keepdim", False))
+        elif fn in _ELEMENTWISE_FUNCTIONS:
+            self.emit(node, _ELEMENTWISE_FUNCTIONS[fn], [self.ref(args[0])])
+        elif fn is F.gelu:
+            self.emit(node, "gelu", [self.ref(args[0])], approximate=kw.get("approximate", "none") == "tanh")
+        elif fn in (F.softmax, torch.softmax):
+            self.emit(node, "softmax", [self.ref(args[0])], dim=int(args[1] if len(args) > 1 else kw["dim"]))
+        elif fn is F.layer_norm:
+            shape = args[1] if len(args) > 1 else kw["normalized_shape"]
+            weight, bias = (self._param(args, kw, i, name) for i, name in ((2, "weight"), (3, "bias")))
+            self.layernorm(node, args[0], tuple(shape), weight, bias, kw.get("eps", args[4] if len(args) > 4 else 1e-5))
+        elif fn in _MUL:
+            self.product(node, args[0], args[1])
+        elif fn is operator.truediv and isinstance(args[1], (int, float)):
+            self.emit(node, "scale", [self.ref(args[0])], factor=1.0 / float(args[1]))
+        elif fn in _MATMUL:
+            self.emit(node, "matmul", [self.ref(args[0]), self.ref(args[1])])
+        elif fn is torch.transpose:
+            self.emit(node, "transpose", [self.ref(args[0])], dims=[int(args[1]), int(args[2])])
         elif (fn is getattr and args[1] == "shape") or (
                 fn is operator.getitem and isinstance(args[0], fx.Node) and args[0].name in self.sizes):
             self.sizes.add(node.name)
@@ -256,8 +300,41 @@ class _Converter:
             self.mean(node, args[0], args[1] if len(args) > 1 else kw.get("dim"), kw.get("keepdim", False))
         elif name == "contiguous":
             self.alias[node.name] = self.ref(args[0])
+        elif name in _ELEMENTWISE_METHODS:
+            self.emit(node, _ELEMENTWISE_METHODS[name], [self.ref(args[0])])
+        elif name == "softmax":
+            self.emit(node, "softmax", [self.ref(args[0])], dim=int(args[1] if len(args) > 1 else kw["dim"]))
+        elif name in ("mul", "mul_"):
+            self.product(node, args[0], args[1])
+        elif name == "matmul":
+            self.emit(node, "matmul", [self.ref(args[0]), self.ref(args[1])])
+        elif name == "transpose":
+            self.emit(node, "transpose", [self.ref(args[0])], dims=[int(args[1]), int(args[2])])
+        elif name == "permute":
+            dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+            self.emit(node, "permute", [self.ref(args[0])], dims=[int(d) for d in dims])
         else:
             raise _unsupported(f"tensor method .{name}() at '{node.name}'")
+
+    def product(self, node: fx.Node, a, b) -> None:
+        """Two activations: an elementwise product (2PC); an activation and a number: a public scale."""
+        if isinstance(a, (int, float)):
+            a, b = b, a
+        if isinstance(b, (int, float)):
+            self.emit(node, "scale", [self.ref(a)], factor=float(b))
+        else:
+            self.emit(node, "mul", [self.ref(a), self.ref(b)])
+
+    def _param(self, args, kw, index: int, name: str):
+        value = args[index] if len(args) > index else kw.get(name)
+        if isinstance(value, fx.Node):
+            if value.op != "get_attr":
+                raise _unsupported(f"a computed layer-norm {name} at '{value.name}'")
+            try:
+                return self.gm.get_parameter(str(value.target))
+            except AttributeError:
+                return self.gm.get_buffer(str(value.target))
+        return value
 
     def add(self, node: fx.Node, a, b) -> None:
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):

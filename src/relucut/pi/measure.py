@@ -82,6 +82,8 @@ class Measurement:
     truncations: int = 0
     gathered: int = 0
     linear_layers: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)  # per-element kinds: elements (matmul: MACs)
+    kind_layers: dict[str, int] = field(default_factory=dict)
 
     @property
     def note(self) -> str:
@@ -184,8 +186,9 @@ def _measurement(result, graph: OpGraph, report, reference: np.ndarray, mode: st
     work = Workload.of(report)
     return Measurement(
         mode=mode, relus=report.relus, relu_layers=sum(1 for s in report.sites if s.relus > 0),
-        macs=report.macs, first=costs[0], warm=_mean_cost(costs[1:]), warm_runs=len(costs) - 1,
+        macs=work.macs, first=costs[0], warm=_mean_cost(costs[1:]), warm_runs=len(costs) - 1,
         truncations=work.truncations, gathered=work.gathered, linear_layers=work.linear_layers,
+        kinds=dict(work.smooth), kind_layers=dict(work.smooth_layers),
         max_abs_error=err, max_abs_output=scale, matches=err <= ATOL + RTOL * scale,
         engine=f"{result['engine']} {result['protocol']} {result['field']} (2 processes, loopback)",
         meta={"batch": batch, "seed": seed, "graph_relus": graph.relus, "compile_s": result["compile_s"],

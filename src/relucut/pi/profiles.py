@@ -46,8 +46,11 @@ class Profile:
     ref_threads: int = 1  # threads the time constants were measured with
     bandwidth_bps: float = 1e9  # default link: bits per second
     rtt_s: float = 0.3e-3  # default round-trip time
-    # smooth kinds this protocol can price, each element as so many ReLUs ({"gelu": 12.0}); others stay unpriced
+    # per-element kinds (GELU, softmax, LayerNorm, ...: relucut.sites.SMOOTH_KINDS) this protocol prices,
+    # each element as so many ReLUs ({"gelu": 12.0}) ...
     kind_relu_equivalents: dict[str, float] = field(default_factory=dict)
+    # ... or by its own terms: kind -> {KIND_TERMS: per element, and per layer of that kind}
+    kind_costs: dict[str, dict[str, float]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,9 +62,42 @@ TABLE4 = "fitted to DeepReDuce Table 4 latencies (ResNet18/CIFAR-100, DELPHI), d
 SLIDES = "DeepReDuce slides' operator table, from the DELPHI paper (USENIX Sec'20)"
 SPU_HERE = "SPU 0.9.5 Cheetah on this project's 2-core machine, bench/results/spu_scaling.md"
 SPU_FIT = "SPU 0.9.5 Cheetah, public weights, 2 shared cores, bench/results/spu_calibration.md"
+# hardsigmoid(x) = clamp(x / 6 + 1/2, 0, 1): two comparisons, as ReLU6 (the scale and shift are public)
+HARDSIGMOID = {"hardsigmoid": 2.0}
+HARDSIGMOID_SOURCE = "exact: hardsigmoid is clamp(x/6 + 1/2, 0, 1), two comparisons as ReLU6 (public scale and shift)"
+CHEETAH_ROW = ("Cheetah paper (Huang et al., USENIX Security'22, eprint 2022/207) abstract: ResNet50 end to end under "
+               "WAN in under 2.5 min with 2.3 GB, 5.6x faster and 12.9x less communication than CrypTFlow2; WAN = "
+               "the authors' OpenCheetah scripts/throttle.sh (400 Mbit/s, 40 ms RTT), 4 threads (scripts/common.sh)")
+OPENCHEETAH_OPS = ("OpenCheetah ResNet50 per-op times, 4 threads (github.com/Alibaba-Gemini-Lab/OpenCheetah issue 26): "
+                   "ReLU 47.0 s + MaxPool 7.6 s of 270.8 s, the rest convolutions, BN, truncation")
 SPU_FITTED = ("relu_online_s", "relu_online_bytes", "mac_online_s", "mac_online_bytes", "truncation_online_s",
               "truncation_online_bytes", "layer_online_s", "linear_layer_online_s", "gather_online_s",
               "rounds_per_layer", "rounds_per_linear_layer")
+
+# per-element kinds under SPU 0.9.5 Cheetah (public weights): bench/spu_kinds.py's fit on what the other terms
+# leave of 27 single-kind networks, checked on 4 blocks it never saw (ViT, MBConv, MobileNetV3, ConvNeXt);
+# 3 significant digits (tests/test_pi_kind_costs.py checks them against bench/results/spu_kinds.json)
+SPU_KIND_COSTS = {
+    "gelu": {"online_s": 9.97e-4, "online_bytes": 14500.0, "layer_online_s": 0.852, "layer_online_bytes": 1.13e7,
+             "rounds_per_layer": 1140.0},
+    "hardsigmoid": {"online_s": 4.01e-5, "online_bytes": 202.0, "layer_online_s": 0.0409, "layer_online_bytes": 0.0,
+                    "rounds_per_layer": 89.4},
+    "hardswish": {"online_s": 5.86e-5, "online_bytes": 422.0, "layer_online_s": 0.0276, "layer_online_bytes": 4.41e5,
+                  "rounds_per_layer": 116.0},
+    "layernorm": {"online_s": 9.4e-6, "online_bytes": 416.0, "layer_online_s": 0.108, "layer_online_bytes": 1.03e6,
+                  "rounds_per_layer": 63.2},
+    "matmul": {"online_s": 1.6e-6, "online_bytes": 0.0484, "layer_online_s": 0.0178, "layer_online_bytes": 8.78e5,
+               "rounds_per_layer": 2.89},
+    "mul": {"online_s": 1.7e-6, "online_bytes": 206.0, "layer_online_s": 0.0353, "layer_online_bytes": 5.08e5,
+            "rounds_per_layer": 10.3},
+    "sigmoid": {"online_s": 4.83e-4, "online_bytes": 3150.0, "layer_online_s": 0.255, "layer_online_bytes": 1.04e7,
+                "rounds_per_layer": 485.0},
+    "silu": {"online_s": 3.92e-4, "online_bytes": 3480.0, "layer_online_s": 0.482, "layer_online_bytes": 1.03e7,
+             "rounds_per_layer": 762.0},
+    "softmax": {"online_s": 4.71e-4, "online_bytes": 3620.0, "layer_online_s": 0.469, "layer_online_bytes": 1.03e7,
+                "rounds_per_layer": 654.0},
+}
+SPU_KINDS = "SPU 0.9.5 Cheetah, public weights, bench/results/spu_kinds.md: amortised over every warm run"
 
 PROFILES: dict[str, Profile] = {
     "delphi": Profile(
@@ -73,7 +109,9 @@ PROFILES: dict[str, Profile] = {
         layer_online_s=0.035, rounds_per_layer=2,
         client_storage_per_relu=19088, server_storage_per_relu=2 * 16 * 41,
         ref_threads=1,
+        kind_relu_equivalents=HARDSIGMOID,
         sources={
+            "kind_relu_equivalents": HARDSIGMOID_SOURCE,
             "relu_online_s": f"{ARTIFACT}: 18.3 us client GC evaluation per ReLU",
             "relu_online_bytes": f"{ARTIFACT}: 1,184 B online per ReLU",
             "relu_offline_bytes": f"{ARTIFACT}: 19,088 B offline per ReLU",
@@ -94,39 +132,52 @@ PROFILES: dict[str, Profile] = {
         relu_online_bytes=2048, relu_offline_bytes=17500,
         mac_online_s=6.77e-9, mac_offline_s=0.524e-6, mac_online_bytes=0.0282, mac_offline_bytes=4.5,
         rounds_per_layer=2, client_storage_per_relu=17500, ref_threads=1,
-        sources={k: SLIDES for k in ("relu_online_s", "relu_offline_s", "relu_online_bytes", "relu_offline_bytes",
-                                     "mac_online_s", "mac_offline_s", "mac_online_bytes", "mac_offline_bytes")},
+        kind_relu_equivalents=HARDSIGMOID,
+        sources={"kind_relu_equivalents": HARDSIGMOID_SOURCE,
+                 **{k: SLIDES for k in ("relu_online_s", "relu_offline_s", "relu_online_bytes", "relu_offline_bytes",
+                                        "mac_online_s", "mac_offline_s", "mac_online_bytes", "mac_offline_bytes")}},
     ),
     "sci": Profile(
         name="sci",
-        description="CrypTFlow2/SCI (OT-based ReLU, no ReLU offline phase)",
+        description="CrypTFlow2/SCI_HE (OT-based ReLU, HE linear layers, no offline phase); per-MAC terms fit to "
+                    "the Cheetah paper's ResNet50 comparison",
         relu_online_s=20e-6, relu_online_bytes=570,
-        mac_online_s=40e-9, mac_online_bytes=0.05,
+        mac_online_s=147e-9, mac_online_bytes=5.69,
         rounds_per_layer=8, ref_threads=4,
+        kind_relu_equivalents=HARDSIGMOID,
         sources={
+            "kind_relu_equivalents": HARDSIGMOID_SOURCE,
             "relu_online_bytes": "issue 6: CrypTFlow2/SCI about 540-600 B per ReLU (midpoint)",
             "relu_online_s": "assumption (no public per-ReLU time at hand); calibrate with `relucut pi calibrate`",
-            "mac_online_s": "assumption: HE linear layers as Cheetah's order of magnitude; calibrate",
+            "mac_online_s": f"{CHEETAH_ROW}: 5.6 x 150 s = 840 s for torchvision ResNet50 (11.2M comparisons, "
+                            "4.09G MACs, 50 layers), less the ReLUs at 20 us and 50 x 8 rounds of 40 ms, per MAC",
+            "mac_online_bytes": f"{CHEETAH_ROW}: 12.9 x 2.3 GB = 29.7 GB less 570 B per comparison, per MAC "
+                                "(HE traffic follows activations really: a stand-in)",
             "rounds_per_layer": "assumption: log-depth millionaires' comparison, about 8 rounds",
         },
     ),
     "cheetah": Profile(
         name="cheetah",
-        description="Cheetah (silent-OT ReLU, HE linear layers); bytes from the paper, times measured with SPU here",
-        relu_online_s=25e-6, relu_online_bytes=55,
-        mac_online_s=90e-9, mac_online_bytes=0.05,
+        description="Cheetah (silent-OT ReLU, HE linear layers with the server's weights), fit to the paper's "
+                    "ResNet50 row at 4 threads",
+        relu_online_s=2.40e-6, relu_online_bytes=55,
+        mac_online_s=26.1e-9, mac_online_bytes=0.412,
         layer_online_s=0.005, rounds_per_layer=8,
-        setup_s=2.7, setup_bytes=3.5e6, ref_threads=2,
+        setup_s=2.7, setup_bytes=3.5e6, ref_threads=4,
+        kind_relu_equivalents=HARDSIGMOID,
         sources={
+            "kind_relu_equivalents": HARDSIGMOID_SOURCE,
             "relu_online_bytes": "issue 6: Cheetah about 52-59 B per ReLU (midpoint)",
+            "mac_online_bytes": f"{CHEETAH_ROW}: 2.3 GB for torchvision ResNet50 less 55 B per comparison (11.2M), "
+                                "per MAC (4.09G; HE and truncation traffic follow activations really: a stand-in)",
+            "relu_online_s": f"{CHEETAH_ROW}; {OPENCHEETAH_OPS}: 150 s less 50 x 8 rounds of 40 ms, 20 % of it "
+                             "over 11.2M comparisons",
+            "mac_online_s": f"{CHEETAH_ROW}; {OPENCHEETAH_OPS}: the other 80 % over 4.09G MACs",
             "setup_bytes": "issue 6: one-time silent-OT set-up about 3.5 MB",
-            "relu_online_s": f"{SPU_HERE}: slope of warm time vs ReLUs, 24.9 us",
-            "mac_online_s": f"{SPU_HERE}: convolution op time 3.0-3.9 s for 35.0M MACs (public weights)",
             "layer_online_s": "SPU 0.9.5, tiny resnets of tests/test_pi_measure.py: warm time left after comparisons "
                               "and convolutions, about 5 ms per ReLU layer",
             "setup_s": "SPU 0.9.5 first run minus warm run, tiny resnet (tests/test_pi_measure.py); larger "
                        "networks pay more because SPU makes OT correlations as it needs them",
-            "mac_online_bytes": "assumption for HE linear layers with private weights; calibrate",
             "rounds_per_layer": "assumption: log-depth millionaires' comparison, about 8 rounds",
         },
     ),
@@ -141,7 +192,10 @@ PROFILES: dict[str, Profile] = {
         gather_online_s=7.43e-06,
         rounds_per_layer=21.0, rounds_per_linear_layer=1.11,
         setup_s=2.7, setup_bytes=2.6e6, ref_threads=1, rtt_s=0.0,
+        kind_costs=SPU_KIND_COSTS,
         sources={
+            "kind_costs": f"{SPU_KINDS}; fitted by relucut.pi.calibrate.calibrate_kinds (GELU, SiLU, sigmoid, "
+                          "Hardswish, Hardsigmoid, softmax, LayerNorm, products and matmul of two activations)",
             **{key: f"{SPU_FIT}: `relucut pi calibrate` on the in-sample networks" for key in SPU_FITTED},
             "relu_online_bytes": f"{SPU_FIT}: a comparison (82.25 B, pphlo.less) plus a multiplexer (16.25 B)",
             "truncation_online_bytes": f"{SPU_FIT}: the truncation after each public-weight product (pphlo.convolution)",
@@ -155,7 +209,10 @@ PROFILES: dict[str, Profile] = {
 }
 
 FIELDS = {f.name for f in fields(Profile)}
-NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads", "kind_relu_equivalents"}
+NUMERIC = FIELDS - {"name", "description", "sources", "ref_threads", "kind_relu_equivalents", "kind_costs"}
+# a kind's own terms: per element (seconds at ref_threads, bytes) and per layer of that kind
+KIND_TERMS = ("online_s", "online_bytes", "offline_s", "offline_bytes", "layer_online_s", "layer_online_bytes",
+              "rounds_per_layer")
 
 
 def profile_names() -> list[str]:
@@ -186,6 +243,8 @@ def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
             value = int(value)
         elif key == "kind_relu_equivalents":
             value = _kind_table(value)
+        elif key == "kind_costs":  # a file adds or replaces kinds; the base's other kinds stay priced
+            value = {**profile.kind_costs, **_kind_costs(value)}
         values[key] = value
     return replace(profile, **values)
 
@@ -201,6 +260,23 @@ def _kind_table(value: Any) -> dict[str, float]:
         if kind not in SMOOTH_KINDS:
             raise RelucutError(f"kind_relu_equivalents has unknown kind '{kind}'; use: {', '.join(SMOOTH_KINDS)}")
         table[kind] = _non_negative(ratio, f"kind_relu_equivalents.{kind}")
+    return table
+
+
+def _kind_costs(value: Any) -> dict[str, dict[str, float]]:
+    """A profile's per-kind terms: kind -> {term: value >= 0} with terms from KIND_TERMS."""
+    from relucut.sites import SMOOTH_KINDS
+
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise RelucutError("profile field kind_costs must be a table of kind = {online_s = ..., online_bytes = ...}")
+    table = {}
+    for kind, terms in value.items():
+        if kind not in SMOOTH_KINDS:
+            raise RelucutError(f"kind_costs has unknown kind '{kind}'; use: {', '.join(SMOOTH_KINDS)}")
+        unknown = sorted(set(terms) - set(KIND_TERMS))
+        if unknown:
+            raise RelucutError(f"kind_costs.{kind} has unknown term(s) {', '.join(unknown)}; use: {', '.join(KIND_TERMS)}")
+        table[kind] = {term: _non_negative(v, f"kind_costs.{kind}.{term}") for term, v in terms.items()}
     return table
 
 

@@ -40,6 +40,10 @@ def build_function(graph: dict, array_names: list[str]):
     import jax
     import jax.numpy as jnp
 
+    # torch's definitions: hardsigmoid relu6(x + 3) / 6, hardswish x * that
+    ELEMENTWISE = {"silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+                   "hardsigmoid": jax.nn.hard_sigmoid, "hardswish": jax.nn.hard_swish}
+
     def ceil_extra(size, k, s, p, ceil_mode):
         # torch's ceil_mode adds a last partial window (that must start inside the input + left pad)
         if not ceil_mode:
@@ -129,6 +133,30 @@ def build_function(graph: dict, array_names: list[str]):
             elif kind == "flatten":
                 start = op["start_dim"]
                 y = ins[0].reshape(*ins[0].shape[:start], -1)
+            elif kind == "gelu":
+                y = jax.nn.gelu(ins[0], approximate=op["approximate"])
+            elif kind in ELEMENTWISE:
+                y = ELEMENTWISE[kind](ins[0])
+            elif kind == "softmax":
+                y = jax.nn.softmax(ins[0], axis=op["dim"])
+            elif kind == "layer_norm":
+                axes = tuple(range(-op["dims"], 0))
+                centred = ins[0] - jnp.mean(ins[0], axis=axes, keepdims=True)
+                y = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=axes, keepdims=True) + op["eps"])
+                if op["weight"]:
+                    y = y * arr[op["weight"]]
+                if op["bias"]:
+                    y = y + arr[op["bias"]]
+            elif kind == "mul":
+                y = ins[0] * ins[1]
+            elif kind == "scale":
+                y = ins[0] * np.float32(op["factor"])
+            elif kind == "matmul":
+                y = jnp.matmul(ins[0], ins[1])
+            elif kind == "transpose":
+                y = jnp.swapaxes(ins[0], *op["dims"])
+            elif kind == "permute":
+                y = jnp.transpose(ins[0], op["dims"])
             else:
                 raise ValueError(f"unknown op {kind}")
             vals[op["name"]] = y
