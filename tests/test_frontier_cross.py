@@ -52,6 +52,17 @@ def test_the_combined_frontier_is_exactly_the_undominated_set(key):
         assert costs == sorted(costs, reverse=True)  # most expensive first
 
 
+def test_an_engine_without_a_price_for_a_kind_says_so_in_one_line():
+    from relucut.frontier_search.points import unpriced_line
+
+    priced = [_point(0, 900, 0.9), _point(1, 500, 0.7)]
+    assert unpriced_line(priced, "delphi") is None
+    priced[0].unpriced, priced[1].unpriced = {"silu": 4096, "gelu": 10}, {"silu": 2048}
+    line = unpriced_line(priced, "delphi")
+    assert "\n" not in line and "delphi estimate is a lower bound" in line
+    assert "4,096" in line and "2,048" not in line and "10" in line  # each kind at its most elements
+
+
 def test_best_within_a_budget_is_the_most_accurate_that_fits():
     pts = [_point(0, 900, 0.9), _point(1, 500, 0.7), _point(2, 300, 0.7), _point(3, 100, 0.2)]
     assert best_within(pts, 1000).name == "p0"

@@ -33,6 +33,7 @@ class FrontierPoint:
     online_bytes: float = math.nan
     total_bytes: float = math.nan
     rounds: int = 0
+    unpriced: dict[str, int] = field(default_factory=dict)  # kinds the engine has no price for: costs are lower bounds
     test_acc: float | None = None
     chosen_for: list[float] = field(default_factory=list)  # budgets this one is the pick of
     on_frontier: bool = False

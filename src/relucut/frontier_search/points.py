@@ -14,6 +14,18 @@ from collections.abc import Sequence
 from relucut.pareto import FrontierPoint
 
 
+def unpriced_line(points: Sequence[FrontierPoint], engine: str) -> str | None:
+    """One line when ``engine`` has no price for some kinds these networks evaluate (their latencies
+    and bytes are then lower bounds), naming each kind at its most elements; None when all is priced."""
+    from relucut.pi import unpriced_line as line
+
+    most: dict[str, int] = {}
+    for p in points:
+        for kind, n in p.unpriced.items():
+            most[kind] = max(most.get(kind, 0), n)
+    return line(most, engine)
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 

@@ -34,7 +34,7 @@ from relucut.errors import RelucutError
 from relucut.executors import TrainJob, make_executor
 from relucut.export import export_intact, export_run
 from relucut.frontier_search.config import FrontierConfig
-from relucut.frontier_search.points import markdown, to_csv
+from relucut.frontier_search.points import markdown, to_csv, unpriced_line
 from relucut.frontier_search.pricing import check_latency_budgets, price, rounds
 from relucut.methods import EXPORT_DIR, FrontierStep, MethodContext, MethodResult, get_method, per_budget_steps
 from relucut.models.registry import ModelSpec
@@ -147,7 +147,7 @@ class FrontierRun:
             macs=report.macs, relu_layers=est.relu_layers, conv_depth=report.conv_depth, params=report.params,
             run_dir=_relative(result.run_dir, self.out), export_dir=_relative(result.export_dir, self.out),
             budget=result.budget, online_s=est.online_s, total_s=est.total_s, online_bytes=est.online_bytes,
-            total_bytes=est.total_bytes, rounds=rounds(est), details=dict(result.details)))
+            total_bytes=est.total_bytes, rounds=rounds(est), unpriced=dict(est.unpriced), details=dict(result.details)))
         self._test_acc[result.name] = result.test_acc
         self._sources[result.name] = self.teacher_dir if result.method == "teacher" else Path(result.run_dir)
 
@@ -175,6 +175,9 @@ class FrontierRun:
         if self.config.measure:
             self._measure(front)
         title = f"{self.spec.name} on {self.base.dataset}: every method"
+        unpriced = unpriced_line(self.points, self.config.engine)
+        if unpriced:  # said once, where the user reads the results, and in the tables
+            self.console.print(unpriced, highlight=False, soft_wrap=True)
         meta = {"format": FORMAT, "version": 1, "title": title, "model": self.spec.to_dict(),
                 "dataset": self.base.dataset, "engine": self.config.engine, "cost": key,
                 "selection": "validation accuracy", "budgets": self.config.budget_list(),
@@ -183,8 +186,9 @@ class FrontierRun:
         rows = [p.to_dict() for p in self.points]
         atomic_write_text(self.out / "frontier.json", json.dumps({**meta, "points": rows}, indent=1))
         atomic_write_text(self.out / "frontier.csv", to_csv(self.points))
+        note = f"\n{unpriced.removeprefix('warning: ').capitalize()}.\n" if unpriced else ""
         atomic_write_text(self.out / "frontier.md", markdown(self.points, picks, key, self.config.engine, title)
-                          + _commands(front, self.config))
+                          + note + _commands(front, self.config))
         from relucut.frontier_search.plot import plot
 
         plot(self.points, self.out / "frontier.png", title, self.config.engine)
