@@ -14,7 +14,8 @@ from conftest import assert_one_line_error, run_cli
 from relucut import PartialReLU, RelucutError, ReLUPlan, count, find_sites
 from relucut.export import MODEL_FILE, ONNX_FILE, export_model, load_export
 from relucut.finegrained.artifact import export
-from relucut.finegrained.aux import AuxExit, make_aux_head
+from relucut.finegrained.aux import make_aux_head
+from relucut.structure import AuxExit
 from relucut.finegrained.common import freeze_all
 from relucut.finegrained.gated import install_gates, remove_main_branches, set_gates
 from relucut.finegrained.mask_site import install_mask_sites

@@ -13,7 +13,8 @@ from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 from torch import nn
 
 from relucut import ReLUSite, count, find_sites
-from relucut.export import BLOCK_REPLACEMENTS, build_replacement, export_model, load_export
+from relucut.export import export_model, load_export
+from relucut.structure import BLOCK_REPLACEMENTS, build_replacement
 from relucut.finegrained.common import freeze_all
 from relucut.finegrained.gated import (
     GatedBranch,
@@ -26,7 +27,7 @@ from relucut.finegrained.gated import (
 from relucut.finegrained.mask_site import install_mask_sites
 from relucut.finegrained.pipeline import run_senet
 from relucut.methods.senet import SENetConfig
-from relucut.merge import ConvBNShortcut, shallow_shortcut_replacement
+from relucut.structure import ConvBNShortcut, shallow_shortcut_replacement
 from relucut.models.resnet import BasicBlock
 from relucut.plan import ReLUPlan
 

@@ -15,9 +15,9 @@ from relucut.merge import (
     fold_bn_pairs,
     identity_affine,
     propagate_shapes,
-    shallow_replacement,
 )
 from relucut.models.registry import ModelSpec
+from relucut.structure import shallow_replacement
 from relucut.models.resnet import BasicBlock
 
 

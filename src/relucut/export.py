@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,14 @@ from relucut.merge import (
     fold_bn_pairs,
     plan_and_merge,
     propagate_shapes,
-    shallow_replacement,
-    shallow_shortcut_replacement,
 )
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan, apply_plan, check_made_for
-from relucut.recipe import RECIPE_FILE, Recipe, check_structure_op, file_hash, is_export_dir, recorded_files
+from relucut.recipe import RECIPE_FILE, Recipe, file_hash, is_export_dir, recorded_files
 from relucut.rundir import json_text, write_failure
-from relucut.site_module import PartialReLU, ReLUSite, is_site_module
+from relucut.site_module import PartialReLU, ReLUSite
 from relucut.sites import find_sites, is_site_node, trace
+from relucut.structure import apply_structure
 
 MODEL_FILE = "model.pt"
 IDENTITY_MODULES = (nn.Identity, nn.Dropout)  # in eval mode both pass their input through
@@ -113,87 +112,6 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], what: st
             "pass the model options and plan it was trained with"
         )
     model.load_state_dict(state_dict)
-
-
-# -- structure: architecture changes made to the spec-built model before its plan -------------
-# kind -> builder of a fresh replacement from the block it replaces (weights come from model.pt)
-BLOCK_REPLACEMENTS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    # the block without its inner ReLU: one conv-BN + its shortcut, then its post-add ReLU site
-    "conv_bn_shortcut": shallow_shortcut_replacement,
-    # exports before the fix: one conv-BN alone, no shortcut, no post-add ReLU (still replayed)
-    "conv_bn": shallow_replacement,
-}
-
-
-def _submodule(model: nn.Module, path: str, what: str) -> nn.Module:
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        raise RelucutError(f"recipe does not fit the model: it has no {what} '{path}'") from None
-
-
-def build_replacement(block: nn.Module, kind: str, path: str = "?") -> nn.Module:
-    """A fresh ``kind`` replacement of ``block`` (one-line errors for unknown kinds and blocks)."""
-    builder = BLOCK_REPLACEMENTS.get(kind)
-    if builder is None:
-        raise RelucutError(f"unknown block replacement kind '{kind}' at '{path}'; "
-                           f"this relucut knows {', '.join(BLOCK_REPLACEMENTS)}")
-    try:
-        return builder(block)
-    except TypeError:
-        raise RelucutError(f"block '{path}' is a {type(block).__name__}, which replacement '{kind}' "
-                           "cannot replace; only zoo two-conv BasicBlocks have a shallow form") from None
-
-
-def _layout(module: nn.Module) -> list[tuple[str, Any]]:
-    """Module names and types and parameter shapes, ReLU sites aside (a plan decides those)."""
-    sites = [name for name, m in module.named_modules() if name and is_site_module(m)]
-
-    def in_site(name: str) -> bool:
-        return any(name == s or name.startswith(s + ".") for s in sites)
-
-    modules = [(name, type(m)) for name, m in module.named_modules() if not in_site(name)]
-    return modules + [(name, tuple(t.shape)) for name, t in module.state_dict().items() if not in_site(name)]
-
-
-def replacement_kind(original: nn.Module, replaced: nn.Module, path: str = "?") -> str:
-    """The kind whose fresh replacement of ``original`` has ``replaced``'s modules and shapes."""
-    for kind in BLOCK_REPLACEMENTS:
-        try:
-            fresh = build_replacement(original, kind, path)
-        except RelucutError:
-            continue
-        if _layout(fresh) == _layout(replaced):
-            return kind
-    raise RelucutError(f"block '{path}' ({type(replaced).__name__}) is none of the known shallow forms "
-                       f"({', '.join(BLOCK_REPLACEMENTS)}); replace blocks with relucut.finegrained.gated")
-
-
-def _replace_block(model: nn.Module, step: dict[str, Any]) -> nn.Module:
-    path = step["path"]
-    model.set_submodule(path, build_replacement(_submodule(model, path, "block"), step["kind"], path))
-    return model
-
-
-def _aux_exit(model: nn.Module, step: dict[str, Any], spec: ModelSpec) -> nn.Module:
-    # imported here: relucut.finegrained's package imports this module
-    from relucut.finegrained.aux import AuxExit, AuxHead, check_aux_model, stage_channels
-
-    after = step["after"]
-    check_aux_model(model, after)
-    head = AuxHead(stage_channels(model, after, spec.input_size), spec.num_classes)
-    return AuxExit(model, head, after)
-
-
-def apply_structure(model: nn.Module, structure: Sequence[dict[str, Any]], spec: ModelSpec) -> nn.Module:
-    """``model`` (spec-built) with the recipe's structure ops applied in order."""
-    for step in structure:
-        check_structure_op(step)
-        if step["op"] == "replace_block":
-            model = _replace_block(model, step)
-        else:
-            model = _aux_exit(model, step, spec)
-    return model
 
 
 # -- reduction --------------------------------------------------------------------------------
@@ -573,7 +491,7 @@ def load_export(path: str | Path, *, trusted_factories: Sequence[str] = ()) -> f
 
 
 __all__ = [
-    "BLOCK_REPLACEMENTS", "ExportResult", "apply_structure", "build_export", "build_replacement",
+    "ExportResult", "build_export",
     "export_intact", "export_model", "export_run", "load_checkpoint", "load_export", "reduce_model",
-    "replacement_kind", "replay", "verify_export", "write_export",
+    "replay", "verify_export", "write_export",
 ]

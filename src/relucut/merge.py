@@ -562,53 +562,7 @@ def apply_transform(gm: fx.GraphModule, step: dict[str, Any]) -> None:
         raise ValueError(f"unknown merge transform {step['op']!r}")
 
 
-# -- structural shallow replacement ----------------------------------------------------------
-def shallow_replacement(block: nn.Module, kernel: int = 3) -> nn.Sequential:
-    """A fresh conv-BN with the input/output shape of ``block``'s conv-BN-conv-BN pair.
-
-    For a zoo ``BasicBlock`` (stride and channels taken from its first conv). The weights are new:
-    two padded convs do not compose exactly, so the shallow-network method trains this one.
-    """
-    from relucut.models.resnet import BasicBlock
-
-    if not isinstance(block, BasicBlock):
-        raise TypeError(f"shallow_replacement takes a zoo BasicBlock, got {type(block).__name__}")
-    first, second = block.conv1, block.conv2
-    conv = nn.Conv2d(first.in_channels, second.out_channels, kernel, stride=first.stride,
-                     padding=kernel // 2, bias=False)
-    pair = nn.Sequential()
-    pair.conv, pair.bn = conv, nn.BatchNorm2d(second.out_channels)
-    param = first.weight
-    return pair.to(device=param.device, dtype=param.dtype)
-
-
-class ConvBNShortcut(nn.Module):
-    """A zoo ``BasicBlock`` with its inner ReLU dropped and its conv-BN pair merged into one:
-    ``relu2(bn(conv(x)) + shortcut(x))``. The shortcut (identity or projection) and the post-add
-    ReLU keep the block's names, so the post-add site keeps its address (``s1_0_relu2``) and mask.
-    """
-
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, shortcut: nn.Module, relu2: nn.Module):
-        super().__init__()
-        self.conv, self.bn, self.shortcut, self.relu2 = conv, bn, shortcut, relu2
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu2(self.bn(self.conv(x)) + self.shortcut(x))
-
-
-def shallow_shortcut_replacement(block: nn.Module, kernel: int = 3) -> ConvBNShortcut:
-    """``block`` (a zoo ``BasicBlock``) without its inner ReLU: a fresh conv-BN in place of its
-    conv-BN-ReLU-conv-BN, and the block's own shortcut and post-add ReLU modules (shared, so a
-    trained projection and a learned post-add mask carry over; a fresh block brings fresh ones)."""
-    pair = shallow_replacement(block, kernel)
-    return ConvBNShortcut(pair.conv, pair.bn, block.shortcut, block.relu2)
-
-
 __all__ = [
-    "Affine", "ConvBNShortcut", "apply_transform", "combine", "compose", "fold_bn", "fold_bn_pairs",
-    "merge_chain", "merge_residual", "plan_and_merge", "shallow_replacement",
-    "shallow_shortcut_replacement",
+    "Affine", "apply_transform", "combine", "compose", "fold_bn", "fold_bn_pairs", "merge_chain", "merge_residual",
+    "plan_and_merge",
 ]

@@ -17,9 +17,9 @@ from typing import Any
 from torch import nn
 
 from relucut.errors import RelucutError
-from relucut.export import build_export, replacement_kind, write_export
+from relucut.export import build_export, write_export
 from relucut.export import load_export  # noqa: F401 - the one loader, as relucut.finegrained.load_export
-from relucut.finegrained.aux import AuxExit, AuxHead
+from relucut.structure import AuxExit, AuxHead, replacement_kind
 from relucut.finegrained.gated import GatedBranch
 from relucut.finegrained.mask_site import LearnableMaskSite
 from relucut.models.registry import ModelSpec

@@ -6,7 +6,7 @@ f_GB one fresh conv-BN with the same input and output shapes; the shortcut (iden
 is added and the post-add ReLU applied after the blend, as in the block. A post-add ReLU below d_th
 itself fades out with a ``FadingReLU`` (gamma * x + (1 - gamma) * relu(x)), so dropping it changes
 nothing at the end. gamma rises from 0 to 1 until the first LR decay, then stays 1; at the end the
-main branches are removed: each gated block is a ``relucut.merge.ConvBNShortcut`` (one conv deep
+main branches are removed: each gated block is a ``relucut.structure.ConvBNShortcut`` (one conv deep
 instead of two, the inner ReLU gone, the post-add one kept with its mask) and each faded ReLU is a
 mask site with no ReLU left.
 """
@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from relucut.errors import RelucutError
-from relucut.merge import ConvBNShortcut, shallow_shortcut_replacement
+from relucut.structure import ConvBNShortcut, shallow_shortcut_replacement
 
 GATE_SCHEDULES = ("linear", "cosine")
 
 
 def shallow_twin(block: nn.Module) -> ConvBNShortcut:
-    """The shallow form of a zoo BasicBlock (``relucut.merge.shallow_shortcut_replacement``): a
+    """The shallow form of a zoo BasicBlock (``relucut.structure.shallow_shortcut_replacement``): a
     fresh conv-BN, and the block's own shortcut and post-add ReLU."""
     try:
         return shallow_shortcut_replacement(block)

@@ -25,7 +25,7 @@ from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.export import export_intact
 from relucut.finegrained.artifact import export
-from relucut.finegrained.aux import AuxExit, check_aux_model
+from relucut.structure import AuxExit, check_aux_model
 from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.senet import senet
 from relucut.finegrained.snl import snl
