@@ -16,7 +16,7 @@ from typing import Any
 
 from relucut.deepreduce.candidates import STEM, Candidate
 from relucut.errors import RelucutError
-from relucut.plan import atomic_write_text
+from relucut.rundir import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -176,7 +176,7 @@ def write_frontier(out: Path, results: list[CandidateResult], meta: dict[str, An
     by_relus = sorted(results, key=lambda r: (-r.relus, -r.val_acc))
     doc = {"format": "relucut.frontier", "version": FRONTIER_VERSION, **meta,
            "frontier": [r.to_dict() for r in front], "candidates": [r.to_dict() for r in by_relus]}
-    atomic_write_text(out / "frontier.json", json.dumps(doc, indent=1))
+    atomic_write_json(out / "frontier.json", doc)  # strict: no NaN tokens
     atomic_write_text(out / "frontier.csv", to_csv(front))
     atomic_write_text(out / "candidates.csv", to_csv(by_relus))
     title = meta.get("title", "DeepReDuce frontier")
