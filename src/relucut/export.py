@@ -273,10 +273,12 @@ def _check_out_dir(out: Path, recipe: Recipe | None = None, force: bool = False)
     except (OSError, ValueError, KeyError, TypeError):
         raise RelucutError(f"'{out}' holds a damaged export (unreadable {RECIPE_FILE}); pass --force to "
                            "replace it, or choose another --out") from None
-    if network_of(theirs) != network_of(recipe.to_dict()):
-        raise RelucutError(f"'{out}' holds the export of another network ({name}, another model, structure "
-                           f"or plan than {recipe.model.name}'s here); pass --force to replace it, or choose "
-                           "another --out")
+    old, new = network_of(theirs), network_of(recipe.to_dict())
+    differs = [what for key, what in (("model", "model options"), ("structure", "structure"), ("sites", "plan"))
+               if old[key] != new[key]]
+    if differs:
+        raise RelucutError(f"'{out}' holds the export of another network ({name}, with other "
+                           f"{' and '.join(differs)}); pass --force to replace it, or choose another --out")
 
 
 def _write_dir(out: Path, files: dict[str, bytes]) -> None:

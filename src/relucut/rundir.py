@@ -102,8 +102,8 @@ def json_text(data: Any, *, indent: int | None = 1, where: str | Path = "a JSON 
     except ValueError as exc:
         if "JSON compliant" not in str(exc):
             raise
-        raise RelucutError(f"refusing to write a non-finite number (NaN or infinity) into {where}; the run "
-                           "that made it diverged: rerun it with a lower learning rate") from None
+        raise RelucutError(f"refusing to write a non-finite number (NaN or infinity) into {where}: JSON has "
+                           "none; a run that diverged makes them (rerun it with a lower learning rate)") from None
 
 
 # -- atomic writes ----------------------------------------------------------------------------------

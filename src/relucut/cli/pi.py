@@ -15,7 +15,7 @@ from relucut.cli.options import (
     CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, parse_names, with_model_options,
 )
 from relucut.errors import RelucutError
-from relucut.rundir import atomic_write_text
+from relucut.rundir import atomic_write_json
 from relucut.units import BITS_PER_S, SECONDS, parse_quantity
 
 pi_app = typer.Typer(help="Private-inference cost: estimate, measure under SPU (Cheetah 2PC), calibrate.",
@@ -144,7 +144,7 @@ def measure_cmd(
                "measurements": [r.to_dict() for r in results], "estimate_cheetah": est.to_dict(),
                "estimate_spu_cheetah": est_spu.to_dict()}
     if out:
-        atomic_write_text(Path(out), json.dumps(payload, indent=1))
+        atomic_write_json(Path(out), payload)
     if as_json:
         typer.echo(json.dumps(payload))
         return
@@ -194,7 +194,7 @@ def calibrate_cmd(
     rows = read_measurements(measurements)
     profile, fit = calibrate(rows, get_profile(base), name)
     data = profile_file_data(profile, base, fit)
-    atomic_write_text(Path(out), json.dumps(data, indent=1))
+    atomic_write_json(Path(out), data)
     if as_json:
         typer.echo(json.dumps(data))
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from relucut.deepreduce.candidates import STEM, Candidate
 from relucut.errors import RelucutError
 from relucut.pareto import FrontierPoint, best_within, mark, undominated
-from relucut.rundir import atomic_write_text
+from relucut.rundir import atomic_write_json, atomic_write_text
 
 FRONTIER_VERSION = 2  # 2: accuracies as fractions; 1 held percent
 
@@ -141,7 +140,7 @@ def write_frontier(out: Path, points: list[FrontierPoint], meta: dict[str, Any])
     by_relus = sorted(points, key=lambda p: (-p.relus, -p.val_acc))
     doc = {"format": "relucut.frontier", "version": FRONTIER_VERSION, **meta,
            "frontier": [row(p) for p in front], "candidates": [row(p) for p in by_relus]}
-    atomic_write_text(out / "frontier.json", json.dumps(doc, indent=1))
+    atomic_write_json(out / "frontier.json", doc)
     atomic_write_text(out / "frontier.csv", to_csv(front))
     atomic_write_text(out / "candidates.csv", to_csv(by_relus))
     title = meta.get("title", "DeepReDuce frontier")

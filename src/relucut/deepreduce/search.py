@@ -38,7 +38,7 @@ from relucut.errors import RelucutError
 from relucut.executors import Executor, SequentialExecutor, TrainJob
 from relucut.models.registry import ModelSpec
 from relucut.pareto import FrontierPoint
-from relucut.rundir import Claim, atomic_write_text, claim, read_settings
+from relucut.rundir import atomic_write_json, Claim, atomic_write_text, claim, read_settings
 from relucut.sites import find_sites
 from relucut.train import TrainConfig, read_final
 from relucut.train.base import teacher_record
@@ -123,7 +123,7 @@ class Search:
         resumes it). The returned claim holds the folder's lock; release it when the search ends."""
         saved = read_settings(self.out, "search.json")
         if saved is not None and saved.get("version") == 1:  # written before version 2: compare in today's form
-            atomic_write_text(self.out / "search.json", json.dumps(upgrade_record(saved), indent=1))
+            atomic_write_json(self.out / "search.json", upgrade_record(saved))
         mine = search_record(self.config, self.base, self.teacher_given)
         return claim(self.out, mine, file="search.json", runtime=RUNTIME_SETTINGS)
 
@@ -204,7 +204,7 @@ class Search:
         return table
 
     def save_criticality(self, table: CriticalityTable) -> None:
-        atomic_write_text(self.out / "criticality.json", json.dumps(table.to_dict(), indent=1))
+        atomic_write_json(self.out / "criticality.json", table.to_dict())
         atomic_write_text(self.out / "criticality.md", table.to_markdown())
 
     def _load_criticality(self, path: Path) -> CriticalityTable:
@@ -321,7 +321,7 @@ class Search:
         plot_frontier(results, self.out / "pareto.png", f"DeepReDuce: {title}", teacher_point, teacher_latency)
         best = best_under_budget(results, budget) if budget is not None else None
         if best is not None:
-            atomic_write_text(self.out / "best.json", json.dumps({"budget": budget, **row(best)}, indent=1))
+            atomic_write_json(self.out / "best.json", {"budget": budget, **row(best)})
         return SearchOutcome(table, results, front, best, self.out)
 
 

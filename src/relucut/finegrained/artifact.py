@@ -10,7 +10,6 @@ masks; model.pt and model.onnx hold the reduced network (BNs folded, masks as ``
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from relucut.finegrained.gated import GatedBranch
 from relucut.finegrained.mask_site import LearnableMaskSite
 from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan
+from relucut.rundir import json_text
 from relucut.site_module import PartialReLU, ReLUSite
 
 SUMMARY_KEYS = ("relus", "relus_full", "relus_without_stem", "macs", "params", "conv_depth")
@@ -105,7 +105,7 @@ def export(out_dir: Path, model: nn.Module, spec: ModelSpec, *, shallow_blocks: 
                           onnx=onnx, meta=plan.meta)
     summary = {key: result.recipe.after[key] for key in SUMMARY_KEYS}
     write_export(result, {"plan.json": plan.to_json().encode(),
-                          "cost.json": json.dumps(summary, indent=1).encode()})
+                          "cost.json": json_text(summary, where="cost.json").encode()})
     return summary
 
 

@@ -12,7 +12,6 @@ and ends as an uninterrupted run would.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.senet import senet
 from relucut.finegrained.snl import snl
 from relucut.models.registry import ModelSpec
-from relucut.rundir import RunDir, atomic_write_text, read_settings
+from relucut.rundir import atomic_write_json, RunDir, read_settings
 from relucut.sites import find_sites
 from relucut.train.base import base_config, teacher_record
 from relucut.train.build import load_checkpoint_model
@@ -90,7 +89,7 @@ def _upgrade_teacher(out: Path) -> None:
     teacher's content, so the folder compares with today's settings (and may then move)."""
     saved = read_settings(out)
     if saved is not None and isinstance(saved.get("teacher"), str) and Path(saved["teacher"]).exists():
-        atomic_write_text(out / "config.json", json.dumps({**saved, "teacher": teacher_record(saved["teacher"])}))
+        atomic_write_json(out / "config.json", {**saved, "teacher": teacher_record(saved["teacher"])})
 
 
 def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, base: TrainConfig | None,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from relucut.frontier_search.pricing import check_latency_budgets, price, rounds
 from relucut.methods import EXPORT_DIR, FrontierStep, MethodContext, MethodResult, get_method, per_budget_steps
 from relucut.models.registry import ModelSpec
 from relucut.pareto import FrontierPoint, best_within, mark
-from relucut.rundir import atomic_write_text, claim, read_settings
+from relucut.rundir import atomic_write_json, atomic_write_text, claim, read_settings
 from relucut.train import evaluate, load_checkpoint_model, read_final
 from relucut.train.base import base_config, teacher_record
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
@@ -184,7 +183,7 @@ class FrontierRun:
                 "mask_relu_budgets": {f"{b:g}": r for b, r in relu_budgets.items()},
                 "methods": self.config.methods, "criticality_order": self.shared.get("criticality_order")}
         rows = [p.to_dict() for p in self.points]
-        atomic_write_text(self.out / "frontier.json", json.dumps({**meta, "points": rows}, indent=1))
+        atomic_write_json(self.out / "frontier.json", {**meta, "points": rows})
         atomic_write_text(self.out / "frontier.csv", to_csv(self.points))
         note = f"\n{unpriced.removeprefix('warning: ').capitalize()}.\n" if unpriced else ""
         atomic_write_text(self.out / "frontier.md", markdown(self.points, picks, key, self.config.engine, title)
@@ -283,8 +282,8 @@ def _upgrade_record(out: Path) -> None:
     its own, so its record keeps the model and the base recipe."""
     saved = read_settings(out)
     if saved is not None and saved.get("format") == FORMAT and saved.get("version") == 1:
-        atomic_write_text(out / "config.json", json.dumps({**{k: saved.get(k) for k in ("model", "train")},
-                                                           "format": FORMAT, "version": VERSION}))
+        atomic_write_json(out / "config.json", {**{k: saved.get(k) for k in ("model", "train")},
+                                                           "format": FORMAT, "version": VERSION})
 
 
 def frontier(spec: ModelSpec, config: FrontierConfig, *, data: DataSplits, out: str | Path,

@@ -422,9 +422,10 @@ def truncate_metrics(path: Path, epochs_done: int, renumber: bool = False) -> No
 
 def diverged(run_dir: Path, cfg: TrainConfig, what: str, epoch: int | None = None) -> RelucutError:
     """The one-line error of a run that blew up: nothing of it is kept, and how to go on."""
-    when = f" in epoch {epoch + 1}" if epoch is not None else ""
-    return RelucutError(f"training diverged{when}: {what}; nothing of it was saved. Train again with a lower "
-                        f"learning rate (--lr, now {cfg.lr:g}) into a new --out, or delete '{run_dir}' first")
+    when, kept = ((f" in epoch {epoch + 1}", "nothing of that epoch was saved") if epoch is not None
+                  else ("", "final.json was not written"))
+    return RelucutError(f"training diverged{when}: {what}; {kept}. Train again with a lower learning rate "
+                        f"(--lr, now {cfg.lr:g}) into a new --out, or delete '{run_dir}' first")
 
 
 def nonfinite_tensors(module: nn.Module) -> list[str]:
