@@ -334,13 +334,14 @@ class RunDir:
             self._undo()
 
     def _undo(self) -> None:
-        """Removes what claiming added, when nothing else was written since."""
-        ours = {self.file, LOCK_FILE}
-        if {p.name for p in self.path.iterdir()} <= ours:
-            for name in ours:
-                (self.path / name).unlink(missing_ok=True)
-            if self._created:
-                self.path.rmdir()
+        """Removes what claiming added (here and in the folders its stages claimed), when nothing
+        else was written since: a run refused for its input leaves no folder that holds it."""
+        if not _only_claims(self.path, self.file):
+            return
+        if self._created:
+            shutil.rmtree(self.path)
+        else:
+            _remove_claims(self.path, self.file)
 
     def finished(self) -> dict[str, Any] | None:
         """The result of a run that ended here with these settings, else None."""
@@ -354,6 +355,25 @@ class RunDir:
 
     def finish(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path / self.result_file, result)
+
+
+def _only_claims(folder: Path, file: str = "config.json") -> bool:
+    """Whether ``folder`` holds nothing but claims: settings files and locks, here and below."""
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            if not _only_claims(entry):
+                return False
+        elif entry.name not in (file, "config.json", LOCK_FILE):
+            return False
+    return True
+
+
+def _remove_claims(folder: Path, file: str) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        elif entry.name in (file, LOCK_FILE):
+            entry.unlink()
 
 
 def file_digest(path: Path) -> str:

@@ -80,8 +80,11 @@ def _settings(method: str, base: TrainConfig, cfg, teacher) -> dict[str, Any]:
             "teacher": teacher_record(teacher) if isinstance(teacher, (str, Path)) else None}
 
 
-# what may differ on a rerun: the teacher's path (the teacher is compared by content)
-SETTINGS_RUNTIME = ("teacher.path",)
+# what may differ on a rerun: the teacher's path (it is compared by content), how training runs,
+# and the base recipe's schedule: it only trains the all-ReLU base, whose own run folder (OUT/base)
+# checks it, while every stage sets its own (so `relucut snl --teacher` matches a frontier's folder)
+BASE_SCHEDULE = ("lr", "epochs", "schedule", "step_size", "milestones")
+SETTINGS_RUNTIME = ("teacher.path", *(f"train.{k}" for k in (*RUNTIME_FIELDS, *BASE_SCHEDULE)))
 
 
 def _upgrade_teacher(out: Path) -> None:

@@ -307,7 +307,8 @@ def frontier(spec: ModelSpec, config: FrontierConfig, *, data: DataSplits, out: 
                          teacher)  # checks budgets
     if out.is_dir():
         _upgrade_record(out)
-    with claim(out, settings_record(spec, base, teacher), runtime=("teacher.path",)):
+    runtime = ("teacher.path", *(f"train.{k}" for k in RUNTIME_FIELDS))  # how runs go, not what they compute
+    with claim(out, settings_record(spec, base, teacher), runtime=runtime):
         return search.run()
 
 

@@ -19,13 +19,39 @@ OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("crop+flip", "crop", "flip", "none")
 SELECTS = ("best", "last")
 # Fields that change how fast a run goes but not what it computes: a run may resume with others.
-RUNTIME_FIELDS = ("device", "compile", "channels_last", "bf16", "tensorboard", "eval_batch_size")
+RUNTIME_FIELDS = ("device", "compile", "channels_last", "bf16", "tensorboard", "eval_batch_size",
+                  "data_dir")  # a copy of the same data elsewhere is the same run
+# Paths to checkpoints, compared by the content they name (``<field>_sha256``, set by ``resolved``),
+# so a run folder moved or copied with its teacher resumes; runs recorded before that by the path.
+PATH_FIELDS = ("teacher", "init")
 
 
 # DeepReDuce trains 120 epochs with decays at 30/60/90; shorter runs decay at 50/75 %, measured
 # better there (bench/results/finegrained_cifar10.md, 15 epochs, 2 seeds: 46.3 % val against 41.4 %
 # at 25/50/75 % and 44.9 % with no decay)
 DEEPREDUCE_EPOCHS = 120
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_digest(path: str | None) -> str | None:
+    """sha256 of the checkpoint a run dir or file names (None when there is none yet): read once
+    per file version, however many configs name it."""
+    if path is None:
+        return None
+    from relucut.rundir import file_digest
+    from relucut.train.checkpoint import find_checkpoint
+
+    try:
+        file = find_checkpoint(path)
+        stat = file.stat()
+    except (RelucutError, OSError):
+        return None
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(file)
+    return _DIGESTS[key]
 
 
 def default_milestones(epochs: int, step_size: int | None = None) -> list[int]:
@@ -52,6 +78,8 @@ class TrainConfig:
     plan: ReLUPlan | None = None  # a dict is read as ReLUPlan.to_dict()
     teacher: str | None = None  # a run dir or a checkpoint file
     init: str | None = None  # a run dir or checkpoint whose weights start the run where names and shapes match
+    teacher_sha256: str | None = None  # the teacher's checkpoint by content (resolved() sets it)
+    init_sha256: str | None = None  # init's checkpoint by content (resolved() sets it)
     epochs: int = 120
     batch_size: int = 128
     lr: float = 0.1
@@ -97,6 +125,8 @@ class TrainConfig:
             cfg.crop_padding = max(1, spec.image_size // 8)
         if cfg.schedule == "step" and cfg.milestones is None:
             cfg.milestones = default_milestones(cfg.epochs, cfg.step_size)
+        for name in PATH_FIELDS:
+            setattr(cfg, f"{name}_sha256", checkpoint_digest(getattr(cfg, name)))
         cfg.check()
         return cfg
 
@@ -132,9 +162,18 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Fields (runtime ones excluded) whose values differ: why a run dir cannot be resumed."""
-        a, b = self.to_dict(), other.to_dict()
-        return [k for k in a if k not in RUNTIME_FIELDS and a[k] != b.get(k)]
+        """Fields (runtime ones excluded) whose values differ: why a run dir cannot be resumed.
+        ``other`` is the saved side: its teacher and init by content, or by path where it predates that."""
+        return [k for k in self.to_dict() if k not in self.comparison_runtime(other.to_dict())
+                and self.to_dict()[k] != other.to_dict().get(k)]
+
+    @staticmethod
+    def comparison_runtime(saved: dict[str, Any]) -> tuple[str, ...]:
+        """The fields a run may change on a resume, given its saved config: the runtime fields, and
+        the checkpoint paths where the saved config names their content (else their digests)."""
+        by_content = all(saved.get(f"{name}_sha256") is not None or saved.get(name) is None for name in PATH_FIELDS)
+        moved = PATH_FIELDS if by_content else tuple(f"{name}_sha256" for name in PATH_FIELDS)
+        return (*RUNTIME_FIELDS, *moved)
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

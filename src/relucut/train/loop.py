@@ -24,8 +24,8 @@ from relucut.train.build import build_model, init_from, load_checkpoint_model, l
 from relucut.train.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint, rng_state, set_rng_state,
 )
-from relucut.rundir import Claim, atomic_write_text, claim, json_text, writing
-from relucut.train.config import RUNTIME_FIELDS, TrainConfig
+from relucut.rundir import Claim, atomic_write_text, claim, json_text, read_settings, writing
+from relucut.train.config import TrainConfig
 from relucut.train.distributed import Dist, init_distributed, resolve_device
 from relucut.train.evaluate import autocast, evaluate_batches
 from relucut.train.hooks import LossContext
@@ -375,7 +375,9 @@ def checkpoint(cfg: TrainConfig, student: nn.Module, data: DataSplits, state: di
 def prepare_run_dir(run_dir: Path, cfg: TrainConfig, ranks: Dist) -> tuple[dict | None, Claim | None]:
     """Claims ``run_dir`` for this config (``relucut.rundir.claim``: same settings or none, not in
     use by another process) and returns last.pt's content to resume from, with the claim to hold."""
-    held = claim(run_dir, cfg.to_dict(), runtime=RUNTIME_FIELDS) if ranks.main else None
+    saved = read_settings(run_dir) if ranks.main and Path(run_dir).is_dir() else None
+    runtime = TrainConfig.comparison_runtime(saved if saved is not None else cfg.to_dict())
+    held = claim(run_dir, cfg.to_dict(), runtime=runtime) if ranks.main else None
     ranks.barrier()
     try:
         resume = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
