@@ -93,6 +93,7 @@ class _KindsNet(torch.nn.Module):
         return torch.softmax(h, dim=-1) + torch.sigmoid(h).tanh()
 
 
+@pytest.mark.spu  # plain_outputs runs the JAX rebuild in the SPU environment
 def test_converter_carries_the_per_element_kinds():
     from fixtures.attention_nets import ConvSiLUGELU, ExplicitAttention
 
