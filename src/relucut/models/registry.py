@@ -192,7 +192,7 @@ def _call_factory(factory: Callable[..., Any], name: str, kwargs: dict[str, Any]
         return factory(**kwargs)
     except RelucutError:
         raise
-    except Exception as exc:  # the user's code failed; say where, without a traceback
+    except Exception as exc:  # noqa: BLE001 - the user's code failed; say where, without a traceback
         raise RelucutError(f"model factory '{name}' failed: {exc.__class__.__name__}: {exc}") from None
 
 
@@ -241,7 +241,7 @@ def _first_conv(model: nn.Module, input_size: tuple[int, ...] | None) -> str | N
     try:
         with torch.no_grad(), eval_mode(model):
             model(torch.zeros((1, 3, *input_size[1:])))
-    except Exception:  # noqa: BLE001 - the shape pass of counting reports a failing forward in one line
+    except Exception:  # noqa: BLE001, S110 - the convs called before it failed are known; counting reports it
         pass
     finally:
         for handle in handles:
@@ -259,7 +259,7 @@ def adapt_input_channels(model: nn.Module, in_chans: int, name: str = "the model
     conv = model.get_submodule(path) if path is not None else None
     if conv is None or conv.groups != 1:
         raise RelucutError(f"model factory '{name}' takes no in_chans/in_channels and has no plain 3-channel "
-                           f"first conv relucut can make read {in_chans} channels; add in_chans to the factory")
+                           f"first conv relucut can make read {in_chans}-channel inputs; add in_chans to the factory")
     fresh = copy.deepcopy(conv)
     fresh.in_channels = in_chans
     fresh.weight = nn.Parameter(conv.weight.new_empty((conv.out_channels, in_chans, *conv.kernel_size)))
