@@ -82,6 +82,8 @@ class Recipe:
             model = ModelSpec.from_dict(dict(data["model"]))
             transforms = [dict(t) for t in data["transforms"]]
             structure = [dict(t) for t in data.get("structure") or []]  # version 1 has none
+        except RelucutError:  # an untrusted factory, a malformed spec: already one line
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise RelucutError(f"corrupt recipe: {exc.__class__.__name__}: {exc}") from None
         for t in transforms:
