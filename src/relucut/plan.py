@@ -26,7 +26,7 @@ from torch import nn
 from relucut.errors import RelucutError
 from relucut.rundir import atomic_write_text  # re-exported: callers import it from here
 from relucut.site_module import ReLU6Site, ReLUSite, avgpool_like, is_pool_site_module, is_site_module
-from relucut.sites import Site, SiteMap, addressable, is_site_node, site_modules, trace
+from relucut.sites import Site, SiteMap, is_site_node, site_modules, sitify, trace
 
 PLAN_FORMAT = "relucut.plan"
 PLAN_VERSION = 2  # the newest version written; every version up to it is read
@@ -393,5 +393,6 @@ def apply_plan(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | N
     """
     if not plan.decisions:  # nothing changes: the model's own form
         return apply_plan_(copy.deepcopy(model), plan, input_size)
-    target = addressable(model)
-    return apply_plan_(copy.deepcopy(model) if target is model else target, plan, input_size)
+    if all(_swappable(model).values()):  # the rule of relucut.sites.addressable, on one trace
+        return apply_plan_(copy.deepcopy(model), plan, input_size)
+    return apply_plan_(sitify(model), plan, input_size)
