@@ -209,9 +209,31 @@ def planned_model(spec: ModelSpec, plan: ReLUPlan, seed: int = 0,
     the sites and shapes of the structured model)."""
     check_made_for(plan, spec)
     torch.manual_seed(seed)
-    base = apply_structure(spec.build(), structure, spec)
+    built = spec.build()
+    base = apply_structure(built, structure, spec)
     plan.validate(find_sites(base, spec.input_size))
-    return apply_plan(base, plan).eval()
+    applied = apply_plan(base, plan).eval()
+    adapted = getattr(built, "relucut_input_conv", None)  # a first conv made to read the dataset's channels
+    if adapted is not None:
+        applied.relucut_input_conv = adapted
+    return applied
+
+
+def _adapted_input(model: nn.Module, spec: ModelSpec) -> dict[str, Any]:
+    """The recipe's record of a first conv relucut made read ``spec.in_chans`` channels (a factory
+    without in_chans), so that a replay that adapts another conv is refused."""
+    path = getattr(model, "relucut_input_conv", None)
+    return {} if path is None else {"adapted_input_conv": {"path": path, "in_channels": spec.in_chans}}
+
+
+def _check_adapted_input(model: nn.Module, recipe: Recipe) -> None:
+    recorded = recipe.meta.get("adapted_input_conv")
+    if isinstance(recorded, dict) and recorded != _adapted_input(model, recipe.model).get("adapted_input_conv"):
+        now = getattr(model, "relucut_input_conv", None)
+        raise RelucutError(f"the export's first conv '{recorded.get('path')}' was made to read "
+                           f"{recorded.get('in_channels')} channels, but {recipe.model.name} now builds "
+                           f"{f'its first conv at {now!r}' if now else 'one that reads them itself'}; "
+                           "the factory changed: export the network again")
 
 
 def _check_masks(model: nn.Module, plan: ReLUPlan) -> None:
@@ -340,7 +362,7 @@ def build_export(
     recipe = Recipe(model_spec, plan, transforms, structure, _counts(before), _counts(after),
                     {"relucut": relucut.__version__, "merge": merge, "force_merge": force_merge,
                      "bias_maps": bias_maps, "fresh_weights_seed": None if state_dict is not None else seed,
-                     "input_size": list(input_size), **(meta or {})})
+                     "input_size": list(input_size), **_adapted_input(applied, model_spec), **(meta or {})})
     buffer = io.BytesIO()
     torch.save(reduced.state_dict(), buffer)
     files = {MODEL_FILE: buffer.getvalue()}
@@ -486,6 +508,7 @@ def load_export(path: str | Path, *, trusted_factories: Sequence[str] = ()) -> f
             raise RelucutError(f"'{where}' is a damaged export: {'; '.join(problems)}; export it again")
     weights = path / MODEL_FILE if path.is_dir() else path.parent / MODEL_FILE
     applied = planned_model(recipe.model, recipe.plan, structure=recipe.structure)
+    _check_adapted_input(applied, recipe)
     gm = replay(applied, recipe.transforms, recipe.model.input_size)
     load_weights(gm, load_checkpoint(weights), what=f"state_dict {weights}")
     gm.relucut_recipe = recipe

@@ -26,7 +26,7 @@ from torch import nn
 from relucut.errors import RelucutError
 from relucut.rundir import atomic_write_text  # re-exported: callers import it from here
 from relucut.site_module import ReLU6Site, ReLUSite, avgpool_like, is_pool_site_module, is_site_module
-from relucut.sites import Site, SiteMap, is_pool_site_node, is_site_node, sitify, trace
+from relucut.sites import Site, SiteMap, is_site_node, site_modules, sitify, trace
 
 PLAN_FORMAT = "relucut.plan"
 PLAN_VERSION = 2  # the newest version written; every version up to it is read
@@ -339,23 +339,10 @@ def _site_module(decision: SiteDecision, old: nn.Module) -> nn.Module:
     return ReLU6Site(mode, mask) if relu6 else ReLUSite(mode, mask)
 
 
-def _is_plan_node(node, modules) -> bool:
-    return is_site_node(node, modules) or is_pool_site_node(node, modules)
-
-
 def _swappable(model: nn.Module) -> dict[str, str | None]:
     """Site name -> module path, or None where a module swap cannot address the site
     (a functional call, or a module called more than once)."""
-    gm = trace(model)
-    modules = dict(gm.named_modules())
-    nodes = [n for n in gm.graph.nodes if _is_plan_node(n, modules)]
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
-    return {
-        n.name: str(n.target) if n.op == "call_module" and calls[str(n.target)] == 1 else None for n in nodes
-    }
+    return site_modules(trace(model))
 
 
 def apply_plan_(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | None = None) -> nn.Module:
@@ -397,8 +384,15 @@ def apply_plan_(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | 
 
 
 def apply_plan(model: nn.Module, plan: ReLUPlan, input_size: tuple[int, ...] | None = None) -> nn.Module:
-    """Returns a copy of ``model`` with ``plan`` applied; an fx GraphModule when sites need it."""
-    swappable = _swappable(model)
-    if all(swappable.get(name) for name in plan.decisions):
+    """Returns a copy of ``model`` with ``plan`` applied.
+
+    A model where a module swap cannot reach every site (a functional ReLU or max-pool, a module
+    called twice) is sitified first (an fx GraphModule), whichever sites the plan names: the form
+    depends on the architecture alone, as for the methods' learnable masks
+    (:func:`relucut.sites.addressable`), so a trained state_dict loads wherever the plan is applied.
+    """
+    if not plan.decisions:  # nothing changes: the model's own form
+        return apply_plan_(copy.deepcopy(model), plan, input_size)
+    if all(_swappable(model).values()):  # the rule of relucut.sites.addressable, on one trace
         return apply_plan_(copy.deepcopy(model), plan, input_size)
     return apply_plan_(sitify(model), plan, input_size)

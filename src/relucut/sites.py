@@ -148,7 +148,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 
 def _copy_relucut_attrs(src: nn.Module, dst: nn.Module) -> None:
-    for attr in ("stage_names", "stage_aliases", "relucut_site_paths"):
+    for attr in ("stage_names", "stage_aliases", "relucut_site_paths", "relucut_input_conv"):
         if hasattr(src, attr):
             setattr(dst, attr, copy.copy(getattr(src, attr)))
 
@@ -548,15 +548,66 @@ def _site_module_for(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module:
     return ReLU6Site() if node_kind(node, modules) == "relu6" else ReLUSite()
 
 
+def site_modules(gm: fx.GraphModule) -> dict[str, str | None]:
+    """Plan site name -> the path of the module a swap replaces, or None where no module swap
+    reaches the site (a functional call, or a module called more than once)."""
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    return {node.name: str(node.target) if node.op == "call_module" and calls[str(node.target)] == 1 else None
+            for node in gm.graph.nodes if is_site_node(node, modules) or is_pool_site_node(node, modules)}
+
+
+def addressable(model: nn.Module) -> nn.Module:
+    """``model`` itself when a module swap reaches every plan site (every zoo model), else
+    ``sitify(model)``: the form in which plans and learnable masks change a model's sites.
+
+    It depends on the architecture alone (not on which sites a plan names), so a network trained
+    with masks or a plan, its checkpoint and its export's replay all take the same form and share
+    state_dict keys. A model fx cannot trace is returned as it is: whatever needs its sites
+    reports that in one line.
+    """
+    try:
+        gm = trace(model)
+    except RelucutError:
+        return model
+    return model if all(site_modules(gm).values()) else sitify(model)
+
+
+def _keep_state(model: nn.Module, gm: fx.GraphModule) -> None:
+    """Puts back the parameters and buffers of ``model`` that tracing left out of ``gm`` (those of
+    modules its forward never calls, a traced-through module's unused buffers), so the sitified
+    model's state_dict has every key of the model's own (site modules' state aside)."""
+    sites = [path for path, m in model.named_modules() if path and (is_site_module(m) or is_pool_site_module(m))]
+    have = set(gm.state_dict(keep_vars=True))
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if key in have or any(key.startswith(site + ".") for site in sites):
+            continue
+        path, _, attr = key.rpartition(".")
+        owner = gm
+        for part in path.split(".") if path else ():
+            if not isinstance(getattr(owner, part, None), nn.Module):
+                owner.add_module(part, nn.Module())
+            owner = getattr(owner, part)
+        if isinstance(tensor, nn.Parameter):
+            owner.register_parameter(attr, tensor)
+        else:
+            owner.register_buffer(attr, tensor)
+
+
 def sitify(model: nn.Module) -> fx.GraphModule:
     """Returns an fx copy of ``model`` in which every plan site is its own module.
 
     ReLU calls become ``ReLUSite``, ReLU6 calls ``ReLU6Site``, functional 2-D max-pools an
     ``nn.MaxPool2d``. Each new module is registered at the top level under the site's name, so
     re-tracing gives the same names. This makes sites addressable that module swapping cannot
-    reach: functional calls and a module called more than once.
+    reach: functional calls and a module called more than once. Every parameter and buffer keeps
+    its key, so the model's state_dict loads into its sitified form.
     """
-    gm = trace(copy.deepcopy(model))
+    model = copy.deepcopy(model)
+    gm = trace(model)
     modules = dict(gm.named_modules())
     site_paths = dict(getattr(gm, "relucut_site_paths", {}))
     site_nodes = [n for n in gm.graph.nodes if is_site_node(n, modules) or is_pool_site_node(n, modules)]
@@ -578,5 +629,6 @@ def sitify(model: nn.Module) -> fx.GraphModule:
     gm.graph.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()
+    _keep_state(model, gm)
     gm.relucut_site_paths = site_paths
     return gm

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import fx, nn
 
 from relucut.cost import count
 from relucut.data.splits import DataSplits
@@ -29,8 +29,8 @@ from relucut.finegrained.common import frozen_copy
 from relucut.finegrained.senet import senet
 from relucut.finegrained.snl import snl
 from relucut.models.registry import ModelSpec
-from relucut.rundir import atomic_write_json, RunDir, read_settings
-from relucut.sites import find_sites
+from relucut.rundir import RunDir, atomic_write_json, read_settings
+from relucut.sites import addressable, find_sites
 from relucut.train.base import base_config, teacher_record
 from relucut.train.build import load_checkpoint_model
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
@@ -52,6 +52,27 @@ def base_model(base: TrainConfig, data: DataSplits, out: Path, teacher: nn.Modul
         raise RelucutError(f"teacher '{teacher}' was trained on {model.relucut_config.dataset}, not {data.name}; "
                            "pass a teacher trained on this dataset")
     return model
+
+
+def _start(teacher_model: nn.Module) -> nn.Module:
+    """The model a method trains: a copy of the all-ReLU one, sitified where a module swap cannot
+    reach every ReLU site (functional ReLUs, a module called twice: users' networks) so that each
+    site takes a learnable mask; the export applies its plan in the same form (``apply_plan``)."""
+    model = addressable(teacher_model)
+    return (copy.deepcopy(model) if model is teacher_model else model).train()
+
+
+def check_shallow_model(model: nn.Module, name: str) -> None:
+    """Gated branching replaces relucut's zoo BasicBlocks; a model without one would train SENet's
+    own network under the shallow name, so it is refused in one line."""
+    from relucut.models.resnet import BasicBlock
+
+    if not any(isinstance(m, BasicBlock) for m in model.modules()):
+        traced = " (its forward is traced: functional ReLUs or a ReLU module called twice)" \
+            if isinstance(model, fx.GraphModule) else ""
+        raise RelucutError(f"--shallow replaces relucut's zoo BasicBlocks (relucut.models.resnet.BasicBlock, "
+                           f"as in resnet18), and {name} has none{traced}; run senet without --shallow "
+                           "(relucut frontier: drop senet-shallow from --methods)")
 
 
 def _accuracy(model: nn.Module, data: DataSplits) -> dict[str, float | None]:
@@ -128,7 +149,7 @@ def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *, base: Tr
     """SNL on ``spec`` to ``cfg.budget`` ReLUs: stages, export and ``result.json`` under ``out``."""
 
     def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
-        model = copy.deepcopy(teacher_model).train()
+        model = _start(teacher_model)
         res = snl(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress)
         cost = export(out / "export", model, spec, meta={"method": "snl", "budget": cfg.budget})
         return {
@@ -147,9 +168,11 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *,
     """SENet (optionally shallow, with an AC exit) on ``spec`` to ``cfg.budget`` ReLUs under ``out``."""
     if cfg.aux_after:  # refused before the folder is claimed
         check_aux_model(spec.build(), cfg.aux_after)
+    if cfg.shallow:
+        check_shallow_model(addressable(spec.build()), spec.name)
 
     def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
-        model = copy.deepcopy(teacher_model).train()
+        model = _start(teacher_model)
         stage2 = {}
 
         def after_stage2(m: nn.Module) -> None:

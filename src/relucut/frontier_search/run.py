@@ -185,7 +185,8 @@ class FrontierRun:
         rows = [p.to_dict() for p in self.points]
         atomic_write_json(self.out / "frontier.json", {**meta, "points": rows})
         atomic_write_text(self.out / "frontier.csv", to_csv(self.points))
-        note = f"\n{unpriced.removeprefix('warning: ').capitalize()}.\n" if unpriced else ""
+        sentence = unpriced.removeprefix("warning: ") if unpriced else ""
+        note = f"\n{sentence[:1].upper()}{sentence[1:]}.\n" if unpriced else ""  # kinds keep their spelling (SiLU)
         atomic_write_text(self.out / "frontier.md", markdown(self.points, picks, key, self.config.engine, title)
                           + note + _commands(front, self.config))
         from relucut.frontier_search.plot import plot

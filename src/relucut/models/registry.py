@@ -9,6 +9,7 @@ someone else's export never imports or calls what the file names. The trusted se
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import os
@@ -167,40 +168,105 @@ def _signature(factory: Callable[..., Any]) -> tuple[set[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _base_kwargs(factory: Callable[..., Any], num_classes: int, in_chans: int) -> dict[str, Any]:
+CHANNEL_ARGS = ("in_chans", "in_channels")
+
+
+def _base_kwargs(factory: Callable[..., Any], num_classes: int, in_chans: int) -> tuple[dict[str, Any], bool]:
+    """The keyword arguments relucut passes, and whether the channels go by ``in_chans`` through
+    ``**kwargs`` (a guess: timm's spelling, which a torchvision factory passes on and fails on)."""
     names, var_kw = _signature(factory)
     base: dict[str, Any] = {}
     if "num_classes" in names or var_kw:  # torchvision and timm forward **kwargs to the model class
         base["num_classes"] = num_classes
-    channels = next((n for n in ("in_chans", "in_channels") if n in names), None)
+    channels = next((n for n in CHANNEL_ARGS if n in names), None)
     if channels:
         base[channels] = in_chans
-    elif in_chans != 3:
-        if not var_kw:
-            raise RelucutError(f"model factory takes no in_chans/in_channels, so it cannot read {in_chans}-channel "
-                               "inputs; add that argument to it or pick an RGB dataset")
-        base["in_chans"] = in_chans  # timm's spelling; a factory that rejects it fails with one line
-    return base
+    elif in_chans != 3 and var_kw:
+        base["in_chans"] = in_chans
+        return base, True
+    return base, False
+
+
+def _call_factory(factory: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        return factory(**kwargs)
+    except RelucutError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code failed; say where, without a traceback
+        raise RelucutError(f"model factory '{name}' failed: {exc.__class__.__name__}: {exc}") from None
+
+
+def _rejected_channels(exc: RelucutError) -> bool:
+    return "TypeError" in str(exc) and any(arg in str(exc) for arg in CHANNEL_ARGS)
 
 
 def build_user_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, Any],
                      input_size: tuple[int, ...] | None = None) -> nn.Module:
-    """A user's model with ``num_classes`` outputs, never a silent mismatch.
+    """A user's model with ``num_classes`` outputs and ``in_chans`` input channels, never a silent
+    mismatch.
 
-    With ``input_size`` a forward pass checks the output width; a factory that could not take
-    ``num_classes`` gets its last ``nn.Linear`` replaced by a fresh one of the right width.
+    A factory that cannot take the channels (no ``in_chans``/``in_channels``; through ``**kwargs``,
+    one that fails on ``in_chans``, as torchvision's do) is built for RGB and its first conv then
+    reads ``in_chans`` channels (:func:`adapt_input_channels`). With ``input_size`` a forward pass
+    checks the output width; a factory that could not take ``num_classes`` gets its last
+    ``nn.Linear`` replaced by a fresh one of the right width.
     """
     factory = resolve_factory(name)
-    base = _base_kwargs(factory, num_classes, in_chans)
+    base, guessed = _base_kwargs(factory, num_classes, in_chans)
+    own = _accepted(factory, kwargs)
     try:
-        model = factory(**base, **_accepted(factory, kwargs))
-    except RelucutError:
-        raise
-    except Exception as exc:  # the user's code failed; say where, without a traceback
-        raise RelucutError(f"model factory '{name}' failed: {exc.__class__.__name__}: {exc}") from None
+        model = _call_factory(factory, name, {**base, **own})
+    except RelucutError as exc:
+        if not (guessed and _rejected_channels(exc)):
+            raise
+        base.pop("in_chans")
+        model = _call_factory(factory, name, {**base, **own})
     if not isinstance(model, nn.Module):
         raise RelucutError(f"model factory '{name}' returned {type(model).__name__}, not a torch nn.Module")
+    if in_chans != 3 and not any(arg in base for arg in CHANNEL_ARGS):
+        model = adapt_input_channels(model, in_chans, name, input_size)
     return fit_classes(model, num_classes, name, input_size)
+
+
+def _first_conv(model: nn.Module, input_size: tuple[int, ...] | None) -> str | None:
+    """The path of the first ``nn.Conv2d`` that reads 3 channels: the first one called in a forward
+    pass of an RGB input of ``input_size``'s resolution, or without a size the first one registered."""
+    convs = {m: path for path, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3}
+    if input_size is None or not convs:
+        return next(iter(convs.values()), None)
+    from relucut.sites import eval_mode  # torch.fx only when a model is built for other channels
+
+    called: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda m, _inputs: called.append(convs[m])) for m in convs]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros((1, 3, *input_size[1:])))
+    except Exception:  # noqa: BLE001, S110 - the convs called before it failed are known; counting reports it
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return called[0] if called else next(iter(convs.values()))
+
+
+def adapt_input_channels(model: nn.Module, in_chans: int, name: str = "the model",
+                         input_size: tuple[int, ...] | None = None) -> nn.Module:
+    """Makes the first conv of an RGB ``model`` read ``in_chans`` channels: the same conv (kernel,
+    stride, padding, groups of 1, bias) with ``in_chans`` inputs and fresh weights. A function of
+    the architecture, so every build (a run, its export, the export's replay) does the same; the
+    conv's path is kept in ``model.relucut_input_conv`` (and in an export's recipe)."""
+    path = _first_conv(model, input_size)
+    conv = model.get_submodule(path) if path is not None else None
+    if conv is None or conv.groups != 1:
+        raise RelucutError(f"model factory '{name}' takes no in_chans/in_channels and has no plain 3-channel "
+                           f"first conv relucut can make read {in_chans}-channel inputs; add in_chans to the factory")
+    fresh = copy.deepcopy(conv)
+    fresh.in_channels = in_chans
+    fresh.weight = nn.Parameter(conv.weight.new_empty((conv.out_channels, in_chans, *conv.kernel_size)))
+    fresh.reset_parameters()
+    model.set_submodule(path, fresh)
+    model.relucut_input_conv = path
+    return model
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -268,7 +334,9 @@ class ModelSpec:
         return (self.in_chans, self.image_size, self.image_size)
 
     def build(self) -> nn.Module:
-        if ":" in self.name:  # a user's factory: its output width is checked at this input size
+        """The base model; a user's factory's output width is checked at this input size and its
+        first conv adapted to the channels if it cannot take them (:func:`build_user_model`)."""
+        if ":" in self.name:
             return build_user_model(self.name, self.num_classes, self.in_chans, self.kwargs, self.input_size)
         return create_model(self.name, num_classes=self.num_classes, in_chans=self.in_chans, **self.kwargs)
 
