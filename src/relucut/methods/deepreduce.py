@@ -83,6 +83,11 @@ def frontier(entry: str, template: DeepReDuceConfig, fr) -> list:
     return [FrontierStep(entry, "deepreduce: criticality and the candidates under the budgets", None, work)]
 
 
+def _has_stem(ctx) -> bool:
+    """Whether the model declares a stem stage (zoo models; users' models have stages by resolution)."""
+    return "stem" in getattr(ctx.spec.build(), "stage_names", ())
+
+
 def cli_report(result, ctx) -> None:
     """What ``relucut deepreduce`` prints: the frontier, the network it exported, and where things are."""
     import json
@@ -93,8 +98,9 @@ def cli_report(result, ctx) -> None:
     doc = json.loads((ctx.out / "frontier.json").read_text())
     front, rows = doc["frontier"], doc["candidates"]
     say = ctx.console.print
-    say(rich_table(front, f"Pareto frontier ({len(front)} of {len(rows)} candidates, chosen on validation accuracy; "
-                          "the stem is always culled)"))
+    stem = "; the stem is always culled" if _has_stem(ctx) else ""
+    say(rich_table(front, f"Pareto frontier ({len(front)} of {len(rows)} candidates, chosen on validation accuracy"
+                          f"{stem})"))
     say(f"wrote {ctx.out / 'frontier.json'}, frontier.csv, frontier.md, candidates.csv, pareto.png", highlight=False)
     what = "best under the budget" if result.budget is not None else "most accurate"
     test = f"  test {100 * result.test_acc:.2f}%" if result.test_acc is not None else ""

@@ -119,9 +119,9 @@ def _shallow_or_senet(step, template: SENetConfig, fr) -> list:
 def _gated_layers(done: dict, dth: float, spec) -> bool:
     """Whether gated branching would change any ReLU layer of that finished SENet run."""
     from relucut.finegrained.gated import below_threshold
-    from relucut.sites import find_sites
+    from relucut.sites import addressable, find_sites
 
-    model = spec.build()
+    model = addressable(spec.build())  # the form the run trained (functional ReLUs made sites)
     blocks, fading = below_threshold(find_sites(model, spec.input_size), done.get("layer_sensitivity", {}), dth, model)
     return bool(blocks or fading)
 
