@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from fixtures.finegrained import SPEC, TOTAL_RELUS, base_config, tiny_data, trained_base
+from fixtures.finegrained import TOTAL_RELUS, base_config, tiny_data, trained_base
 
 import relucut.finegrained.relupruner as method
 from relucut.errors import RelucutError
@@ -177,7 +177,10 @@ def interrupting(label: str, at: int, counts: dict):
     return train
 
 
-@pytest.mark.parametrize("stage, folder", [("ReLUPruner prune", "prune"), ("ReLUPruner fine-tune", "finetune")])
+STAGES = [("ReLUPruner prune", "prune"), ("ReLUPruner fine-tune", "finetune")]
+
+
+@pytest.mark.parametrize("stage, folder", STAGES)
 def test_interrupted_run_resumes_to_the_same_masks_and_weights(tmp_path, monkeypatch, stage, folder):
     straight_counts: dict = {}
     monkeypatch.setattr(method, "train", interrupting("", -1, straight_counts))
