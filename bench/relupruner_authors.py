@@ -114,12 +114,14 @@ class AuthorsNet(nn.Module):
     """relucut's model with their forward signature: ``(x, masks=None, collect_activations=False)``
     -> their ``ModelOutput(logits, stage outputs, pre-activations, post-activations)``."""
 
-    def __init__(self, net: nn.Module, authors: dict):
+    def __init__(self, net: nn.Module, authors: dict, linear_stem: bool = False):
         super().__init__()
         self.net, self.authors, self.cursor = net, authors, None
+        sites = find_sites(net, SPEC.input_size)
+        stem = {s.module_path for s in sites if s.stage == "stem"} if linear_stem else set()
         for path, module in list(net.named_modules()):
-            if isinstance(module, nn.ReLU):
-                net.set_submodule(path, CursorStep(self))
+            if isinstance(module, nn.ReLU):  # their student's stem has no ReLU: with linear_stem, none here
+                net.set_submodule(path, nn.Identity() if path in stem else CursorStep(self))
         self.features: list[torch.Tensor] = []
         for stage in net.stage_names[1:]:
             getattr(net, stage).register_forward_hook(lambda _m, _i, out: self.features.append(out))
@@ -168,7 +170,7 @@ def authors_run(authors: dict, base: nn.Module, data: DataSplits, engine: TrainC
     torch.manual_seed(seed)
     device = torch.device("cpu")
     teacher = AuthorsNet(copy.deepcopy(base), authors).eval()
-    student = AuthorsNet(copy.deepcopy(base), authors).train()
+    student = AuthorsNet(copy.deepcopy(base), authors, cfg.linear_stem).train()
     train_loader, val_loader = EpochLoader(data, engine), PlainLoader(data.val, data)
     masks = eng.initialize_dense_masks(student, data.input_size[1], device)
     layers = imp.LayerImportance(momentum=0.95, depth_bias=0.2)
@@ -283,15 +285,17 @@ def run_seed(args, authors: dict, seed: int, data: DataSplits) -> dict:
     for budget in args.budgets:
         cfg = ReLUPrunerConfig(budget=budget, prune_epochs=args.prune_epochs,
                                warmup_epochs=args.warmup_epochs, target_at=args.target_at,
-                               update_every=args.update_every, finetune_epochs=args.finetune_epochs)
+                               update_every=args.update_every, finetune_epochs=args.finetune_epochs,
+                               linear_stem=args.linear_stem)
+        folder = out / (f"budget{budget}" + ("-linearstem" if args.linear_stem else ""))
         pair = {}
         for who in ("relucut", "authors"):
-            cached = out / f"budget{budget}" / f"{who}.json"
+            cached = folder / f"{who}.json"
             if cached.is_file():  # a finished run of an earlier invocation
                 pair[who] = json.loads(cached.read_text())
                 continue
             if who == "relucut":
-                pair[who] = relucut_run(base, data, engine, cfg, out / f"budget{budget}" / "relucut")
+                pair[who] = relucut_run(base, data, engine, cfg, folder / "relucut")
             else:
                 pair[who] = authors_run(authors, base, data, engine, cfg, seed)
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -312,6 +316,7 @@ STAGES = ("stem", "s1", "s2", "s3", "s4")
 def kept_per_stage(per_site: list[int]) -> dict[str, float]:
     """Fraction of each stage's ReLUs kept, from per-site counts in forward order."""
     sites = find_sites(SPEC.build(), SPEC.input_size)
+    per_site = [0] * (len(sites) - len(per_site)) + list(per_site)  # the authors' linear stem: no entry
     kept, size = dict.fromkeys(STAGES, 0), dict.fromkeys(STAGES, 0)
     for site, ones in zip(sites, per_site):
         kept[site.stage] += ones
@@ -324,10 +329,12 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
                "budgets": args.budgets, "base_epochs": args.base_epochs, "prune_epochs": args.prune_epochs,
                "finetune_epochs": args.finetune_epochs, "warmup_epochs": args.warmup_epochs,
                "target_at": args.target_at, "update_every": args.update_every, "batch_size": args.batch_size,
-               "authors_commit": authors["commit"], "authors_files_sha256": authors["files"], "threads": 1,
+               "linear_stem": args.linear_stem, "authors_commit": authors["commit"],
+               "authors_files_sha256": authors["files"], "threads": 1,
                "seeds": [s["seed"] for s in seeds]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "relupruner_authors.json", json.dumps(
+    report = "relupruner_authors" + ("_linearstem" if args.linear_stem else "")
+    atomic_write_text(RESULTS / f"{report}.json", json.dumps(
         {"setting": setting, "formula_check": check, "seeds": seeds, "seconds": seconds}, indent=1))
     base = [100 * s["base_test_acc"] for s in seeds]
     files = ", ".join(f"`{name}` {digest}" for name, digest in authors["files"].items())
@@ -341,7 +348,9 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
         f"Both runs start from that base: {args.prune_epochs} pruning epochs (all ReLUs while the epoch, "
         f"from 1, is below {args.warmup_epochs}; the budget from epoch {budget_epoch}; masks re-chosen every "
         f"{args.update_every} steps of {args.batch_size} images, twice that at the budget), then "
-        f"{args.finetune_epochs} fine-tuning epochs, on the same batches in the same order. One CPU thread.",
+        f"{args.finetune_epochs} fine-tuning epochs, on the same batches in the same order. One CPU thread."
+        + (" The stem's ReLUs are identities in both (the authors' own ResNet has none)." if args.linear_stem
+           else " The stem's ReLUs compete for the budget in both (the authors' own ResNet has none)."),
         "",
         f"The authors' code: {authors['commit']}; files (sha256, 16 hex): {files}.", "",
         "| budget | run | #ReLUs | test acc % | val acc % | minutes |",
@@ -379,7 +388,7 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
               "| check | result |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in check.items()]
     lines.append(f"\nThis invocation: {seconds / 60:.1f} min (finished runs are reused).")
-    atomic_write_text(RESULTS / "relupruner_authors.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{report}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -399,6 +408,8 @@ def main() -> None:
     parser.add_argument("--update-every", type=int, default=20,
                         help="steps; 20 of 78 an epoch is their 100 of 391 (CIFAR-10, batch 128)")
     parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--linear-stem", action="store_true",
+                        help="both runs: the stem's ReLUs become identities (the authors' ResNet has none)")
     args = parser.parse_args()
     args.budgets = [int(b) for b in args.budgets.split(",")]
     torch.set_num_threads(1)

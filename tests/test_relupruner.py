@@ -201,3 +201,13 @@ def test_interrupted_run_resumes_to_the_same_masks_and_weights(tmp_path, monkeyp
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
     plan_a, plan_b = plan_of(straight_model).decisions, plan_of(resumed_model).decisions
     assert plan_a.keys() == plan_b.keys() and all(torch.equal(plan_a[n].mask, plan_b[n].mask) for n in plan_a)
+
+
+def test_linear_stem_spends_the_whole_budget_after_the_stem(tmp_path):
+    cfg = ReLUPrunerConfig(**{**CFG.to_dict(), "linear_stem": True, "finetune_epochs": 0})
+    res, model = run(tmp_path, cfg)
+    sites = mask_sites(model)
+    stem = [n for n in sites if n.startswith("stem")]
+    assert stem and all(sites[n].active_relus(sites[n].shape) == 0 for n in stem)
+    assert sum(s.active_relus(s.shape) for s in sites.values()) == BUDGET
+    assert res.choices[0]["kept"] == TOTAL_RELUS - 256  # the keep fraction is of the ReLUs after the stem

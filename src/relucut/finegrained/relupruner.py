@@ -17,13 +17,15 @@ The spec is the authors' code (github.com/Orange2019220/ReluPruner at e74b70a; "
 
 Departures: the student starts from the all-ReLU base, like every relucut method (their configs
 train it from scratch, ``INIT_FROM_TEACHER=0``: ``from_scratch=True``); their prunable ResNet has
-no stem ReLU at all, relucut's budget counts it as one site among the others; stage 1 ends with its
-last epoch (they keep the epoch at the budget best on their validation set, CIFAR's test set);
-batch-norm statistics are re-estimated before each validation (``stage_config``).
+no stem ReLU at all, here the stem's ReLUs compete for the budget like the others (theirs:
+``linear_stem=True``); stage 1 ends with its last epoch (they keep the epoch at the budget best on
+their validation set, CIFAR's test set); batch-norm statistics are re-estimated before each
+validation (``stage_config``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +75,7 @@ class ReLUPrunerConfig:
     finetune_milestones: list[int] | None = None  # lr x0.1 at; None: 150/180/210 of 240 scaled (env l. 28)
     feature_weight: float = 1000.0  # attention transfer on the stage 2.. outputs (env l. 54, BETA)
     from_scratch: bool = False  # re-initialize the student first (theirs: env l. 46, INIT_FROM_TEACHER=0)
+    linear_stem: bool = False  # stem ReLUs become identities (their ResNet has none: models/resnet.py l. 114)
 
     @classmethod
     def authors(cls, budget: int, **changes) -> ReLUPrunerConfig:
@@ -153,7 +156,14 @@ def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     sites, masks = install_mask_sites(model, base.spec().input_size, "pixel", init=1.0)
-    check_budget(cfg.budget, sum(s.numel for s in sites))
+    if cfg.linear_stem:
+        stem = [s.name for s in sites if s.stage == "stem"]
+        if not stem:
+            raise RelucutError("linear_stem: this model has no stem ReLU; leave the option off")
+        for name in stem:
+            site = masks.pop(name)
+            site.freeze(torch.zeros_like(site.scores, dtype=torch.bool))
+    check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's ranks, before the engine joins them
     check_schedule(cfg, steps_per_epoch(base, data, world))
     for site in masks.values():
