@@ -287,7 +287,7 @@ def run_seed(args, authors: dict, seed: int, data: DataSplits) -> dict:
                                warmup_epochs=args.warmup_epochs, target_at=args.target_at,
                                update_every=args.update_every, finetune_epochs=args.finetune_epochs,
                                linear_stem=args.linear_stem)
-        folder = out / (f"budget{budget}" + ("-linearstem" if args.linear_stem else ""))
+        folder = out / budget_folder(args, budget)
         pair = {}
         for who in ("relucut", "authors"):
             cached = folder / f"{who}.json"
@@ -304,6 +304,16 @@ def run_seed(args, authors: dict, seed: int, data: DataSplits) -> dict:
                   f"{100 * pair[who]['test_acc']:.2f} %, {pair[who]['seconds'] / 60:.1f} min", flush=True)
         row["budgets"][str(budget)] = pair
     return row
+
+
+def budget_folder(args, budget: int) -> str:
+    return f"budget{budget}" + ("-linearstem" if args.linear_stem else "")
+
+
+def relucut_epochs(run: Path) -> dict[str, list[dict]]:
+    """The per-epoch metrics of relucut's two stages (their engine run directories)."""
+    return {stage: [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
+            for stage in ("prune", "finetune")}
 
 
 def _fmt(values: list[float]) -> str:
@@ -370,6 +380,29 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
         diffs = [100 * (p["relucut"]["test_acc"] - p["authors"]["test_acc"]) for p in pairs]
         per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
         lines.append(f"| {budget:,} | {per_seed} | {statistics.mean(diffs):+.2f} |")
+    lines += ["", "## Side by side, epoch by epoch", "",
+              "Stage 1: are the kept ReLUs after each epoch the same in both runs, and how far apart are "
+              "the training losses (mean |difference| over the epochs)? Validation accuracy % at the end of "
+              "stage 1 (relucut: its last epoch; the authors': their at-budget epoch best on validation) and "
+              "at the best fine-tuning epoch.", "",
+              "| budget | seed | same ReLUs each epoch | mean abs. train-loss difference "
+              "| relucut val: stage 1 -> 2 | authors' val: stage 1 -> 2 |",
+              "| ---: | ---: | --- | ---: | --- | --- |"]
+    for budget in args.budgets:
+        for s in seeds:
+            pair = s["budgets"][str(budget)]
+            run = Path(args.out) / f"seed{s['seed']}" / budget_folder(args, budget) / "relucut"
+            ours = relucut_epochs(run)
+            theirs = [r for r in pair["authors"]["log"] if r["stage"] == "prune"]
+            same = [r["relus"] for r in ours["prune"]] == [r["relus"] for r in theirs]
+            gap = statistics.mean(abs(a["train_loss"] - b["train_loss"])
+                                  for a, b in zip(ours["prune"], theirs))
+            kept_epoch = pair["authors"]["prune_epoch_kept"]
+            lines.append(f"| {budget:,} | {s['seed']} | {'yes' if same else 'no'} | {gap:.4f} "
+                         f"| {100 * ours['prune'][-1]['val_acc']:.1f} -> "
+                         f"{100 * pair['relucut']['val_acc']:.1f} "
+                         f"| {theirs[kept_epoch - 1]['val_acc']:.1f} (epoch {kept_epoch}) -> "
+                         f"{100 * pair['authors']['val_acc']:.1f} |")
     lines += ["", "## Fraction of each stage's ReLUs kept", "",
               "| budget | run | seed | " + " | ".join(STAGES) + " |",
               "| ---: | --- | ---: |" + " ---: |" * len(STAGES)]
