@@ -10,7 +10,7 @@ import relucut.finegrained.relupruner as method
 from relucut.errors import RelucutError
 from relucut.finegrained.artifact import deployable, plan_of
 from relucut.finegrained.common import mask_sites
-from relucut.finegrained.relupruner import ReLUPrunerConfig, relupruner, steps_per_epoch
+from relucut.finegrained.relupruner import ReLUPrunerConfig, check_run, relupruner, steps_per_epoch
 from relucut.finegrained.relupruner_importance import (
     TaylorImportance,
     check_schedule,
@@ -107,6 +107,11 @@ def test_a_schedule_that_cannot_reach_the_budget_is_refused():
         check_schedule(late, steps_per_epoch=3)
     assert "\n" not in str(info.value)
     check_schedule(late, steps_per_epoch=40)  # epoch 10 holds step 400: accepted
+    with pytest.raises(RelucutError, match="never chooses masks at the budget"):  # digits: 3 steps an epoch
+        check_run(late, base_config(), tiny_data())
+    with pytest.raises(RelucutError, match="exceeds the network's 1,920 ReLUs"):  # 2,176 less the stem's 256
+        check_run(ReLUPrunerConfig(**{**CFG.to_dict(), "budget": 2000, "linear_stem": True}), base_config(),
+                  tiny_data())
     with pytest.raises(RelucutError, match="target_at must be in"):
         ReLUPrunerConfig(budget=10, target_at=1.5).check()
 

@@ -40,6 +40,7 @@ from relucut.finegrained.common import freeze_all, frozen_copy, stage_config, st
 from relucut.finegrained.losses import ActivationTap, attention_transfer
 from relucut.finegrained.mask_site import install_mask_sites
 from relucut.finegrained.relupruner_importance import TaylorPruning, check_schedule, target_epoch
+from relucut.sites import find_sites
 from relucut.train.batches import DeviceBatches
 from relucut.train.config import TrainConfig
 from relucut.train.hooks import LossContext
@@ -122,6 +123,21 @@ class ReLUPrunerConfig:
         return sorted({m * self.finetune_epochs // length for m in decays} - {0})
 
 
+def check_run(cfg: ReLUPrunerConfig, base: TrainConfig, data: DataSplits) -> None:
+    """Every check before training: the config's, the budget against ``base``'s network, and whether
+    the keep schedule chooses masks at the budget with ``data`` at ``base``'s batch size. Cheap (it
+    builds the network untrained): call it before claiming an output folder."""
+    cfg.check()
+    spec = base.spec()
+    sites = find_sites(spec.build(), spec.input_size)
+    stem = [s for s in sites if s.stage == "stem"] if cfg.linear_stem else []
+    if cfg.linear_stem and not stem:
+        raise RelucutError("linear_stem: this model has no stem ReLU; leave the option off")
+    check_budget(cfg.budget, sum(s.numel for s in sites) - sum(s.numel for s in stem))
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's ranks, before the engine joins them
+    check_schedule(cfg, steps_per_epoch(base, data, world))
+
+
 def steps_per_epoch(base: TrainConfig, data: DataSplits, world: int = 1) -> int:
     """Training steps an epoch of ``base`` takes on ``data``, counted as the engine counts them."""
     split = data.train
@@ -147,7 +163,7 @@ def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
     """Runs both stages on ``model`` in place (it ends with frozen pixel masks of exactly
     ``cfg.budget`` ReLUs). ``base`` is the engine config the stages derive from (dataset, split,
     seed, batch size, device). Each stage resumes from its run directory under ``workdir``."""
-    cfg.check()
+    check_run(cfg, base, data)
     teacher = frozen_copy(teacher)  # the engine freezes the teacher it is given: not the caller's
     workdir = Path(workdir)
     if cfg.from_scratch:
@@ -156,16 +172,10 @@ def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     sites, masks = install_mask_sites(model, base.spec().input_size, "pixel", init=1.0)
-    if cfg.linear_stem:
-        stem = [s.name for s in sites if s.stage == "stem"]
-        if not stem:
-            raise RelucutError("linear_stem: this model has no stem ReLU; leave the option off")
-        for name in stem:
-            site = masks.pop(name)
-            site.freeze(torch.zeros_like(site.scores, dtype=torch.bool))
-    check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's ranks, before the engine joins them
-    check_schedule(cfg, steps_per_epoch(base, data, world))
+    for name in [s.name for s in sites if s.stage == "stem"] if cfg.linear_stem else []:
+        site = masks.pop(name)  # an identity, out of the pool the budget is chosen from
+        site.freeze(torch.zeros_like(site.scores, dtype=torch.bool))
+    check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))  # the model given may differ
     for site in masks.values():
         site.scores.requires_grad_(False)  # chosen by importance, not trained
     pruning = TaylorPruning(masks, cfg)
@@ -210,5 +220,5 @@ def _finetune(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Trai
         teacher_tap.close()
 
 
-__all__ = ["ReLUPrunerConfig", "ReLUPrunerResult", "TaylorPruning", "check_schedule", "keep_fraction",
-           "relupruner", "target_epoch"]
+__all__ = ["ReLUPrunerConfig", "ReLUPrunerResult", "TaylorPruning", "check_run", "check_schedule",
+           "keep_fraction", "relupruner", "target_epoch"]
