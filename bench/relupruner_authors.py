@@ -29,19 +29,24 @@ validation is kept), on relucut's data split, network and all-ReLU base:
 * schedule: the same epochs, warm-up, target fraction, update interval, lrs and loss weights.
 
 Before training, it feeds the same random tensors to their importance and schedule and to
-relucut's and reports the largest difference (the formulas, not the training, compared).
+relucut's and reports the largest difference (the formulas, not the training, compared). Two more
+rows of relucut's runs tell the stages apart: its stage 1 alone (the last pruning epoch), and its
+stage 2 without the attention term (from a copy of the same finished stage 1).
 
-    nice -n 10 .venv/bin/python bench/relupruner_authors.py --authors runs/relupruner-authors --seeds 0,1
+    nice -n 10 .venv/bin/python bench/relupruner_authors.py --seeds 0,1 --budgets 3584,1024
+    nice -n 10 .venv/bin/python bench/relupruner_authors.py --seeds 0,1 --budgets 3584 --linear-stem
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import importlib
 import json
 import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -289,15 +294,20 @@ def run_seed(args, authors: dict, seed: int, data: DataSplits) -> dict:
                                linear_stem=args.linear_stem)
         folder = out / budget_folder(args, budget)
         pair = {}
-        for who in ("relucut", "authors"):
+        for who in ("relucut", "authors", "relucut-nofeat"):
             cached = folder / f"{who}.json"
             if cached.is_file():  # a finished run of an earlier invocation
                 pair[who] = json.loads(cached.read_text())
                 continue
             if who == "relucut":
                 pair[who] = relucut_run(base, data, engine, cfg, folder / "relucut")
-            else:
+            elif who == "authors":
                 pair[who] = authors_run(authors, base, data, engine, cfg, seed)
+            else:  # the same stage 1 (its finished run directory, copied), stage 2 without the attention term
+                if not (folder / who / "prune").exists():
+                    shutil.copytree(folder / "relucut" / "prune", folder / who / "prune")
+                pair[who] = relucut_run(base, data, engine, dataclasses.replace(cfg, feature_weight=0.0),
+                                        folder / who)
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(cached, json.dumps(pair[who], indent=1))
             print(f"seed {seed} budget {budget} {who}: relus {pair[who]['relus']}, test "
@@ -342,9 +352,16 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
                "linear_stem": args.linear_stem, "authors_commit": authors["commit"],
                "authors_files_sha256": authors["files"], "threads": 1,
                "seeds": [s["seed"] for s in seeds]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    for budget in args.budgets:
+        for s in seeds:  # relucut's stage 1 alone: its last epoch, tested by the engine
+            run = Path(args.out) / f"seed{s['seed']}" / budget_folder(args, budget) / "relucut"
+            stage1 = json.loads((run / "prune" / "final.json").read_text())
+            s["budgets"][str(budget)]["relucut-stage1"] = {"relus": budget, "test_acc": stage1["test_acc"],
+                                                           "val_acc": stage1["best_val_acc"]}
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
     report = "relupruner_authors" + ("_linearstem" if args.linear_stem else "")
-    atomic_write_text(RESULTS / f"{report}.json", json.dumps(
+    atomic_write_text(results / f"{report}.json", json.dumps(
         {"setting": setting, "formula_check": check, "seeds": seeds, "seconds": seconds}, indent=1))
     base = [100 * s["base_test_acc"] for s in seeds]
     files = ", ".join(f"`{name}` {digest}" for name, digest in authors["files"].items())
@@ -367,13 +384,15 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     runs = (("relucut", "relucut's ReLUPruner"), ("authors", "the authors' code"))
+    extra = (("relucut-stage1", "relucut's, stage 1 only (no fine-tuning)"),
+             ("relucut-nofeat", "relucut's, stage 2 without the attention term"))
     for budget in args.budgets:
-        for who, name in runs:
+        for who, name in runs + extra:
             rows = [s["budgets"][str(budget)][who] for s in seeds]
             relus = " / ".join(f"{v:,}" for v in sorted({r["relus"] for r in rows}))
             test, val = _fmt([100 * r["test_acc"] for r in rows]), _fmt([100 * r["val_acc"] for r in rows])
-            lines.append(f"| {budget:,} | {name} | {relus} | {test} | {val} "
-                         f"| {_fmt([r['seconds'] / 60 for r in rows])} |")
+            minutes = "-" if who == "relucut-stage1" else _fmt([r["seconds"] / 60 for r in rows])
+            lines.append(f"| {budget:,} | {name} | {relus} | {test} | {val} | {minutes} |")
     lines += ["", "| budget | relucut - authors, test points (per seed) | mean |", "| ---: | --- | ---: |"]
     for budget in args.budgets:
         pairs = [s["budgets"][str(budget)] for s in seeds]
@@ -421,7 +440,7 @@ def write_summary(args, authors: dict, check: dict, seeds: list[dict], seconds: 
               "| check | result |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in check.items()]
     lines.append(f"\nThis invocation: {seconds / 60:.1f} min (finished runs are reused).")
-    atomic_write_text(RESULTS / f"{report}.md", "\n".join(lines) + "\n")
+    atomic_write_text(results / f"{report}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -430,6 +449,7 @@ def main() -> None:
     parser.add_argument("--authors", type=Path, default=Path("runs/relupruner-authors"),
                         help="a checkout of github.com/Orange2019220/ReluPruner (see the module docstring)")
     parser.add_argument("--out", default="/tmp/relucut-bench/relupruner-authors")
+    parser.add_argument("--results", default=str(RESULTS), help="where the summary .md and .json go")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--budgets", default="3584,1024")
     parser.add_argument("--train-images", type=int, default=5000)
