@@ -63,7 +63,8 @@ from relucut.finegrained.artifact import export
 from relucut.finegrained.budget import binarize_to_budget
 from relucut.finegrained.common import mask_sites
 from relucut.finegrained.pipeline import base_config, base_model
-from relucut.finegrained.relupruner import ReLUPrunerConfig, relupruner
+from relucut.finegrained.relupruner import relupruner
+from relucut.methods.relupruner import ReLUPrunerConfig
 from relucut.finegrained.relupruner_importance import TaylorImportance, chooses_masks, keep_fraction
 from relucut.plan import atomic_write_text
 from relucut.sites import find_sites

@@ -10,7 +10,8 @@ import relucut.finegrained.relupruner as method
 from relucut.errors import RelucutError
 from relucut.finegrained.artifact import deployable, plan_of
 from relucut.finegrained.common import mask_sites
-from relucut.finegrained.relupruner import ReLUPrunerConfig, check_run, relupruner, steps_per_epoch
+from relucut.finegrained.relupruner import check_run, relupruner, steps_per_epoch
+from relucut.methods.relupruner import ReLUPrunerConfig
 from relucut.finegrained.relupruner_importance import (
     TaylorImportance,
     check_schedule,
@@ -119,7 +120,7 @@ def test_a_schedule_that_cannot_reach_the_budget_is_refused():
 def test_config_round_trips_and_refuses_unknown_fields():
     cfg = ReLUPrunerConfig.authors(123, prune_epochs=7)
     assert cfg.from_scratch and ReLUPrunerConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(RelucutError, match="unknown ReLUPruner config field"):
+    with pytest.raises(RelucutError, match="unknown relupruner config field"):
         ReLUPrunerConfig.from_dict({"budget": 1, "alpha": 2})
     assert ReLUPrunerConfig(budget=1).milestones() == [150, 180, 210]
     assert ReLUPrunerConfig(budget=1, finetune_epochs=24).milestones() == [15, 18, 21]

@@ -78,6 +78,11 @@ class FeatureLoss:
         self.teacher_tap.close()
 
 
+def mask_sites(model: nn.Module) -> dict[str, LearnableMaskSite]:
+    """The model's learnable mask sites by site name (fx names: dots become '_')."""
+    return {p.replace(".", "_"): m for p, m in model.named_modules() if isinstance(m, LearnableMaskSite)}
+
+
 def freeze_all(masks: dict[str, LearnableMaskSite], binary: dict[str, torch.Tensor] | None = None) -> None:
     """Freezes each site at ``binary[name]`` (default: its current hard mask)."""
     for name, site in masks.items():

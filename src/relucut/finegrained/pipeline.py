@@ -1,6 +1,10 @@
 """End-to-end runs (used by the CLI, ``relucut.reduce`` and the benchmarks): base model, method,
 evaluation, export.
 
+A fine-grained method is a ``body`` run by ``run_in_folder`` (settings claimed, the all-ReLU start
+point, result.json with the baseline): ``run_snl``, ``run_senet``, and a registered method's own
+(``relucut.methods.relupruner``), which needs no change here.
+
 An output folder holds ``config.json`` (the resolved settings), ``base/`` (the all-ReLU model the
 method starts from and distills from, a ``relucut train`` run; absent when a teacher is given),
 one engine run directory per stage (``search/`` + ``finetune/`` for SNL, ``masks/`` +
@@ -54,7 +58,7 @@ def base_model(base: TrainConfig, data: DataSplits, out: Path, teacher: nn.Modul
     return model
 
 
-def _start(teacher_model: nn.Module) -> nn.Module:
+def start_model(teacher_model: nn.Module) -> nn.Module:
     """The model a method trains: a copy of the all-ReLU one, sitified where a module swap cannot
     reach every ReLU site (functional ReLUs, a module called twice: users' networks) so that each
     site takes a learnable mask; the export applies its plan in the same form (``apply_plan``)."""
@@ -75,13 +79,13 @@ def check_shallow_model(model: nn.Module, name: str) -> None:
                            "(relucut frontier: drop senet-shallow from --methods)")
 
 
-def _accuracy(model: nn.Module, data: DataSplits) -> dict[str, float | None]:
+def accuracy(model: nn.Module, data: DataSplits) -> dict[str, float | None]:
     val = evaluate(model, data, split="val")["acc"] if len(data.val) else None
     test = evaluate(model, data, split="test")["acc"] if data.test is not None and len(data.test) else None
     return {"val_acc": val, "test_acc": test}
 
 
-def _columns(cost: dict[str, Any], base: dict[str, Any], accuracy: dict[str, float | None]) -> dict[str, Any]:
+def result_columns(cost: dict[str, Any], base: dict[str, Any], accuracy: dict[str, float | None]) -> dict[str, Any]:
     return {
         "relus": cost["relus"], "relus_without_stem": cost.get("relus_without_stem"), **accuracy,
         "conv_depth": cost["conv_depth"], "macs": cost["macs"],
@@ -116,7 +120,7 @@ def _upgrade_teacher(out: Path) -> None:
         atomic_write_json(out / "config.json", {**saved, "teacher": teacher_record(saved["teacher"])})
 
 
-def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, base: TrainConfig | None,
+def run_in_folder(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, base: TrainConfig | None,
          teacher, progress: bool, body: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """Checks the settings, claims ``out`` for them (refused if it holds another run or another
     process uses it; a refusal for bad input leaves nothing behind), returns the result of a run
@@ -138,7 +142,7 @@ def _run(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, method: str, b
         teacher_model = base_model(base, data, out, teacher, progress)
         base_cost = _base_cost(teacher_model, spec)
         result = body(out, base, teacher_model, base_cost)
-        result["baseline"] = {**base_cost, **_accuracy(teacher_model, data)}
+        result["baseline"] = {**base_cost, **accuracy(teacher_model, data)}
         result["seconds"] = time.time() - started
         run.finish(result)
     return result
@@ -149,17 +153,17 @@ def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *, base: Tr
     """SNL on ``spec`` to ``cfg.budget`` ReLUs: stages, export and ``result.json`` under ``out``."""
 
     def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
-        model = _start(teacher_model)
+        model = start_model(teacher_model)
         res = snl(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress)
         cost = export(out / "export", model, spec, meta={"method": "snl", "budget": cfg.budget})
         return {
             "method": f"snl-{cfg.granularity}", "budget": cfg.budget,
             "search_epochs_run": res.search_epochs_run, "relaxed_relus_at_stop": res.relaxed_relus_at_stop,
             "l1_final": res.l1_final, "forced_topk": res.forced_topk,
-            "result": _columns(cost, base_cost, _accuracy(model, data)),
+            "result": result_columns(cost, base_cost, accuracy(model, data)),
         }
 
-    return _run(spec, data, out, cfg, "snl", base, teacher, progress, body)
+    return run_in_folder(spec, data, out, cfg, "snl", base, teacher, progress, body)
 
 
 def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *,
@@ -172,11 +176,11 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *,
         check_shallow_model(addressable(spec.build()), spec.name)
 
     def body(out: Path, base: TrainConfig, teacher_model: nn.Module, base_cost: dict[str, Any]) -> dict[str, Any]:
-        model = _start(teacher_model)
+        model = start_model(teacher_model)
         stage2 = {}
 
         def after_stage2(m: nn.Module) -> None:
-            stage2.update(_accuracy(m, data))
+            stage2.update(accuracy(m, data))
 
         res = senet(model, frozen_copy(teacher_model), data, base, cfg, out, progress=progress,
                     after_stage2=after_stage2)
@@ -192,14 +196,14 @@ def run_senet(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *,
             "budget": cfg.budget, "layer_budget": res.layer_budget, "block_sensitivity": res.block_sensitivity,
             "layer_sensitivity": res.layer_sensitivity, "shallow_blocks": res.shallow_blocks,
             "faded_sites": res.faded_sites, "stage2": stage2,
-            "result": _columns(cost, base_cost, _accuracy(model, data)),
-            "masks_only": _columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
+            "result": result_columns(cost, base_cost, accuracy(model, data)),
+            "masks_only": result_columns(without_gb, base_cost, no_accuracy) if cfg.shallow else None,
         }
         if res.aux_head is not None:
             ac_cost = export(out / "export_ac", model, spec, shallow_blocks=res.shallow_blocks,
                              aux=(res.aux_head, cfg.aux_after), meta=meta)
             ac_model = AuxExit(model, res.aux_head, cfg.aux_after)
-            result["ac_output"] = _columns(ac_cost, base_cost, _accuracy(ac_model, data))
+            result["ac_output"] = result_columns(ac_cost, base_cost, accuracy(ac_model, data))
         return result
 
-    return _run(spec, data, out, cfg, "senet", base, teacher, progress, body)
+    return run_in_folder(spec, data, out, cfg, "senet", base, teacher, progress, body)

@@ -15,6 +15,8 @@ The spec is the authors' code (github.com/Orange2019220/ReluPruner at e74b70a; "
    outputs of stages 2..4 (their "PRAM", ``losses.py``); SGD lr 0.01, decays x0.1 at 150/180/210
    of 240 epochs; the best epoch on validation.
 
+``cfg`` is a ``relucut.methods.relupruner.ReLUPrunerConfig`` (the registry sits above the algorithms).
+
 Departures: the student starts from the all-ReLU base, like every relucut method (their configs
 train it from scratch, ``INIT_FROM_TEACHER=0``: ``from_scratch=True``); their prunable ResNet has
 no stem ReLU at all, here the stem's ReLUs compete for the budget like the others (theirs:
@@ -27,14 +29,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from relucut.data.splits import DataSplits
-from relucut.errors import RelucutError, refuse_unknown_fields
+from relucut.errors import RelucutError
 from relucut.finegrained.budget import check_budget
 from relucut.finegrained.common import freeze_all, frozen_copy, stage_config, stage_paths
 from relucut.finegrained.losses import ActivationTap, attention_transfer
@@ -46,87 +49,11 @@ from relucut.train.config import TrainConfig
 from relucut.train.hooks import LossContext
 from relucut.train.loop import seed_everything, train
 
-# their fine-tuning decays at 150/180/210 of 240 epochs (env l. 28, 49), scaled to other lengths
-AUTHORS_FINETUNE = (240, (150, 180, 210))
-
-
-@dataclass
-class ReLUPrunerConfig:
-    """One ReLUPruner run: the authors' recipe, except that the student starts from the all-ReLU
-    base (``from_scratch=False``; ``ReLUPrunerConfig.authors(budget)`` trains it from scratch)."""
-
-    budget: int
-    prune_epochs: int = 150  # stage 1: masks re-chosen while training (env l. 38)
-    lr: float = 0.05  # stage 1 SGD lr, constant (env l. 40; its decays at 150/180/210, l. 28, come after)
-    weight_decay: float = 5e-4  # both stages (env l. 27); momentum: the base config's (theirs 0.9, l. 26)
-    kd_weight: float = 0.5  # both stages: 0.5 CE + 0.5 KD (env l. 41-42 and 52-53, GAMMA and ALPHA)
-    kd_temperature: float = 4.0  # (env l. 30)
-    warmup_epochs: int = 5  # all ReLUs kept while the epoch, counted from 1, is below this (env l. 43)
-    target_at: float = 0.6  # the budget is reached in epoch int(W + (E - W) * this), from 1 (env l. 44)
-    update_every: int = 100  # steps between mask choices; twice as many at the budget (env l. 45)
-    history: int = 10  # steps over which the frequency of x < 0 is averaged (train_pruner.py main())
-    score_decay: float = 0.95  # EMA of the position scores (train_pruner.py main())
-    fisher_decay: float = 0.99  # EMA of (dL/dy)^2 in the second-order term (importance.py l. 96)
-    layer_decay: float = 0.95  # EMAs of each site's gradient statistics (train_pruner.py main())
-    depth_bias: float = 0.2  # site weight x (1 + this * depth / (sites - 1)) (train_pruner.py main())
-    second_order: bool = True  # add 1/2 x^2 EMA((dL/dy)^2) to the first-order term (train_pruner.py main())
-    layer_weighting: bool = True  # scale each site's scores by its gradient statistics (train_pruner.py)
-    finetune_epochs: int = 240  # stage 2, masks fixed (env l. 49)
-    finetune_lr: float = 0.01  # (env l. 51)
-    finetune_milestones: list[int] | None = None  # lr x0.1 at; None: 150/180/210 of 240 scaled (env l. 28)
-    feature_weight: float = 1000.0  # attention transfer on the stage 2.. outputs (env l. 54, BETA)
-    from_scratch: bool = False  # re-initialize the student first (theirs: env l. 46, INIT_FROM_TEACHER=0)
-    linear_stem: bool = False  # stem ReLUs become identities (their ResNet has none: models/resnet.py l. 114)
-
-    @classmethod
-    def authors(cls, budget: int, **changes) -> ReLUPrunerConfig:
-        """Their recipe as their configs run it: the student trained from scratch."""
-        return cls(**{"budget": budget, "from_scratch": True, **changes})
-
-    def check(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise RelucutError(message)
-
-        need(self.budget > 0, f"the ReLU budget must be > 0, got {self.budget}; pass --budget 25k or similar")
-        need(self.prune_epochs >= 1, f"prune_epochs must be >= 1, got {self.prune_epochs}")
-        need(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
-        need(self.lr > 0 and self.finetune_lr > 0, "lr and finetune_lr must be > 0")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
-        need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
-        need(0 <= self.warmup_epochs < self.prune_epochs,
-             f"warmup_epochs must be below prune_epochs ({self.prune_epochs}), got {self.warmup_epochs}: "
-             "the keep schedule would never reach the budget")
-        need(0.0 <= self.target_at <= 1.0,
-             f"target_at must be in [0, 1] (a fraction of the epochs after warm-up), got {self.target_at}")
-        need(self.update_every >= 1, f"update_every must be >= 1 step, got {self.update_every}")
-        need(self.history >= 1, f"history must be >= 1 step, got {self.history}")
-        for name in ("score_decay", "fisher_decay", "layer_decay"):
-            need(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
-        need(self.depth_bias >= 0, f"depth_bias must be >= 0, got {self.depth_bias}")
-        need(self.feature_weight >= 0, f"feature_weight must be >= 0, got {self.feature_weight}")
-        need(all(0 < m for m in self.finetune_milestones or ()), "finetune_milestones must be epochs > 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ReLUPrunerConfig:
-        refuse_unknown_fields(cls, data, "ReLUPruner config")
-        return cls(**data)
-
-    def milestones(self) -> list[int]:
-        if self.finetune_milestones is not None:
-            return list(self.finetune_milestones)
-        length, decays = AUTHORS_FINETUNE
-        return sorted({m * self.finetune_epochs // length for m in decays} - {0})
-
-
-def check_run(cfg: ReLUPrunerConfig, base: TrainConfig, data: DataSplits) -> None:
+def check_run(cfg, base: TrainConfig, data: DataSplits):
     """Every check before training: the config's, the budget against ``base``'s network, and whether
     the keep schedule chooses masks at the budget with ``data`` at ``base``'s batch size. Cheap (it
-    builds the network untrained): call it before claiming an output folder."""
+    builds the network untrained): call it before claiming an output folder. Returns the config
+    with ``update_every`` resolved (None: four mask choices an epoch)."""
     cfg.check()
     spec = base.spec()
     sites = find_sites(spec.build(), spec.input_size)
@@ -135,7 +62,11 @@ def check_run(cfg: ReLUPrunerConfig, base: TrainConfig, data: DataSplits) -> Non
         raise RelucutError("linear_stem: this model has no stem ReLU; leave the option off")
     check_budget(cfg.budget, sum(s.numel for s in sites) - sum(s.numel for s in stem))
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's ranks, before the engine joins them
-    check_schedule(cfg, steps_per_epoch(base, data, world))
+    steps = steps_per_epoch(base, data, world)
+    if cfg.update_every is None:
+        cfg = dataclasses.replace(cfg, update_every=max(1, steps // 4))
+    check_schedule(cfg, steps)
+    return cfg
 
 
 def steps_per_epoch(base: TrainConfig, data: DataSplits, world: int = 1) -> int:
@@ -159,11 +90,11 @@ class ReLUPrunerResult:
 
 
 def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig,
-               cfg: ReLUPrunerConfig, workdir: Path, progress: bool = True) -> ReLUPrunerResult:
+               cfg, workdir: Path, progress: bool = True) -> ReLUPrunerResult:
     """Runs both stages on ``model`` in place (it ends with frozen pixel masks of exactly
     ``cfg.budget`` ReLUs). ``base`` is the engine config the stages derive from (dataset, split,
     seed, batch size, device). Each stage resumes from its run directory under ``workdir``."""
-    check_run(cfg, base, data)
+    cfg = check_run(cfg, base, data)
     teacher = frozen_copy(teacher)  # the engine freezes the teacher it is given: not the caller's
     workdir = Path(workdir)
     if cfg.from_scratch:
@@ -200,7 +131,7 @@ def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig,
-              cfg: ReLUPrunerConfig, run_dir: Path, progress: bool) -> None:
+              cfg, run_dir: Path, progress: bool) -> None:
     """Stage 2: masks fixed; the engine's CE + KD plus their attention term on stages 2.. outputs."""
     paths = stage_paths(model)[1:] if cfg.feature_weight > 0 else []
     student_tap, teacher_tap = ActivationTap(model, paths), ActivationTap(teacher, paths)
@@ -220,5 +151,5 @@ def _finetune(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Trai
         teacher_tap.close()
 
 
-__all__ = ["ReLUPrunerConfig", "ReLUPrunerResult", "TaylorPruning", "check_run", "check_schedule",
-           "keep_fraction", "relupruner", "target_epoch"]
+__all__ = ["ReLUPrunerResult", "TaylorPruning", "check_run", "check_schedule",
+           "relupruner", "target_epoch"]

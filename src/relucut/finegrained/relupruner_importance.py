@@ -21,7 +21,7 @@ the sites before it in the same step already have.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -31,9 +31,6 @@ from relucut.errors import RelucutError
 from relucut.finegrained.budget import binarize_to_budget
 from relucut.finegrained.common import total_relus
 from relucut.finegrained.mask_site import LearnableMaskSite
-
-if TYPE_CHECKING:
-    from relucut.finegrained.relupruner import ReLUPrunerConfig
 
 
 class TaylorImportance:
@@ -108,12 +105,12 @@ class TaylorImportance:
 
 
 # -- the keep schedule (their ProgressiveMaskScheduler, pruning.py l. 40-80; epochs from 1 there) --
-def target_epoch(cfg: ReLUPrunerConfig) -> int:
+def target_epoch(cfg) -> int:
     """The epoch, counted from 1, from which the kept fraction is the budget."""
     return int(cfg.warmup_epochs + (cfg.prune_epochs - cfg.warmup_epochs) * cfg.target_at)
 
 
-def keep_fraction(cfg: ReLUPrunerConfig, epoch: int, target: float) -> float:
+def keep_fraction(cfg, epoch: int, target: float) -> float:
     """The fraction of ReLUs kept in (0-based) ``epoch`` when the budget is the fraction ``target``."""
     now, start, end = epoch + 1, cfg.warmup_epochs, target_epoch(cfg)
     if now < start:
@@ -124,14 +121,14 @@ def keep_fraction(cfg: ReLUPrunerConfig, epoch: int, target: float) -> float:
     return target + (1.0 - target) * 0.5 * (1.0 + math.cos(math.pi * progress ** 1.5))
 
 
-def chooses_masks(cfg: ReLUPrunerConfig, step: int, epoch: int) -> bool:
+def chooses_masks(cfg, step: int, epoch: int) -> bool:
     """Whether the masks are re-chosen after global (0-based) ``step`` of ``epoch``."""
     if epoch + 1 < cfg.warmup_epochs:
         return False
     return (step + 1) % (cfg.update_every * (2 if epoch + 1 >= target_epoch(cfg) else 1)) == 0
 
 
-def check_schedule(cfg: ReLUPrunerConfig, steps_per_epoch: int) -> None:
+def check_schedule(cfg, steps_per_epoch: int) -> None:
     """Refuses a schedule whose masks are never chosen at the budget (their run then has no
     at-budget checkpoint and its fine-tuning stage refuses to start)."""
     end, every = target_epoch(cfg), 2 * cfg.update_every
@@ -155,7 +152,7 @@ class TaylorPruning:
     sites' scores, 0 or 1, so the model's checkpoints carry them). The importance state is
     checkpointed with the run (``state_dict``), so a resumed run goes on bit-identically."""
 
-    def __init__(self, masks: dict[str, LearnableMaskSite], cfg: ReLUPrunerConfig):
+    def __init__(self, masks: dict[str, LearnableMaskSite], cfg):
         self.masks, self.cfg = masks, cfg
         self.total = sum(math.prod(m.shape) for m in masks.values())
         device = next(iter(masks.values())).scores.device
