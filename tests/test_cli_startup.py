@@ -32,3 +32,23 @@ def test_importing_the_reduce_module_keeps_relucut_reduce_the_function():
     from relucut.reduce import ReduceResult  # noqa: F401
 
     assert callable(relucut.reduce) and relucut.reduce.__name__ == "reduce"
+
+
+def test_every_option_of_every_command_has_help():
+    import typer
+
+    import relucut.cli.app as cli
+
+    cli._register()
+    group = typer.main.get_command(cli.app)
+    missing = []
+
+    def walk(command, path):
+        for param in command.params:
+            if getattr(param, "param_type_name", "") == "option" and not (param.help or "").strip():
+                missing.append(f"{path} {param.opts[0]}")
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(group, "relucut")
+    assert not missing, missing

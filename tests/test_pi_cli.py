@@ -31,8 +31,10 @@ def test_estimate_export_dir_counts_the_export(tmp_path):
                      kwargs={"base_width": 4, "blocks": [1, 1, 1, 1]})
     plan = ReLUPlan.deepreduce(find_sites(spec.build(), spec.input_size), cull=["s1"])
     export_model(spec, plan, None, tmp_path / "exp", onnx=False)
-    proc = run_cli("pi", "estimate", tmp_path / "exp", "--protocol", "cheetah", "--json", check=True)
+    proc = run_cli("pi", "estimate", tmp_path / "exp", "--engine", "cheetah", "--json", check=True)
     assert json.loads(proc.stdout)["relus"] == 2816
+    old = run_cli("pi", "estimate", tmp_path / "exp", "--protocol", "cheetah", "--json", check=True)  # its old name
+    assert json.loads(old.stdout) == json.loads(proc.stdout) and "--protocol is now --engine" in old.stderr
 
 
 def test_missing_spu_env_names_make_target():

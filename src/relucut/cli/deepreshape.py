@@ -12,7 +12,8 @@ from rich.table import Table
 from relucut.cli.app import app
 from relucut.cli.app import err_console
 from relucut.cli.options import (
-    BatchOpt, DataDirOpt, DatasetOpt, JsonOpt, LimitTrainOpt, LrOpt, QuietOpt, SeedOpt, parse_ints,
+    BatchOpt, DataDirOpt, DatasetOpt, EpochsOpt, JsonOpt, LimitTrainOpt, LrOpt, OutOpt, QuietOpt, ScheduleOpt, SeedOpt,
+    parse_ints,
 )
 from relucut.errors import RelucutError
 from relucut.presets import get_preset
@@ -100,13 +101,13 @@ def deepreshape(
     blocks: ReshapeBlocksOpt = None,
     min_width: Annotated[int, typer.Option("--min-width", help="Below this m, switch from widening to culling.")] = 16,
     baseline: Annotated[str, typer.Option("--baseline", help="The plain network compared at each budget.")] = "hrn_2x2x2x",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per design.")] = 120,
+    epochs: EpochsOpt = 120,
     batch_size: BatchOpt = 128,
     lr: LrOpt = 0.1,
-    schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "cosine",
+    schedule: ScheduleOpt = "cosine",
     limit_train: LimitTrainOpt = None,
     seed: SeedOpt = 0,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output directory (one run dir per design; resumes).")] = "runs/deepreshape",
+    out: OutOpt = None,
     fine_grained: Annotated[bool, typer.Option(
         "--fine-grained", help="Low budgets: SNL pixel masks on the design's network to exactly the budget, "
         "instead of culling/thinning.")] = False,
@@ -154,7 +155,7 @@ def deepreshape(
         def snl_config(budget: int, epochs: int) -> SNLConfig:  # low budgets with --fine-grained
             return SNLConfig(budget=budget, granularity="pixel", search_epochs=epochs, finetune_epochs=epochs)
 
-        rows = train_designs(settings, config, out, data=data, progress=not (quiet or as_json), snl_config=snl_config)
+        rows = train_designs(settings, config, out or f"runs/deepreshape-{model}-{dataset.lower()}", data=data, progress=not (quiet or as_json), snl_config=snl_config)
     if as_json:
         typer.echo(json.dumps({"settings": settings.to_dict(), "results": rows}))
         return

@@ -58,14 +58,15 @@ ScheduleOpt = Annotated[str, typer.Option("--schedule", help="Learning-rate sche
 StepOpt = Annotated[Optional[int], typer.Option(
     "--step-size", help="Step schedule: lr x 0.1 every N epochs (default: 30/60/90 of 120, at 50/75 % of shorter runs).")]
 TeacherOpt = Annotated[Optional[str], typer.Option(
-    "--teacher", help="A trained all-ReLU run dir or checkpoint (relucut train): the KD teacher and start point "
-    "(default: one is trained into the output folder).")]
+    "--teacher", help="A trained all-ReLU run dir or checkpoint (relucut train) to distill from (KD); the methods "
+    "also start from it (default: they train one into the output folder).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads in this process.")]
 PiThreadsOpt = Annotated[Optional[int], typer.Option("--pi-threads", help="Threads of the 2PC engine (default: the engine's).")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="PI engine profile to price under: delphi, delphi-slides, sci, "
                                         "cheetah, spu-cheetah (or a profile file).")]
 OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder; rerun the same command to resume "
-                                               "(default: runs/COMMAND-MODEL-DATASET[-BUDGET]).")]
+                                               "(default: a folder under runs/ named after the command, model and "
+                                               "dataset).")]
 ValFractionOpt = Annotated[float, typer.Option(
     "--val-fraction", help="Share of the training set held out to choose networks and report.")]
 CritEpochsOpt = Annotated[Optional[int], typer.Option(

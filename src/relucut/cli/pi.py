@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relucut.cli.app import app
+from relucut.cli.app import app, err_console
 from relucut.cli.options import (
-    CullOpt, JsonOpt, ModelOptions, PlanOpt, ThinOpt, check_writable, parse_names, with_model_options,
+    CullOpt, EngineOpt, JsonOpt, ModelOptions, PiThreadsOpt, PlanOpt, ThinOpt, check_writable, parse_names,
+    renamed, with_model_options,
 )
 from relucut.errors import RelucutError
 from relucut.rundir import atomic_write_json
@@ -49,11 +50,15 @@ def _human_bytes(n: float) -> str:
 @with_model_options(model_arg=TargetArg)
 def estimate_cmd(
     target: ModelOptions,
-    protocol: Annotated[str, typer.Option("--protocol", help="delphi | delphi-slides | sci | cheetah | spu-cheetah")] = "delphi",
+    protocol: EngineOpt = "delphi",
+    old_protocol: Annotated[str | None, typer.Option("--protocol", hidden=True, help="Old name of --engine.")] = None,
     profile_file: Annotated[str | None, typer.Option("--profile", help="Profile file (JSON/TOML) overriding constants.")] = None,
-    bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="Link bandwidth, e.g. 1gbit, 100mbit.")] = None,
-    rtt: Annotated[str | None, typer.Option("--rtt", help="Round-trip time, e.g. 0.3ms.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="Threads (compute scales linearly).")] = None,
+    bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="Link bandwidth with its unit, e.g. 1gbit, "
+                                                  "100mbit (default: the engine's).")] = None,
+    rtt: Annotated[str | None, typer.Option("--rtt", help="Round-trip time with its unit, e.g. 0.3ms (default: the "
+                                            "engine's).")] = None,
+    threads: PiThreadsOpt = None,
+    old_threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="Old name of --pi-threads.")] = None,
     requests_per_s: Annotated[float | None, typer.Option("--requests-per-s", help="Request rate: model offline on the critical path.")] = None,
     num_requests: Annotated[int, typer.Option("--num-requests", help="Requests simulated at that rate.")] = 100,
     cull: CullOpt = None,
@@ -63,6 +68,13 @@ def estimate_cmd(
 ) -> None:
     """Estimate online/offline latency, communication and storage of private inference."""
     from relucut.pi import estimate
+
+    if old_protocol is not None:
+        err_console.print(renamed("--protocol", "--engine"), highlight=False)
+        protocol = old_protocol
+    if old_threads is not None:
+        err_console.print(renamed("--threads", "--pi-threads"), highlight=False)
+        threads = old_threads
 
     if num_requests < 1:
         raise RelucutError(f"--num-requests must be >= 1, got {num_requests}")
@@ -109,7 +121,7 @@ def measure_cmd(
     target: ModelOptions,
     mode: Annotated[str, typer.Option("--mode", help="public-weights (lower bound) | shared-weights (upper bound) | both")] = "public-weights",
     runs: Annotated[int, typer.Option("--runs", help="Runs per mode: the first includes OT setup.")] = 3,
-    batch: Annotated[int, typer.Option("--batch", help="Inputs per secure run.")] = 1,
+    batch: Annotated[int, typer.Option("--batch-size", "--batch", help="Inputs per secure run.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random input (and of zoo weights).")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds allowed for the SPU run.")] = 600.0,
     out: Annotated[str | None, typer.Option("--out", help="Write the results (JSON) here.")] = None,

@@ -11,8 +11,9 @@ import typer
 
 from relucut.cli.app import app
 from relucut.cli.options import (
-    CullOpt, DataDirOpt, DeviceOpt, ImageSizeOpt, LimitTrainOpt, ModelOptions, QuietOpt, SeedOpt, ThinOpt,
-    TrustFactoryOpt, absolute, parse_ints, resolve_plan, trust_factories, with_model_options,
+    BatchOpt, CullOpt, DataDirOpt, DeviceOpt, EpochsOpt, ImageSizeOpt, LimitTrainOpt, LrOpt, ModelOptions, OutOpt,
+    QuietOpt, ScheduleOpt, SeedOpt, StepOpt, TeacherOpt, ThinOpt, TrustFactoryOpt, ValFractionOpt, absolute,
+    parse_ints, resolve_plan, trust_factories, with_model_options,
 )
 from relucut.errors import RelucutError
 
@@ -25,20 +26,20 @@ def train(
     thin: ThinOpt = None,
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch CIFAR into --data-dir if absent (needs internet).")] = False,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of the training set held out for model selection.")] = 0.1,
+    val_fraction: ValFractionOpt = 0.1,
     val_from: Annotated[str, typer.Option("--val-from", help="random (seeded) | tail (last files, e.g. CIFAR-10's last 5,000).")] = "random",
     plan: Annotated[Optional[str], typer.Option("--plan", help="A ReLU plan JSON to apply before training.")] = None,
-    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Run dir or checkpoint to distill from (KD).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 120,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 128,
-    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate.")] = 0.1,
+    teacher: TeacherOpt = None,
+    epochs: EpochsOpt = 120,
+    batch_size: BatchOpt = 128,
+    lr: LrOpt = 0.1,
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (momentum) | adam.")] = "sgd",
-    momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 4e-4,
-    schedule: Annotated[str, typer.Option("--schedule", help="step | cosine | constant.")] = "step",
-    step_size: Annotated[Optional[int], typer.Option("--step-size", help="Step schedule: lr x gamma every N epochs (default: 30/60/90 of 120, at 50/75 % of shorter runs).")] = None,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")] = 4e-4,
+    schedule: ScheduleOpt = "step",
+    step_size: StepOpt = None,
     milestones: Annotated[Optional[str], typer.Option("--milestones", help="Step schedule epochs, e.g. 60,90 (overrides --step-size).")] = None,
-    kd_temperature: Annotated[float, typer.Option("--kd-temperature")] = 4.0,
+    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD temperature (with --teacher).")] = 4.0,
     kd_weight: Annotated[float, typer.Option("--kd-weight", help="Weight of the KD term; 1 - it weighs cross-entropy.")] = 0.9,
     augment: Annotated[Optional[str], typer.Option("--augment", help="crop+flip | crop | flip | none (default per dataset).")] = None,
     image_size: ImageSizeOpt = None,
@@ -47,7 +48,7 @@ def train(
     device: DeviceOpt = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Log to RUN_DIR/tensorboard (extra).")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default runs/MODEL-DATASET-HASH).")] = None,
+    out: OutOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train MODEL (with --plan, KD from --teacher) into a run directory; rerun to resume."""

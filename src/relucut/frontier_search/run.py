@@ -243,7 +243,7 @@ def _relative(path: Path, out: Path) -> str:
 def _commands(front: list[FrontierPoint], config: FrontierConfig) -> str:
     lines = ["", "Each network is exported (recipe.json, model.pt, model.onnx; paths relative to this folder); price or measure one with:", ""]
     for p in front:
-        lines.append(f"    relucut pi estimate {p.export_dir} --protocol {config.engine}   # {p.method}: {p.plan}")
+        lines.append(f"    relucut pi estimate {p.export_dir} --engine {config.engine}   # {p.method}: {p.plan}")
     lines.append("    relucut pi measure EXPORT_DIR   # a real 2PC run under SPU (Cheetah)")
     return "\n".join(lines) + "\n"
 
