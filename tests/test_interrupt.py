@@ -19,7 +19,7 @@ run_epoch = loop.run_epoch
 
 def run_epoch_then_interrupt(*args, **kwargs):
     metrics = run_epoch(*args, **kwargs)
-    if args[7] == interrupt_after:  # the epoch index
+    if args[1] == interrupt_after:  # run_epoch(run, epoch)
         os.kill(os.getpid(), signal.SIGINT)
     return metrics
 

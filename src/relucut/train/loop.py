@@ -94,18 +94,12 @@ def train(
     on_cuda = device.type == "cuda"
     bf16 = on_cuda if cfg.bf16 is None else bool(cfg.bf16)
     channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last)
-
     if data is None:
         data = load_data(cfg)
     check_compatible(cfg, data)
-    train_split = data.train
-    if cfg.limit_train is not None and cfg.limit_train < len(train_split):
-        train_split = train_split.subset(torch.arange(cfg.limit_train))
-
     teacher = prepare_teacher(teacher, cfg, data, device, channels_last)
     resume, held = prepare_run_dir(run_dir, cfg, ranks)
     with held or contextlib.nullcontext():  # the folder is this run's until it returns
-
         seed_everything(cfg.seed)
         student = model if model is not None else build_model(cfg)
         if cfg.init and model is None and resume is None:
@@ -113,115 +107,160 @@ def train(
         student.to(device)
         if channels_last:
             student.to(memory_format=torch.channels_last)
-
         extras = [make(student) for make in extra_optimizers]
         own = {id(p) for opt in extras for group in opt.param_groups for p in group["params"]}
         groups = param_groups if param_groups is not None else [
             p for p in student.parameters() if p.requires_grad and id(p) not in own]
         optimizer = make_optimizer(groups, cfg)
-        scheduler = make_scheduler(optimizer, cfg)
-        callbacks = list(callbacks)
-        # state["epoch"] counts finished epochs and "best_epoch" indexes from 0, inside checkpoints only;
-        # metrics.jsonl and final.json number epochs from 1 (runs before "one_based_logs" logged from 0)
-        state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False,
-                 "one_based_logs": True}
-        renumber = resume is not None and "one_based_logs" not in resume["state"]
-        if resume is not None:
-            student.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            for opt, saved in zip(extras, resume.get("extra_optimizers", ())):
-                opt.load_state_dict(saved)
-            load_callback_states(callbacks, resume.get("callbacks", ()))
-            set_rng_state(resume["rng"])
-            state.update(resume["state"], one_based_logs=True)
-            if ranks.main:
-                repair_best(run_dir, resume)
-                if state["epoch"] < cfg.epochs and not state["stopped"]:
-                    print(f"resuming from epoch {state['epoch'] + 1} of {cfg.epochs} ({run_dir})", file=sys.stderr)
-        if ranks.main:
-            truncate_metrics(run_dir / "metrics.jsonl", state["epoch"], renumber=renumber)
-
-        net: nn.Module = student
-        if ranks.world > 1:
-            net = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if on_cuda else None)
-        if cfg.compile:
-            net = torch.compile(net)
-
-        batches = DeviceBatches(train_split, data.mean, data.std, device, augment=cfg.augment,
-                                padding=cfg.crop_padding, channels_last=channels_last)
-        val_batches = DeviceBatches(data.val, data.mean, data.std, device, channels_last=channels_last)
-        per_rank_batch = max(2, cfg.batch_size // ranks.world)
-        steps_per_epoch = batches.num_batches(per_rank_batch, train=True, world=ranks.world)
-        bar = TrainProgress(progress and ranks.main, cfg.epochs, state["epoch"], label)
-        board = TensorBoard(cfg.tensorboard and ranks.main, run_dir)
+        run = Run(cfg=cfg, run_dir=run_dir, data=data, ranks=ranks, device=device, bf16=bf16,
+                  channels_last=channels_last, student=student, teacher=teacher, optimizer=optimizer,
+                  scheduler=make_scheduler(optimizer, cfg), extras=extras, callbacks=list(callbacks),
+                  extra_loss=extra_loss, label=label)
+        run.restore(resume)
+        run.start(progress)
         try:
-            for epoch in range(state["epoch"], cfg.epochs if not state["stopped"] else 0):
-                for cb in callbacks:
-                    _call(cb, "on_epoch_start", epoch, student)
-                bar.start_epoch(epoch, steps_per_epoch)
-                started = time.perf_counter()
-                lr = optimizer.param_groups[0]["lr"]
-                metrics = run_epoch(
-                    net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks,
-                    bf16, per_rank_batch, steps_per_epoch, bar,
-                )
-                if on_cuda:
-                    torch.cuda.synchronize(device)
-                train_seconds = time.perf_counter() - started
-                if cfg.bn_recalibrate:
-                    recalibrate_bn(student, batches, cfg.bn_recalibrate, per_rank_batch, cfg.seed)
-                val = evaluate_batches(student, val_batches, cfg.eval_batch_size, bf16) if len(val_batches) else None
-                if val is not None and ranks.world > 1:  # ranks' batch-norm buffers differ: rank 0 decides
-                    shared = ranks.broadcast_(torch.tensor([val["acc"], val["loss"]], dtype=torch.float64, device=device))
-                    val.update(acc=float(shared[0]), loss=float(shared[1]))
-                scheduler.step()
-                metrics = {
-                    "epoch": epoch + 1, "lr": lr, **metrics,
-                    "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
-                    "seconds": train_seconds, "images_per_s": metrics["images"] / max(train_seconds, 1e-9),
-                }
-                check_finite(epoch, metrics, student, run_dir, cfg)  # before anything of this epoch is kept
-                for cb in callbacks:
-                    _call(cb, "on_epoch_end", epoch, student, metrics)
-                check_finite(epoch, metrics, None, run_dir, cfg)  # what the callbacks added
-                state["seconds"] += time.perf_counter() - started
-                state["epoch"] = epoch + 1
-                state["stopped"] = bool(metrics.pop("stopped"))
-                improved = (cfg.select == "last" or val is None or state["best_val_acc"] is None
-                            or val["acc"] > state["best_val_acc"])
-                if improved:
-                    state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
-                if ranks.main:
-                    line = json_text(metrics, indent=None, where=run_dir / "metrics.jsonl") + "\n"
-                    with writing(run_dir / "metrics.jsonl"), open(run_dir / "metrics.jsonl", "a") as f:
-                        f.write(line)
-                    # last.pt first: a kill before best.pt is written is repaired from it on resume
-                    last = checkpoint(cfg, student, data, state)
-                    last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
-                                extra_optimizers=[opt.state_dict() for opt in extras],
-                                callbacks=callback_states(callbacks))
-                    atomic_torch_save(last, run_dir / "last.pt")
-                    if improved:
-                        atomic_torch_save(checkpoint(cfg, student, data, state), run_dir / "best.pt")
-                board.log(metrics)
-                bar.end_epoch(metrics)
-                ranks.barrier()
-                if state["stopped"]:
+            for epoch in range(run.state["epoch"], cfg.epochs if not run.state["stopped"] else 0):
+                run.epoch(epoch)
+                if run.state["stopped"]:
                     break
         except TrainingInterrupted:
             raise
         except KeyboardInterrupt:  # last.pt holds every finished epoch: a rerun resumes there
-            raise TrainingInterrupted(state["epoch"], label) from None
+            raise TrainingInterrupted(run.state["epoch"], label) from None
         finally:
-            bar.close()
-            board.close()
-        return finish(run_dir, cfg, student, data, state, device, bf16, ranks)
+            run.bar.close()
+            run.board.close()
+        return finish(run_dir, cfg, student, data, run.state, device, bf16, ranks)
 
 
-def run_epoch(net, student, teacher, batches, optimizer, extras, cfg, epoch, extra_loss, callbacks, ranks: Dist,
-              bf16: bool, batch_size: int, steps_per_epoch: int, bar) -> dict:
+class Run:
+    """One training run in progress: the student and what trains it, the batches, the state its
+    checkpoints carry, and the epoch that reads and updates them."""
+
+    def __init__(self, *, cfg: TrainConfig, run_dir: Path, data: DataSplits, ranks: Dist, device: torch.device,
+                 bf16: bool, channels_last: bool, student: nn.Module, teacher: nn.Module | None, optimizer,
+                 scheduler, extras: list, callbacks: list, extra_loss: ExtraLoss | None, label: str):
+        self.cfg, self.run_dir, self.data, self.ranks, self.device = cfg, run_dir, data, ranks, device
+        self.bf16, self.channels_last, self.student, self.teacher = bf16, channels_last, student, teacher
+        self.optimizer, self.scheduler, self.extras = optimizer, scheduler, extras
+        self.callbacks, self.extra_loss, self.label = callbacks, extra_loss, label
+        # state["epoch"] counts finished epochs and "best_epoch" indexes from 0, inside checkpoints only;
+        # metrics.jsonl and final.json number epochs from 1 (runs before "one_based_logs" logged from 0)
+        self.state = {"epoch": 0, "best_val_acc": None, "best_epoch": -1, "seconds": 0.0, "stopped": False,
+                      "one_based_logs": True}
+
+    def restore(self, resume: dict | None) -> None:
+        """Everything last.pt saved: weights, optimizers, schedule, callbacks, random streams, state."""
+        renumber = resume is not None and "one_based_logs" not in resume["state"]
+        if resume is not None:
+            self.student.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scheduler.load_state_dict(resume["scheduler"])
+            for opt, saved in zip(self.extras, resume.get("extra_optimizers", ())):
+                opt.load_state_dict(saved)
+            load_callback_states(self.callbacks, resume.get("callbacks", ()))
+            set_rng_state(resume["rng"])
+            self.state.update(resume["state"], one_based_logs=True)
+            if self.ranks.main:
+                repair_best(self.run_dir, resume)
+                if self.state["epoch"] < self.cfg.epochs and not self.state["stopped"]:
+                    print(f"resuming from epoch {self.state['epoch'] + 1} of {self.cfg.epochs} ({self.run_dir})",
+                          file=sys.stderr)
+        if self.ranks.main:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.state["epoch"], renumber=renumber)
+
+    def start(self, progress: bool) -> None:
+        """The module that steps (DDP, compiled), the batches, the progress display."""
+        cfg, data, ranks = self.cfg, self.data, self.ranks
+        self.net: nn.Module = self.student
+        if ranks.world > 1:
+            on_cuda = self.device.type == "cuda"
+            self.net = nn.parallel.DistributedDataParallel(self.student, device_ids=[self.device.index] if on_cuda
+                                                           else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        train_split = data.train
+        if cfg.limit_train is not None and cfg.limit_train < len(train_split):
+            train_split = train_split.subset(torch.arange(cfg.limit_train))
+        self.batches = DeviceBatches(train_split, data.mean, data.std, self.device, augment=cfg.augment,
+                                     padding=cfg.crop_padding, channels_last=self.channels_last)
+        self.val_batches = DeviceBatches(data.val, data.mean, data.std, self.device, channels_last=self.channels_last)
+        self.batch_size = max(2, cfg.batch_size // ranks.world)  # per rank
+        self.steps_per_epoch = self.batches.num_batches(self.batch_size, train=True, world=ranks.world)
+        self.bar = TrainProgress(progress and ranks.main, cfg.epochs, self.state["epoch"], self.label)
+        self.board = TensorBoard(cfg.tensorboard and ranks.main, self.run_dir)
+
+    def epoch(self, epoch: int) -> None:
+        """One epoch: train, validate, check, log, checkpoint."""
+        for cb in self.callbacks:
+            _call(cb, "on_epoch_start", epoch, self.student)
+        self.bar.start_epoch(epoch, self.steps_per_epoch)
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        metrics = run_epoch(self, epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_seconds = time.perf_counter() - started
+        val = self.validate()
+        self.scheduler.step()
+        metrics = {
+            "epoch": epoch + 1, "lr": lr, **metrics,
+            "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
+            "seconds": train_seconds, "images_per_s": metrics["images"] / max(train_seconds, 1e-9),
+        }
+        check_finite(epoch, metrics, self.student, self.run_dir, self.cfg)  # before anything of it is kept
+        for cb in self.callbacks:
+            _call(cb, "on_epoch_end", epoch, self.student, metrics)
+        check_finite(epoch, metrics, None, self.run_dir, self.cfg)  # what the callbacks added
+        state = self.state
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] = epoch + 1
+        state["stopped"] = bool(metrics.pop("stopped"))
+        improved = (self.cfg.select == "last" or val is None or state["best_val_acc"] is None
+                    or val["acc"] > state["best_val_acc"])
+        if improved:
+            state["best_val_acc"], state["best_epoch"] = (val["acc"] if val else None), epoch
+        if self.ranks.main:
+            self.save(metrics, improved)
+        self.board.log(metrics)
+        self.bar.end_epoch(metrics)
+        self.ranks.barrier()
+
+    def validate(self) -> dict | None:
+        """Validation loss and accuracy (batch-norm statistics re-estimated first, where asked)."""
+        cfg = self.cfg
+        if cfg.bn_recalibrate:
+            recalibrate_bn(self.student, self.batches, cfg.bn_recalibrate, self.batch_size, cfg.seed)
+        if not len(self.val_batches):
+            return None
+        val = evaluate_batches(self.student, self.val_batches, cfg.eval_batch_size, self.bf16)
+        if self.ranks.world > 1:  # ranks' batch-norm buffers differ: rank 0 decides
+            shared = self.ranks.broadcast_(torch.tensor([val["acc"], val["loss"]], dtype=torch.float64,
+                                                        device=self.device))
+            val.update(acc=float(shared[0]), loss=float(shared[1]))
+        return val
+
+    def save(self, metrics: dict, improved: bool) -> None:
+        """The epoch's metrics line, then last.pt (and best.pt): a kill before best.pt is written is
+        repaired from last.pt on resume."""
+        path = self.run_dir / "metrics.jsonl"
+        line = json_text(metrics, indent=None, where=path) + "\n"
+        with writing(path), open(path, "a") as f:
+            f.write(line)
+        last = checkpoint(self.cfg, self.student, self.data, self.state)
+        last.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), rng=rng_state(),
+                    extra_optimizers=[opt.state_dict() for opt in self.extras],
+                    callbacks=callback_states(self.callbacks))
+        atomic_torch_save(last, self.run_dir / "last.pt")
+        if improved:
+            atomic_torch_save(checkpoint(self.cfg, self.student, self.data, self.state), self.run_dir / "best.pt")
+
+
+def run_epoch(run: Run, epoch: int) -> dict:
+    """Trains ``run`` one epoch; returns its training loss, accuracy, images and extra-loss terms."""
+    net, student, teacher, cfg, ranks = run.net, run.student, run.teacher, run.cfg, run.ranks
     net.train()
+    batches, steps_per_epoch = run.batches, run.steps_per_epoch
     device = batches.device
     generator = epoch_generator(cfg.seed, epoch, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -229,10 +268,10 @@ def run_epoch(net, student, teacher, batches, optimizer, extras, cfg, epoch, ext
     term_sums: dict[str, torch.Tensor] = {}
     seen = 0
     stopped = False
-    step_hooks = [cb.after_step for cb in callbacks if hasattr(cb, "after_step")]
-    for i, (x, y) in enumerate(batches.batches(batch_size, train=True, generator=generator,
+    step_hooks = [cb.after_step for cb in run.callbacks if hasattr(cb, "after_step")]
+    for i, (x, y) in enumerate(batches.batches(run.batch_size, train=True, generator=generator,
                                                rank=ranks.rank, world=ranks.world)):
-        with autocast(device, bf16):
+        with autocast(device, run.bf16):
             logits = net(x)
             teacher_logits = None
             if teacher is not None:
@@ -242,27 +281,27 @@ def run_epoch(net, student, teacher, batches, optimizer, extras, cfg, epoch, ext
                 loss = kd_loss(logits, teacher_logits, y, cfg.kd_temperature, cfg.kd_weight)
             else:
                 loss = F.cross_entropy(logits.float(), y)
-            if extra_loss is not None:
+            if run.extra_loss is not None:
                 ctx = LossContext(student, x, y, logits, teacher_logits, teacher, epoch,
                                   epoch * steps_per_epoch + i, cfg)
-                extra = extra_loss(ctx)
+                extra = run.extra_loss(ctx)
                 if isinstance(extra, dict):
                     for name, term in extra.items():
                         term_sums[name] = term_sums.get(name, 0) + term.detach().double() * y.shape[0]
                     extra = sum(extra.values())
                 loss = loss + extra
-        optimizer.zero_grad(set_to_none=True)
-        for opt in extras:
+        run.optimizer.zero_grad(set_to_none=True)
+        for opt in run.extras:
             opt.zero_grad(set_to_none=True)
         loss.backward()  # the one backward pass of relucut: every method trains through here
-        optimizer.step()
-        for opt in extras:
+        run.optimizer.step()
+        for opt in run.extras:
             opt.step()
         n = y.shape[0]
         seen += n
         loss_sum += loss.detach().double() * n
         correct += (logits.detach().argmax(1) == y).sum()
-        bar.step(f"loss {float(loss_sum) / seen:.3f}" if bar.enabled and i % 20 == 0 else None)
+        run.bar.step(f"loss {float(loss_sum) / seen:.3f}" if run.bar.enabled and i % 20 == 0 else None)
         step = epoch * steps_per_epoch + i
         if any([bool(hook(step, student)) for hook in step_hooks]):  # a list: every hook runs
             stopped = True
