@@ -5,10 +5,11 @@ magnitude pruning of the base, or (``sensitivity="sparse-training"``) a short sp
 Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD;
 or, with ``mask_learning="distance"``, chosen once an epoch where student and teacher differ most.
 Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
-by default). With ``shallow``, each ReLU layer whose sensitivity (fraction of its ReLUs kept) is
-below ``dth`` goes, per layer as in the paper: a block's inner ReLU by a gated conv-BN branch that
-replaces its conv-BN-ReLU-conv-BN (shortcut and post-add ReLU kept), a post-add ReLU by fading to
-the identity; gates ramp to 1 by the first LR decay and main branches go at the end; with
+by default). With ``shallow``, a block whose inner ReLU's sensitivity (fraction of its ReLUs kept)
+is at most ``dth`` loses it, as in the paper: a gated conv-BN branch replaces its
+conv-BN-ReLU-conv-BN (shortcut and post-add ReLU kept); with ``gb_drops="inner+post-add"`` a
+post-add ReLU at most ``dth`` also goes, by fading to the identity; gates ramp to 1 by the first
+LR decay and main branches go at the end; with
 ``aux_after`` an auxiliary classifier is trained by KD from the all-ReLU teacher.
 
 Stages 2 and 3 are runs of the training engine (``masks/`` and ``finetune/`` under the workdir).
@@ -27,10 +28,19 @@ from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget, check_layer_budgets
-from relucut.finegrained.common import FeatureLoss, freeze_all, frozen_copy, relu_effect, stage_config
+from relucut.finegrained.common import (
+    STEM_RELU,
+    FeatureLoss,
+    drop_stem_relus,
+    freeze_all,
+    frozen_copy,
+    relu_effect,
+    stage_config,
+)
 from relucut.finegrained.distance_masks import DistanceMasks
 from relucut.finegrained.gated import (
     GATE_SCHEDULES,
+    GB_DROPS,
     below_threshold,
     block_sensitivity,
     gate_value,
@@ -39,9 +49,9 @@ from relucut.finegrained.gated import (
     remove_main_branches,
     set_gates,
 )
-from relucut.finegrained.losses import FEATURE_LOSSES, LossWeights, combined_loss
+from relucut.finegrained.losses import FEATURE_LOSSES, FEATURE_SCALES, LossWeights, combined_loss
 from relucut.finegrained.mask_site import install_mask_sites, mask_parameters
-from relucut.finegrained.sensitivity import layer_budgets, relu_sensitivity
+from relucut.finegrained.sensitivity import ALLOCATIONS, layer_budgets, relu_sensitivity
 from relucut.finegrained.sparse_probe import sparse_training_keep_fractions
 from relucut.sites import find_sites
 from relucut.train.config import TrainConfig
@@ -58,7 +68,10 @@ class SENetConfig:
     density: float = 0.1  # parameter density for the pruning-sensitivity probe
     sensitivity: str = "one-shot"  # or "sparse-training" (see relucut.finegrained.sparse_probe)
     sensitivity_epochs: int = 5  # sparse-training probe epochs
+    allocation: str = "count"  # stage 1: layer ReLU counts proportional to eta (SENet's normalized sensitivity)
+    # or "density": each layer's kept fraction proportional to eta (flatter; see sensitivity.layer_budgets)
     layer_budget: dict[str, int] | None = None  # site -> ReLUs, summing to budget: replaces stage 1's allocation
+    stem_relu: str = "keep"  # or "drop": no stem ReLU (an identity), as counted in the papers' 491,520
     mask_epochs: int = 5
     mask_learning: str = "scores"  # or "distance": the SENet code's rule (see relucut.finegrained.distance_masks)
     mask_lr: float = 0.01  # Adam on the scores ("scores" only)
@@ -68,9 +81,12 @@ class SENetConfig:
     kd_weight: float = 0.9
     feature_weight: float = 1000.0  # beta
     feature_loss: str = "attention"  # or "pram": eq. 2 read literally (see relucut.finegrained.losses)
+    feature_scale: str = "half"  # the feature term's factor: beta / 2 (eq. 2) or "full": beta (RLNet's code)
     kd_temperature: float = 4.0
     shallow: bool = False
-    dth: float = 0.05
+    dth: float = 0.05  # gated branching: a ReLU layer keeping at most this fraction goes
+    gb_drops: str = "inner"  # which ReLU layers below dth go: a block's inner ReLU (its conv pair merges;
+    # the paper's Table 1 counts) or "inner+post-add" (post-add ReLUs below dth go too)
     gate_schedule: str = "linear"
     aux_after: str | None = None  # stage after which the auxiliary classifier sits
 
@@ -92,6 +108,12 @@ class SENetConfig:
         need(0.0 <= self.kd_weight <= 1.0, f"kd_weight must be in [0, 1], got {self.kd_weight}")
         need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
         need(self.feature_weight >= 0, f"feature_weight must be >= 0, got {self.feature_weight}")
+        need(self.allocation in ALLOCATIONS, f"unknown allocation '{self.allocation}'; "
+                                             f"use {' or '.join(ALLOCATIONS)}")
+        need(self.stem_relu in STEM_RELU, f"unknown stem_relu '{self.stem_relu}'; use {' or '.join(STEM_RELU)}")
+        need(self.feature_scale in FEATURE_SCALES, f"unknown feature_scale '{self.feature_scale}'; "
+                                                   f"use {' or '.join(FEATURE_SCALES)}")
+        need(self.gb_drops in GB_DROPS, f"unknown gb_drops '{self.gb_drops}'; use {' or '.join(GB_DROPS)}")
         need(self.feature_loss in FEATURE_LOSSES, f"unknown feature loss '{self.feature_loss}'; "
                                                   f"use {' or '.join(FEATURE_LOSSES)}")
         need(not self.shallow or 0.0 < self.dth < 1.0, f"--dth must be in (0, 1) (a ReLU sensitivity), got {self.dth}")
@@ -99,7 +121,8 @@ class SENetConfig:
 
     @property
     def weights(self) -> LossWeights:
-        return LossWeights(self.kd_weight, self.feature_weight, self.kd_temperature, self.feature_loss)
+        return LossWeights(self.kd_weight, self.feature_weight, self.kd_temperature, self.feature_loss,
+                           self.feature_scale)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +158,16 @@ def _block_sites(sites) -> dict[str, list[str]]:
     return out
 
 
+def _given_budget(given: dict[str, int], sites, relu_sites) -> dict[str, int]:
+    """A caller's allocation without the sites ``stem_relu="drop"`` removed (they must get 0 there)."""
+    dropped = {s.name for s in sites} - {s.name for s in relu_sites}
+    nonzero = sorted(n for n in dropped if int(given.get(n, 0)) != 0)
+    if nonzero:
+        raise RelucutError(f"layer_budget gives ReLUs to {', '.join(nonzero)}, which stem_relu='drop' removes; "
+                           "give them 0 or keep the stem ReLU")
+    return {n: k for n, k in given.items() if n not in dropped}
+
+
 def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg: SENetConfig,
           workdir: Path, progress: bool = True,
           after_stage2: Callable[[nn.Module], None] | None = None) -> SENetResult:
@@ -149,7 +182,8 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     workdir = Path(workdir)
     input_size = base.spec().input_size
     sites = find_sites(model, input_size)
-    check_budget(cfg.budget, sum(s.numel for s in sites))
+    relu_sites = [s for s in sites if cfg.stem_relu == "keep" or s.stage != "stem"]  # the sites the budget fills
+    check_budget(cfg.budget, sum(s.numel for s in relu_sites))
     # stage 1: one-shot pruning is deterministic from the base weights (a rerun recomputes it);
     # the sparse-training probe is a resumable engine run of its own
     kept = None
@@ -159,10 +193,14 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
         kept = sparse_training_keep_fractions(model, teacher, data, probe, cfg.density, workdir / "sensitivity",
                                               progress)
     sensitivity = relu_sensitivity(model, cfg.density, kept)
-    budget = layer_budgets(sites, sensitivity, cfg.budget) if cfg.layer_budget is None else \
-        check_layer_budgets(sites, cfg.layer_budget, cfg.budget)
+    if cfg.layer_budget is None:
+        budget = layer_budgets(relu_sites, sensitivity, cfg.budget, cfg.allocation)
+    else:
+        budget = check_layer_budgets(relu_sites, _given_budget(cfg.layer_budget, sites, relu_sites), cfg.budget)
+    budget = {s.name: budget.get(s.name, 0) for s in sites}  # a dropped stem ReLU: 0
     # stage 2
     _, masks = install_mask_sites(model, input_size, "pixel")
+    masks = drop_stem_relus(sites, masks, cfg.stem_relu)
     with torch.no_grad():
         for name, effect in relu_effect(model, masks, data).items():  # start where ReLUs matter most
             masks[name].scores.copy_(effect / effect.max().clamp_min(1e-12))
@@ -194,7 +232,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     shallow_blocks: list[str] = []
     fading: list[str] = []
     if cfg.shallow:
-        shallow_blocks, fading = below_threshold(sites, layer_sens, cfg.dth, model)
+        shallow_blocks, fading = below_threshold(sites, layer_sens, cfg.dth, model, cfg.gb_drops)
         gates = install_gates(model, shallow_blocks, fading)
     aux_head = make_aux_head(model, cfg.aux_after, input_size, base.spec().num_classes) if cfg.aux_after else None
     if cfg.finetune_epochs:

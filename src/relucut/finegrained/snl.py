@@ -29,7 +29,15 @@ from torch import nn
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.budget import binarize_to_budget, check_budget
-from relucut.finegrained.common import freeze_all, frozen_copy, relu_effect, stage_config, total_relus
+from relucut.finegrained.common import (
+    STEM_RELU,
+    drop_stem_relus,
+    freeze_all,
+    frozen_copy,
+    relu_effect,
+    stage_config,
+    total_relus,
+)
 from relucut.finegrained.mask_site import GRANULARITIES, LearnableMaskSite, install_mask_sites, mask_parameters
 from relucut.train.config import TrainConfig
 from relucut.train.loop import train
@@ -50,6 +58,8 @@ class SNLConfig:
 
     budget: int
     granularity: str = "pixel"
+    stem_relu: str = "keep"  # or "drop": no stem ReLU (an identity), as in the authors' ResNet18 and the
+    # papers' counts (491,520 at 32x32); the budget then goes to the other layers
     search_epochs: int = 10  # at most; the search ends when the budget is reached
     lr: float = 0.01  # the weights' learning rate in the search (and fine-tuning unless finetune_lr)
     optimizer: str = "sgd"  # the weights' optimizer in the search: sgd (the base config's momentum) | adam
@@ -95,6 +105,7 @@ class SNLConfig:
             if not ok:
                 raise RelucutError(message)
 
+        need(self.stem_relu in STEM_RELU, f"unknown stem_relu '{self.stem_relu}'; use {' or '.join(STEM_RELU)}")
         need(self.granularity in GRANULARITIES, f"unknown granularity '{self.granularity}'; use pixel or channel")
         need(self.search_epochs >= 1, f"search_epochs must be >= 1 (the search must run), got {self.search_epochs}")
         need(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
@@ -197,7 +208,8 @@ def snl_search(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
     """Installs relaxed masks, searches down to the budget, binarizes to it and freezes."""
     input_size = base.spec().input_size
     sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0)
-    check_budget(cfg.budget, sum(s.numel for s in sites))
+    masks = drop_stem_relus(sites, masks, cfg.stem_relu)
+    check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))
     controller = L1Controller(masks, cfg)
     weights = {"optimizer": cfg.optimizer}  # the weights' optimizer in the search
     if cfg.weight_decay is not None:
