@@ -6,9 +6,9 @@ Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straig
 or, with ``mask_learning="distance"``, chosen once an epoch where student and teacher differ most.
 Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
 by default). With ``shallow``, a block whose inner ReLU's sensitivity (fraction of its ReLUs kept)
-is at most ``dth`` loses it, as in the paper: a gated conv-BN branch replaces its
+is below ``dth`` loses it, as in the paper: a gated conv-BN branch replaces its
 conv-BN-ReLU-conv-BN (shortcut and post-add ReLU kept); with ``gb_drops="inner+post-add"`` a
-post-add ReLU at most ``dth`` also goes, by fading to the identity; gates ramp to 1 by the first
+post-add ReLU below ``dth`` also goes, by fading to the identity; gates ramp to 1 by the first
 LR decay and main branches go at the end; with
 ``aux_after`` an auxiliary classifier is trained by KD from the all-ReLU teacher.
 
@@ -84,7 +84,7 @@ class SENetConfig:
     feature_scale: str = "half"  # the feature term's factor: beta / 2 (eq. 2) or "full": beta (RLNet's code)
     kd_temperature: float = 4.0
     shallow: bool = False
-    dth: float = 0.05  # gated branching: a ReLU layer keeping at most this fraction goes
+    dth: float = 0.05  # gated branching: a ReLU layer keeping less than this fraction goes
     gb_drops: str = "inner"  # which ReLU layers below dth go: a block's inner ReLU (its conv pair merges;
     # the paper's Table 1 counts) or "inner+post-add" (post-add ReLUs below dth go too)
     gate_schedule: str = "linear"
