@@ -19,6 +19,7 @@ from relucut.finegrained.losses import ActivationTap, LossWeights, feature_dista
 from relucut.finegrained.mask_site import LearnableMaskSite
 from relucut.train.batches import DeviceBatches
 from relucut.train.config import TrainConfig
+from relucut.train.distributed import current_ranks
 from relucut.train.hooks import LossContext
 
 
@@ -85,9 +86,15 @@ def mask_sites(model: nn.Module) -> dict[str, LearnableMaskSite]:
 
 
 def freeze_all(masks: dict[str, LearnableMaskSite], binary: dict[str, torch.Tensor] | None = None) -> None:
-    """Freezes each site at ``binary[name]`` (default: its current hard mask)."""
+    """Freezes each site at ``binary[name]`` (default: its current hard mask). Under torchrun every
+    rank computes the same masks from the same weights; rank 0's are sent to all, so they are
+    identical bit for bit."""
+    ranks = current_ranks()
     for name, site in masks.items():
-        site.freeze(binary[name] if binary is not None else site.hard_mask())
+        mask = binary[name] if binary is not None else site.hard_mask()
+        if ranks.world > 1:
+            mask = ranks.broadcast_(mask.to(device=site.scores.device, dtype=torch.uint8).contiguous()).bool()
+        site.freeze(mask)
 
 
 STEM_RELU = ("keep", "drop")
