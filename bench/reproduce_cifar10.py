@@ -282,12 +282,12 @@ def run(args) -> dict:
     def left() -> float:
         return args.time_budget - (time.perf_counter() - STARTED)
 
-    # speed probe: one plain epoch on up to 10,000 images sets every stage's length
+    # speed probe: two plain epochs on up to 10,000 images (the second is timed: the first warms up)
     probe_images = min(len(data.train), 10_000)
-    train(engine(epochs=1, lr=0.05, limit_train=probe_images, schedule="constant"), out / "probe", data=data,
+    train(engine(epochs=2, lr=0.05, limit_train=probe_images, schedule="constant"), out / "probe", data=data,
           progress=False)
     probe_s, _ = epoch_seconds(out / "probe")
-    plain = probe_s[0] * len(data.train) / probe_images  # a full epoch; the probe's warm-up makes it an upper bound
+    plain = probe_s[-1] * len(data.train) / probe_images  # a full epoch
     report.data["plan"]["probe: plain epoch s"] = round(plain, 2)
 
     wanted = dict(teacher=args.teacher_epochs, snl_search=args.snl_search_epochs, snl_finetune=args.finetune_epochs,
@@ -295,7 +295,7 @@ def run(args) -> dict:
                   deepreduce=args.deepreduce_epochs)
     units = (wanted["teacher"] * COST["plain"] + (wanted["snl_search"] + wanted["snl_finetune"]) * COST["masks"]
              + (wanted["senet_masks"] + wanted["senet_finetune"]) * COST["masks"] + wanted["deepreduce"] * COST["kd"])
-    shrink = min(1.0, 0.9 * left() / max(units * plain, 1e-9)) if not args.smoke else 1.0  # smoke: 1 epoch each
+    shrink = max(1e-3, min(1.0, 0.9 * left() / max(units * plain, 1e-9))) if not args.smoke else 1.0  # smoke: 1 epoch each
     epochs = {k: max(1, math.floor(v * shrink)) for k, v in wanted.items()}
     report.data["plan"].update({"shrink": round(shrink, 3), **{f"{k} epochs": v for k, v in epochs.items()}})
     report.event(f"probe: {plain:.1f} s per plain epoch; plan {epochs}")
@@ -357,26 +357,29 @@ def run(args) -> dict:
                [out / name], "kd", t, {"epochs_text": str(run_epochs)})
 
     budget_50k = max(1, round(50_000 * scale))
-    runs = [
+    runs = [  # (name, kind, epochs at the plan's length, run at k x the plan's length, required)
         ("snl-50k", "masks", epochs["snl_search"] + epochs["snl_finetune"],
          lambda k: snl_run("snl-50k", budget_50k, max(1, round(epochs["snl_search"] * k)),
-                           max(1, round(epochs["snl_finetune"] * k)))),
+                           max(1, round(epochs["snl_finetune"] * k))), True),
         ("senet-gb-50k", "masks", epochs["senet_masks"] + epochs["senet_finetune"],
          lambda k: senet_run("senet-gb-50k", budget_50k, max(1, round(epochs["senet_masks"] * k)),
-                             max(1, round(epochs["senet_finetune"] * k)))),
+                             max(1, round(epochs["senet_finetune"] * k))), True),
         ("deepreduce-s2s3s4", "kd", epochs["deepreduce"],
-         lambda k: deepreduce_run("deepreduce-s2s3s4", max(1, round(epochs["deepreduce"] * k)))),
+         lambda k: deepreduce_run("deepreduce-s2s3s4", max(1, round(epochs["deepreduce"] * k))), True),
         ("snl-12.9k", "masks", epochs["snl_search"] + epochs["snl_finetune"],
          lambda k: snl_run("snl-12.9k", max(1, round(12_900 * scale)), max(1, round(epochs["snl_search"] * k)),
-                           max(1, round(epochs["snl_finetune"] * k)))),
+                           max(1, round(epochs["snl_finetune"] * k))), False),
         ("senet-gb-82k", "masks", epochs["senet_masks"] + epochs["senet_finetune"],
          lambda k: senet_run("senet-gb-82k", max(1, round(82_000 * scale)), max(1, round(epochs["senet_masks"] * k)),
-                             max(1, round(epochs["senet_finetune"] * k)))),
+                             max(1, round(epochs["senet_finetune"] * k))), False),
     ]
-    for name, kind, run_epochs, go in runs:
+    for i, (name, kind, run_epochs, go, required) in enumerate(runs):
         need = run_epochs * plain * measured[kind]
-        k = min(1.0, (left() - 10.0) / max(need, 1e-9))
-        if k < 0.5:  # under half its planned length: not worth a row
+        # a required run shares the time left with the required runs after it; each may grow back to
+        # the length asked for when the probe's plan had shrunk it
+        share = need + sum(e * plain * measured[c] for _, c, e, _, r in runs[i + 1:] if r) if required else need
+        k = min(1.0 / shrink, (left() - 10.0) / max(share, 1e-9))
+        if k < (0.3 if required else 0.5):  # too short to mean anything: no row
             report.data["skipped"].append(f"{name}: needs ~{need:.0f} s, {max(0.0, left()):.0f} s left")
             report.event(f"skip {name}")
             continue
