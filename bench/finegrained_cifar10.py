@@ -29,6 +29,7 @@ Issue 22 (each one option away from the default):
   senet-beta-full    the feature term weighted beta = 1000 as RLNet's code, not beta / 2
   senet-mask8        8 mask-learning epochs (stage 2) instead of --mask-epochs
   senet-stem-drop, snl-stem-drop   no stem ReLU (the papers' counts); the budget goes elsewhere
+  senet-gb-postadd-long, senet-iso-postadd-long   the post-add GB pair with --long-epochs of fine-tuning
 
     nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --seeds 0,1
 """
@@ -146,14 +147,23 @@ def run_seed(args, seed: int, data: DataSplits) -> dict:
         plan = json.loads((out / "snl" / "export" / "plan.json").read_text())["sites"]
         learned = {site: int(v.get("ones", 0)) for site, v in plan.items()}
         run("senet-snl-alloc", SENetConfig(**{**configs["senet"].to_dict(), "layer_budget": learned}))
-    if not only and args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    if args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
         long = {**configs["senet-gb"].to_dict(), "finetune_epochs": args.long_epochs,
                 "milestones": senet_milestones(args.long_epochs)}
-        gb_long = run("senet-gb-long", SENetConfig(**long))
-        run("senet-iso-long", SENetConfig(**{**long, "shallow": False, "budget": gb_long["result"]["relus"]}))
+        for gb, iso, rule in (("senet-gb-long", "senet-iso-long", "inner"),
+                              ("senet-gb-postadd-long", "senet-iso-postadd-long", "inner+post-add")):
+            if wanted(gb):
+                gb_long = run(gb, SENetConfig(**{**long, "gb_drops": rule}))
+                if wanted(iso):
+                    run(iso, SENetConfig(**{**long, "shallow": False, "budget": gb_long["result"]["relus"]}))
         # the feature term's cost with longer fine-tuning: is it the 6 epochs?
-        run("senet-long", SENetConfig(**{**long, "shallow": False}))
-        run("senet-nofeat-long", SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0}))
+        if wanted("senet-long"):
+            run("senet-long", SENetConfig(**{**long, "shallow": False}))
+        if wanted("senet-nofeat-long"):
+            run("senet-nofeat-long", SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0}))
     if "senet-gb" in runs and (not only or "senet-iso" in only):
         run("senet-iso", SENetConfig(**{**configs["senet"].to_dict(), "budget": runs["senet-gb"]["result"]["relus"]}))
     if "senet-gb-postadd" in runs and (not only or "senet-iso-postadd" in only):
@@ -256,14 +266,14 @@ def claims(seeds: list[dict]) -> list[dict]:
     add("issue 22: allocation by counts (default) >= by densities (the former rule)", "senet", "senet-density")
     add("issue 22: SENet + GB dropping post-add ReLUs too within 1 point of SENet at its ReLUs",
         "senet-gb-postadd", "senet-iso-postadd", 1.0)
-    gaps = [(_acc(s, "senet-gb") - _acc(s, "senet-iso")) - (_acc(s, "senet-gb-postadd") - _acc(s, "senet-iso-postadd"))
-            for s in seeds if all(_acc(s, n) is not None for n in ("senet-gb", "senet-iso", "senet-gb-postadd",
-                                                                  "senet-iso-postadd"))]
-    rows.append({"claim": "issue 22: GB's cost at iso-ReLU, inner only (default) <= with post-add: "
-                          "(senet-gb - senet-iso) - (senet-gb-postadd - senet-iso-postadd)",
-                 "a": "senet-gb", "b": "senet-gb-postadd", "diffs": gaps,
-                 "mean": statistics.mean(gaps) if gaps else None, "tolerance": 0.0, "verdict": verdict(gaps),
-                 "note": "", "label": True})  # the claim names its runs
+    for suffix, length in (("", ""), ("-long", ", 5x the fine-tuning epochs")):
+        names = [f"senet-gb{suffix}", f"senet-iso{suffix}", f"senet-gb-postadd{suffix}", f"senet-iso-postadd{suffix}"]
+        gaps = [(_acc(s, names[0]) - _acc(s, names[1])) - (_acc(s, names[2]) - _acc(s, names[3]))
+                for s in seeds if all(_acc(s, n) is not None for n in names)]
+        rows.append({"claim": f"issue 22: GB's cost at iso-ReLU{length}, inner only (default) <= with post-add: "
+                              f"({names[0]} - {names[1]}) - ({names[2]} - {names[3]})",
+                     "a": names[0], "b": names[2], "diffs": gaps, "mean": statistics.mean(gaps) if gaps else None,
+                     "tolerance": 0.0, "verdict": verdict(gaps), "note": "", "label": True})  # the claim names its runs
     add("issue 22: feature term beta / 2 (default, eq. 2) >= beta (RLNet's code)", "senet", "senet-beta-full")
     add("issue 22: --mask-epochs mask epochs >= 8 (stage 2 longer)", "senet", "senet-mask8")
     add("issue 22: SNL keeping the stem ReLU (default) >= dropping it, same budget", "snl", "snl-stem-drop")
@@ -276,7 +286,7 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
              "senet-nofeat", "senet-gb", "senet-iso",
              "senet-matched", "senet-snl-alloc", "senet-gb-long", "senet-iso-long", "senet-long",
              "senet-nofeat-long", "senet-density", "senet-gb-postadd", "senet-iso-postadd", "senet-beta-full",
-             "senet-mask8", "senet-stem-drop", "snl-stem-drop"]
+             "senet-mask8", "senet-stem-drop", "snl-stem-drop", "senet-gb-postadd-long", "senet-iso-postadd-long"]
     rows = claims(seeds)
     setting = {"model": SPEC.to_dict(), "relus_full": FULL_RELUS, "train_images": args.train_images,
                "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
