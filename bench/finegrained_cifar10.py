@@ -28,7 +28,8 @@ Issue 22 (each one option away from the default):
                      SENet without GB at its ReLUs
   senet-beta-full    the feature term weighted beta = 1000 as RLNet's code, not beta / 2
   senet-mask8        8 mask-learning epochs (stage 2) instead of --mask-epochs
-  senet-stem-drop, snl-stem-drop   no stem ReLU (the papers' counts); the budget goes elsewhere
+  senet-stem-drop    SENet without its stem ReLU (SNL's default and the papers' counts)
+  snl-stem-keep      SNL with the stem ReLU masked like every other layer (before issue 22)
   senet-gb-postadd-long, senet-iso-postadd-long   the post-add GB pair with --long-epochs of fine-tuning
 
     nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --seeds 0,1
@@ -97,9 +98,9 @@ def method_configs(args, budget: int) -> dict:
         "senet-beta-full": SENetConfig(**senet, feature_scale="full"),
         "senet-mask8": SENetConfig(**{**senet, "mask_epochs": 8}),
         "senet-stem-drop": SENetConfig(**senet, stem_relu="drop"),
-        "snl-stem-drop": SNLConfig(budget=budget, search_epochs=args.search_epochs, finetune_epochs=e,
+        "snl-stem-keep": SNLConfig(budget=budget, search_epochs=args.search_epochs, finetune_epochs=e,
                                    milestones=milestones[:2], mask_lr=0.02, check_every=10, l1_init=0.1,
-                                   stem_relu="drop"),
+                                   stem_relu="keep"),
         # as many epochs after the base as relucut's SNL (its 5 search epochs + the fine-tuning)
         "senet-matched": SENetConfig(**{**senet, "mask_epochs": args.search_epochs}),
     }
@@ -263,21 +264,24 @@ def claims(seeds: list[dict]) -> list[dict]:
     add("reference: SENet default (scores) >= the SENet code's distance masks", "senet", "senet-distance")
     add("departure: one-shot pruning sensitivity (default) >= a sparse-training probe", "senet", "senet-sparse")
     add("defect 1: attention transfer >= literal PRAM (beta 1000)", "senet", "senet-pram")
-    add("issue 22: allocation by counts (default) >= by densities (the former rule)", "senet", "senet-density")
+    add("issue 22: allocation by counts (default) >= by densities (the former rule)", "senet",
+        "senet-density")
     add("issue 22: SENet + GB dropping post-add ReLUs too within 1 point of SENet at its ReLUs",
         "senet-gb-postadd", "senet-iso-postadd", 1.0)
     for suffix, length in (("", ""), ("-long", ", 5x the fine-tuning epochs")):
-        names = [f"senet-gb{suffix}", f"senet-iso{suffix}", f"senet-gb-postadd{suffix}", f"senet-iso-postadd{suffix}"]
+        names = [f"{run}{suffix}" for run in ("senet-gb", "senet-iso", "senet-gb-postadd", "senet-iso-postadd")]
         gaps = [(_acc(s, names[0]) - _acc(s, names[1])) - (_acc(s, names[2]) - _acc(s, names[3]))
                 for s in seeds if all(_acc(s, n) is not None for n in names)]
-        rows.append({"claim": f"issue 22: GB's cost at iso-ReLU{length}, inner only (default) <= with post-add: "
-                              f"({names[0]} - {names[1]}) - ({names[2]} - {names[3]})",
-                     "a": names[0], "b": names[2], "diffs": gaps, "mean": statistics.mean(gaps) if gaps else None,
-                     "tolerance": 0.0, "verdict": verdict(gaps), "note": "", "label": True})  # the claim names its runs
+        claim = (f"issue 22: GB's cost at iso-ReLU{length}, inner only (default) <= with post-add: "
+                 f"({names[0]} - {names[1]}) - ({names[2]} - {names[3]})")
+        rows.append({"claim": claim, "a": names[0], "b": names[2], "diffs": gaps,
+                     "mean": statistics.mean(gaps) if gaps else None, "tolerance": 0.0, "verdict": verdict(gaps),
+                     "note": "", "label": True})  # label: the claim names its runs
     add("issue 22: feature term beta / 2 (default, eq. 2) >= beta (RLNet's code)", "senet", "senet-beta-full")
     add("issue 22: --mask-epochs mask epochs >= 8 (stage 2 longer)", "senet", "senet-mask8")
-    add("issue 22: SNL keeping the stem ReLU (default) >= dropping it, same budget", "snl", "snl-stem-drop")
-    add("issue 22: SENet keeping the stem ReLU (default) >= dropping it, same budget", "senet", "senet-stem-drop")
+    add("issue 22: SNL without the stem ReLU (default) >= with it, same budget", "snl", "snl-stem-keep")
+    add("issue 22: SENet keeping the stem ReLU (default) >= dropping it, same budget", "senet",
+        "senet-stem-drop")
     return rows
 
 
@@ -286,7 +290,8 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
              "senet-nofeat", "senet-gb", "senet-iso",
              "senet-matched", "senet-snl-alloc", "senet-gb-long", "senet-iso-long", "senet-long",
              "senet-nofeat-long", "senet-density", "senet-gb-postadd", "senet-iso-postadd", "senet-beta-full",
-             "senet-mask8", "senet-stem-drop", "snl-stem-drop", "senet-gb-postadd-long", "senet-iso-postadd-long"]
+             "senet-mask8", "senet-stem-drop", "snl-stem-keep", "senet-gb-postadd-long",
+             "senet-iso-postadd-long"]
     rows = claims(seeds)
     setting = {"model": SPEC.to_dict(), "relus_full": FULL_RELUS, "train_images": args.train_images,
                "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
@@ -339,7 +344,7 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
               "SNL learns where its ReLUs go; SENet allocates them up front from its stage-1 pruning probe.", "",
               "| run | how | seed | " + " | ".join(STAGES) + " |", "| --- | --- | ---: |" + " ---: |" * len(STAGES)]
     for name, how in (("snl", "learned (relucut's recipe)"), ("snl-authors", "learned (authors' recipe)"),
-                      ("snl-stem-drop", "learned (relucut's recipe, no stem ReLU)"),
+                      ("snl-stem-keep", "learned (relucut's recipe, stem ReLU kept)"),
                       ("senet", "one-shot pruning, counts"), ("senet-density", "one-shot pruning, densities"),
                       ("senet-sparse", "sparse-training probe"), ("senet-snl-alloc", "given: snl's")):
         for s in seeds:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import hashlib
 import json
 import math
@@ -85,7 +84,8 @@ def part_layout(parts: int = PARTS, train: int = TRAIN_IMAGES, held_out: int = H
     for k in range(1, parts + 1):
         room = per - (held_out if k == 1 else 0)
         stop = min(train, start + room)
-        layout.append({"part": k, "of": parts, "train": [start, stop], "test": [train, train + held_out] if k == 1 else None})
+        test = [train, train + held_out] if k == 1 else None
+        layout.append({"part": k, "of": parts, "train": [start, stop], "test": test})
         start = stop
     return layout
 
@@ -171,9 +171,11 @@ def load_parts(dest: Path) -> tuple[DataSplits, dict]:
     train_split = Split(torch.from_numpy(np.concatenate(train_x)), torch.from_numpy(np.concatenate(train_y)))
     mean, std = channel_stats(train_split.images)
     empty = Split(torch.zeros((0, 3, 32, 32), dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
-    data = DataSplits("cifar10", 10, train_split, empty, test, mean, std)  # no validation: each run keeps its last epoch
-    present = {"parts": [i["part"] for _, i in infos], "of": infos[0][1]["of"], "train_images": len(train_split),
-               "test_images": len(test), "train_fraction": len(train_split) / TRAIN_IMAGES}
+    # no validation split: every run keeps its last epoch
+    data = DataSplits("cifar10", 10, train_split, empty, test, mean, std)
+    present = {"parts": [i["part"] for _, i in infos], "of": infos[0][1]["of"],
+               "train_images": len(train_split), "test_images": len(test),
+               "train_fraction": len(train_split) / TRAIN_IMAGES}
     return data, present
 
 
@@ -200,21 +202,25 @@ class Report:
 def markdown(d: dict) -> list[str]:
     s = d["setting"]
     lines = ["# CIFAR-10 at full scale: relucut beside the papers", "",
-             f"ResNet18 ({s['model']}), {s['train_images']:,} training images ({100 * s['train_fraction']:.0f} % of "
-             f"45,000; parts {s['parts']} of {s['of']}), test on the held-out last {s['test_images']:,}. "
-             f"Device: {s['device']}; torch {s['torch']}. Batch {s['batch']}; every stage keeps its last epoch."
-             + (" SMOKE RUN: made-up data, tiny network; the figures mean nothing." if s["smoke"] else ""), "",
-             "| run | ReLUs | w/o stem | conv depth | test acc % | paper (CIFAR-10, ResNet18) | epochs | s / epoch "
-             "| seconds |",
+             f"ResNet18 ({s['model']}), {s['train_images']:,} training images "
+             f"({100 * s['train_fraction']:.0f} % of 45,000; parts {s['parts']} of {s['of']}), test on the "
+             f"held-out last {s['test_images']:,}. Device: {s['device']}; torch {s['torch']}. "
+             f"Batch {s['batch']}; every stage keeps its last epoch."
+             + (" SMOKE RUN: made-up data, a tiny network; the figures mean nothing." if s["smoke"] else ""),
+             "",
+             "| run | ReLUs | w/o stem | conv depth | test acc % | paper (CIFAR-10, ResNet18) | epochs "
+             "| s / epoch | seconds |",
              "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
     for name, r in d["runs"].items():
         acc = "-" if r.get("test_acc") is None else f"{100 * r['test_acc']:.2f}"
         lines.append(f"| {r['label']} | {r.get('relus', 0):,} | {r.get('relus_without_stem', 0):,} "
                      f"| {r.get('conv_depth', '-')} | {acc} "
-                     f"| {PAPER.get(name, '-')} | {r.get('epochs_text', '-')} | {r.get('s_per_epoch', 0):.1f} "
+                     f"| {PAPER.get(name, '-')} | {r.get('epochs_text', '-')} "
+                     f"| {r.get('s_per_epoch', 0):.1f} "
                      f"| {r.get('seconds', 0):.0f} |")
     if d["plan"]:
-        lines += ["", "Plan from the speed probe: " + ", ".join(f"{k} {v}" for k, v in d["plan"].items()) + "."]
+        plan = ", ".join(f"{k} {v}" for k, v in d["plan"].items())
+        lines += ["", f"Plan from the speed probe: {plan}."]
     for item in d["skipped"]:
         lines.append(f"\nSkipped: {item}.")
     lines.append(f"\nWall time so far: {d.get('seconds', 0):.0f} s.")
@@ -238,14 +244,8 @@ def steady(seconds: list[float]) -> float:
 def cost_row(model: torch.nn.Module, spec: ModelSpec) -> dict:
     net = copy.deepcopy(model).cpu().eval()
     report = count(net, spec.input_size)
-    return {"relus": report.relus, "relus_without_stem": report.relus_without_stem, "conv_depth": report.conv_depth,
-            "macs": report.macs}
-
-
-def fit(epochs: int, per_epoch: float, seconds: float, floor: int = 1) -> int:
-    """``epochs`` cut down to what ``seconds`` hold at ``per_epoch`` (at least ``floor``; 0: not even that)."""
-    fits = int(seconds // max(per_epoch, 1e-9))
-    return min(epochs, fits) if fits >= floor else 0
+    return {"relus": report.relus, "relus_without_stem": report.relus_without_stem,
+            "conv_depth": report.conv_depth, "macs": report.macs}
 
 
 def run(args) -> dict:
@@ -290,18 +290,21 @@ def run(args) -> dict:
     plain = probe_s[-1] * len(data.train) / probe_images  # a full epoch
     report.data["plan"]["probe: plain epoch s"] = round(plain, 2)
 
-    wanted = dict(teacher=args.teacher_epochs, snl_search=args.snl_search_epochs, snl_finetune=args.finetune_epochs,
-                  senet_masks=args.senet_mask_epochs, senet_finetune=args.finetune_epochs,
-                  deepreduce=args.deepreduce_epochs)
-    units = (wanted["teacher"] * COST["plain"] + (wanted["snl_search"] + wanted["snl_finetune"]) * COST["masks"]
-             + (wanted["senet_masks"] + wanted["senet_finetune"]) * COST["masks"] + wanted["deepreduce"] * COST["kd"])
-    shrink = max(1e-3, min(1.0, 0.9 * left() / max(units * plain, 1e-9))) if not args.smoke else 1.0  # smoke: 1 epoch each
+    wanted = {"teacher": args.teacher_epochs, "snl_search": args.snl_search_epochs,
+              "snl_finetune": args.finetune_epochs, "senet_masks": args.senet_mask_epochs,
+              "senet_finetune": args.finetune_epochs, "deepreduce": args.deepreduce_epochs}
+    kinds = {"teacher": "plain", "deepreduce": "kd"}  # the rest: mask stages
+    units = sum(n * COST[kinds.get(key, "masks")] for key, n in wanted.items())  # in plain epochs
+    shrink = max(1e-3, min(1.0, 0.9 * left() / max(units * plain, 1e-9)))
+    if args.smoke:
+        shrink = 1.0  # one epoch each
     epochs = {k: max(1, math.floor(v * shrink)) for k, v in wanted.items()}
     report.data["plan"].update({"shrink": round(shrink, 3), **{f"{k} epochs": v for k, v in epochs.items()}})
     report.event(f"probe: {plain:.1f} s per plain epoch; plan {epochs}")
     measured = dict(COST)
 
-    def record(name: str, label: str, model, run_dirs: list[Path], kind: str, started: float, extra: dict) -> None:
+    def record(name: str, label: str, model, run_dirs: list[Path], kind: str, started: float,
+               extra: dict) -> None:
         seconds = []
         for d in run_dirs:
             s, _ = epoch_seconds(d) if (d / "metrics.jsonl").is_file() else ([], 0)
@@ -333,9 +336,10 @@ def run(args) -> dict:
         cfg = SNLConfig(budget=budget, stem_relu="drop", search_epochs=search, finetune_epochs=finetune,
                         finetune_schedule="cosine", mask_lr=0.02, check_every=10)
         res = snl(model, frozen_copy(teacher), data, stage_base, cfg, out / name, progress=False)
-        record(name, f"SNL @ {budget / 1000:g}K (no stem ReLU)", model, [out / name / "search", out / name / "finetune"],
-               "masks", t, {"epochs_text": f"search {res.search_epochs_run} + fine-tune {finetune}",
-                            "search_epochs_run": res.search_epochs_run, "forced_topk": res.forced_topk})
+        record(name, f"SNL @ {budget / 1000:g}K (no stem ReLU)", model,
+               [out / name / "search", out / name / "finetune"], "masks", t,
+               {"epochs_text": f"search {res.search_epochs_run} + fine-tune {finetune}",
+                "search_epochs_run": res.search_epochs_run, "forced_topk": res.forced_topk})
 
     def senet_run(name: str, budget: int, masks: int, finetune: int) -> None:
         t = time.perf_counter()
@@ -351,33 +355,40 @@ def run(args) -> dict:
     def deepreduce_run(name: str, run_epochs: int) -> None:
         t = time.perf_counter()
         plan = build_plan(spec, cull=["stem", "s1"])
-        train(engine(epochs=run_epochs, lr=args.lr, weight_decay=5e-4, nesterov=True, schedule="cosine", plan=plan,
-                     teacher=str(teacher_dir)), out / name, data=data, progress=False)
-        record(name, "DeepReDuce S2+S3+S4 (stem, S1 culled; KD)", load_checkpoint_model(out / name).to(device),
-               [out / name], "kd", t, {"epochs_text": str(run_epochs)})
+        train(engine(epochs=run_epochs, lr=args.lr, weight_decay=5e-4, nesterov=True, schedule="cosine",
+                     plan=plan, teacher=str(teacher_dir)), out / name, data=data, progress=False)
+        culled = load_checkpoint_model(out / name).to(device)
+        record(name, "DeepReDuce S2+S3+S4 (stem, S1 culled; KD)", culled, [out / name], "kd", t,
+               {"epochs_text": str(run_epochs)})
 
-    budget_50k = max(1, round(50_000 * scale))
+    def at(key: str, k: float) -> int:
+        return max(1, round(epochs[key] * k))
+
+    def relus_at(relus: int) -> int:  # a budget at full width, scaled to this network
+        return max(1, round(relus * scale))
+
+    snl_epochs = epochs["snl_search"] + epochs["snl_finetune"]
+    senet_epochs = epochs["senet_masks"] + epochs["senet_finetune"]
     runs = [  # (name, kind, epochs at the plan's length, run at k x the plan's length, required)
-        ("snl-50k", "masks", epochs["snl_search"] + epochs["snl_finetune"],
-         lambda k: snl_run("snl-50k", budget_50k, max(1, round(epochs["snl_search"] * k)),
-                           max(1, round(epochs["snl_finetune"] * k))), True),
-        ("senet-gb-50k", "masks", epochs["senet_masks"] + epochs["senet_finetune"],
-         lambda k: senet_run("senet-gb-50k", budget_50k, max(1, round(epochs["senet_masks"] * k)),
-                             max(1, round(epochs["senet_finetune"] * k))), True),
+        ("snl-50k", "masks", snl_epochs,
+         lambda k: snl_run("snl-50k", relus_at(50_000), at("snl_search", k), at("snl_finetune", k)), True),
+        ("senet-gb-50k", "masks", senet_epochs,
+         lambda k: senet_run("senet-gb-50k", relus_at(50_000), at("senet_masks", k), at("senet_finetune", k)),
+         True),
         ("deepreduce-s2s3s4", "kd", epochs["deepreduce"],
-         lambda k: deepreduce_run("deepreduce-s2s3s4", max(1, round(epochs["deepreduce"] * k))), True),
-        ("snl-12.9k", "masks", epochs["snl_search"] + epochs["snl_finetune"],
-         lambda k: snl_run("snl-12.9k", max(1, round(12_900 * scale)), max(1, round(epochs["snl_search"] * k)),
-                           max(1, round(epochs["snl_finetune"] * k))), False),
-        ("senet-gb-82k", "masks", epochs["senet_masks"] + epochs["senet_finetune"],
-         lambda k: senet_run("senet-gb-82k", max(1, round(82_000 * scale)), max(1, round(epochs["senet_masks"] * k)),
-                             max(1, round(epochs["senet_finetune"] * k))), False),
+         lambda k: deepreduce_run("deepreduce-s2s3s4", at("deepreduce", k)), True),
+        ("snl-12.9k", "masks", snl_epochs,
+         lambda k: snl_run("snl-12.9k", relus_at(12_900), at("snl_search", k), at("snl_finetune", k)), False),
+        ("senet-gb-82k", "masks", senet_epochs,
+         lambda k: senet_run("senet-gb-82k", relus_at(82_000), at("senet_masks", k), at("senet_finetune", k)),
+         False),
     ]
     for i, (name, kind, run_epochs, go, required) in enumerate(runs):
         need = run_epochs * plain * measured[kind]
         # a required run shares the time left with the required runs after it; each may grow back to
         # the length asked for when the probe's plan had shrunk it
-        share = need + sum(e * plain * measured[c] for _, c, e, _, r in runs[i + 1:] if r) if required else need
+        later = sum(e * plain * measured[c] for _, c, e, _, r in runs[i + 1:] if r) if required else 0.0
+        share = need + later
         k = min(1.0 / shrink, (left() - 10.0) / max(share, 1e-9))
         if k < (0.3 if required else 0.5):  # too short to mean anything: no row
             report.data["skipped"].append(f"{name}: needs ~{need:.0f} s, {max(0.0, left()):.0f} s left")
@@ -408,7 +419,8 @@ def main() -> None:
     r.add_argument("--data", type=Path, default=DATA)
     r.add_argument("--out", type=Path, default=None, help="run folders (default /tmp/relucut-reproduce)")
     r.add_argument("--copy-to", action="append", default=[], help="also write the table here (e.g. $OUT)")
-    r.add_argument("--smoke", action="store_true", help="made-up data, a 2-wide network, CPU: every code path")
+    r.add_argument("--smoke", action="store_true",
+                   help="made-up data, a 2-wide network, CPU: every code path")
     r.add_argument("--smoke-images", type=int, default=96)
     r.add_argument("--time-budget", type=float, default=None,
                    help="seconds for everything, data loading included (default 420; --smoke: no limit)")

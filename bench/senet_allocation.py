@@ -58,8 +58,9 @@ def rows_for(sites, sensitivity: dict[str, float]) -> list[dict]:
         published = {s.name: d * s.numel for d, s in zip(RLNET_RESNET18[name], full_sites)}
         fraction = sum(published.values()) / FULL_RELUS
         budget = round(fraction * total)
-        rows.append({"budget": name, "rule": f"RLNet's list ({RLNET_DATASET[name]})", "relus": round(sum(published.values())),
-                     "avg": fraction, "stages": per_stage(full_sites, published)})
+        rows.append({"budget": name, "rule": f"RLNet's list ({RLNET_DATASET[name]})",
+                     "relus": round(sum(published.values())), "avg": fraction,
+                     "stages": per_stage(full_sites, published)})
         for rule in ("count", "density"):
             alloc = layer_budgets(sites, sensitivity, budget, rule)
             rows.append({"budget": name, "rule": f"relucut '{rule}'", "relus": budget, "avg": budget / total,
@@ -80,25 +81,30 @@ def main() -> None:
     started = time.perf_counter()
     spec = ModelSpec("resnet18", num_classes=10, kwargs={"base_width": args.width})
     data = cifar_data(args.train_images)
-    engine = base_config(spec, data, TrainConfig(epochs=args.epochs, batch_size=64, device="cpu", seed=args.seed))
-    base = base_model(engine, data, Path(args.out) / f"w{args.width}-seed{args.seed}", None, progress=False)
-    final = json.loads((Path(args.out) / f"w{args.width}-seed{args.seed}" / "base" / "final.json").read_text())
+    engine = base_config(spec, data, TrainConfig(epochs=args.epochs, batch_size=64, device="cpu",
+                                                 seed=args.seed))
+    run = Path(args.out) / f"w{args.width}-seed{args.seed}"
+    base = base_model(engine, data, run, None, progress=False)
+    final = json.loads((run / "base" / "final.json").read_text())
     sites = find_sites(base, spec.input_size)
     sensitivity = relu_sensitivity(base, args.density)
     rows = rows_for(sites, sensitivity)
-    setting = {"model": spec.to_dict(), "relus": sum(s.numel for s in sites), "train_images": args.train_images,
+    setting = {"model": spec.to_dict(), "relus": sum(s.numel for s in sites),
+               "train_images": args.train_images,
                "epochs": args.epochs, "density": args.density, "seed": args.seed,
                "base_test_acc": final["test_acc"], "sensitivity": sensitivity}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "senet_allocation.json", json.dumps({"setting": setting, "rows": rows}, indent=1))
+    atomic_write_text(RESULTS / "senet_allocation.json",
+                      json.dumps({"setting": setting, "rows": rows}, indent=1))
     lines = [
         "# SENet stage 1: per-stage ReLU densities against RLNet's published lists", "",
-        f"ResNet18, base width {args.width}, 32x32 inputs ({setting['relus']:,} ReLUs, every layer a quarter of "
-        f"the full width's), trained {args.epochs} epochs on the first {args.train_images:,} CIFAR-10 training "
-        f"images (seed {args.seed}; test accuracy {100 * final['test_acc']:.2f} % on the held-out last 5,000). "
-        f"One-shot pruning sensitivity at parameter density {args.density}. RLNet's lists are for the full width "
-        "(ResNet18, 32x32; its 25k/50k/100k lists are the CIFAR-100 ones); relucut's budgets are the same "
-        "fractions of this network's ReLUs. Each cell: the fraction of the stage's ReLUs kept, then its "
+        f"ResNet18, base width {args.width}, 32x32 inputs ({setting['relus']:,} ReLUs, every layer "
+        f"{args.width}/64 of the full width's), trained {args.epochs} epochs on the first "
+        f"{args.train_images:,} CIFAR-10 training images (seed {args.seed}; test accuracy "
+        f"{100 * final['test_acc']:.2f} % on the held-out last 5,000). One-shot pruning sensitivity at "
+        f"parameter density {args.density}. RLNet's lists are for the full width (ResNet18, 32x32; its "
+        "25k/50k/100k lists are the CIFAR-100 ones); relucut's budgets are the same fractions of this "
+        "network's ReLUs. Each cell: the fraction of the stage's ReLUs kept, then its "
         "multiple of the network's average density.", "",
         "| budget | allocation | ReLUs | average density | " + " | ".join(STAGES) + " |",
         "| --- | --- | ---: | ---: |" + " ---: |" * len(STAGES),
@@ -106,7 +112,8 @@ def main() -> None:
     for r in rows:
         cells = " | ".join(f"{r['stages'][st]:.3f} ({r['stages'][st] / r['avg']:.2f}x)" for st in STAGES)
         lines.append(f"| {r['budget']} | {r['rule']} | {r['relus']:,} | {r['avg']:.3f} | {cells} |")
-    lines += ["", f"Wall time {(time.perf_counter() - started) / 60:.1f} min (one thread; a finished base is reused)."]
+    minutes = (time.perf_counter() - started) / 60
+    lines += ["", f"Wall time {minutes:.1f} min (one thread; a finished base is reused)."]
     atomic_write_text(RESULTS / "senet_allocation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -51,7 +51,8 @@ def _both(tmp_path: Path, base: Path, method: str):
 
 
 def _losses(run: Path, stage: str) -> list[float]:
-    return [json.loads(line)["train_loss"] for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
+    lines = (run / stage / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["train_loss"] for line in lines]
 
 
 def test_snl_under_torchrun_matches_one_process(tmp_path, base_run):

@@ -17,7 +17,7 @@ from relucut.models.registry import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-RESNET18_32 = ModelSpec("resnet18", num_classes=10)  # width 64, 32x32: 557,056 ReLUs, 491,520 without the stem
+RESNET18_32 = ModelSpec("resnet18", num_classes=10)  # width 64, 32x32: 557,056 ReLUs, 491,520 w/o the stem
 
 
 def _stage_density(sites, budget: dict[str, int]) -> dict[str, float]:
@@ -42,13 +42,15 @@ def _rlnet_budget(sites, name: str) -> dict[str, int]:
 
 def test_rlnet_lists_sum_to_their_budgets_on_the_zoo_resnet18(full_resnet18):
     _, sites = full_resnet18
-    assert sum(s.numel for s in sites) == 557_056 and sum(s.numel for s in sites if s.stage != "stem") == 491_520
+    assert sum(s.numel for s in sites) == 557_056
+    assert sum(s.numel for s in sites if s.stage != "stem") == 491_520
     sums = {name: sum(_rlnet_budget(sites, name).values()) for name in RLNET_RESNET18}
     assert sums == {"25k": 25_330, "50k": 49_968, "100k": 99_987, "82k": 82_657}
     # the shape the count rule is after: s1 far below the average density, s4 far above
     avg = sums["25k"] / 557_056
     dens = _stage_density(sites, _rlnet_budget(sites, "25k"))
-    assert dens["s1"] / avg == pytest.approx(0.225, abs=0.01) and dens["s4"] / avg == pytest.approx(6.48, abs=0.05)
+    assert dens["s1"] / avg == pytest.approx(0.225, abs=0.01)
+    assert dens["s4"] / avg == pytest.approx(6.48, abs=0.05)
 
 
 def test_count_allocation_is_steep_on_a_trained_base_and_density_allocation_flat():
@@ -104,7 +106,7 @@ def test_gb_kept_fractions_at_table1_operating_points(full_resnet18):
         fractions = _rlnet_fractions(sites, row["list"])
         kept[row["list"]] = tuple(round(relus_after_gb(sites, fractions, row["dth"], model, drops)[0])
                                   for drops in ("inner", "inner+post-add"))
-    # by hand: 25k at 0.05 drops s1.{0,1}.relu1 (0.01 x 65,536 each) and s2.{0,1}.relu1 (0.027, 0.04 x 32,768);
+    # by hand: 25k at 0.05 drops s1.{0,1}.relu1 (0.01 x 65,536 each), s2.{0,1}.relu1 (0.027, 0.04 x 32,768);
     # the post-add rule also s1.{0,1}.relu2 (0.01, 0.011 x 65,536) and s2.{0,1}.relu2 (0.038, 0.042 x 32,768)
     assert kept["25k"] == (21_823, 17_826)
     assert kept["25k"][0] / 25_330 == pytest.approx(0.862, abs=0.001)  # the paper: 21.1 of 24.9 = 0.847
@@ -121,5 +123,6 @@ def test_feature_scale_full_is_twice_half():
     maps_s, maps_t = [torch.randn(4, 3, 5, 5)], [torch.randn(4, 3, 5, 5)]
     plain = combined_loss(z, t, y, weights=LossWeights(feature_weight=0.0))
     half = combined_loss(z, t, y, maps_s, maps_t, LossWeights(feature_weight=1000.0)) - plain
-    full = combined_loss(z, t, y, maps_s, maps_t, LossWeights(feature_weight=1000.0, feature_scale="full")) - plain
+    full_weights = LossWeights(feature_weight=1000.0, feature_scale="full")
+    full = combined_loss(z, t, y, maps_s, maps_t, full_weights) - plain
     assert float(half) > 0 and float(full) == pytest.approx(2 * float(half), rel=1e-5)

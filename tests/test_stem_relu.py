@@ -27,8 +27,8 @@ def _stem_mask(model) -> LearnableMaskSite:
 def test_snl_without_its_stem_relu_spends_the_budget_elsewhere(setup, tmp_path):
     data, base = setup
     model = copy.deepcopy(base)
-    cfg = SNLConfig(budget=600, stem_relu="drop", search_epochs=1, finetune_epochs=0, mask_lr=0.2, check_every=1,
-                    l1_init=1.0, l1_growth=2.0)
+    cfg = SNLConfig(budget=600, stem_relu="drop", search_epochs=1, finetune_epochs=0, mask_lr=0.2,
+                    check_every=1, l1_init=1.0, l1_growth=2.0)
     result = snl_search(model, frozen_copy(base), data, BASE, cfg, tmp_path / "search", progress=False)
     assert result.relaxed_relus_at_stop <= 2176 - 256  # the stem's 256 were never counted
     stem = _stem_mask(model)
@@ -61,8 +61,8 @@ def test_stem_relu_errors(setup, tmp_path):
               SENetConfig(budget=30, stem_relu="drop", layer_budget=given), tmp_path / "b", progress=False)
     given["stem_relu"], given["s4_1_relu1"] = 0, 10  # a dropped stem given 0 is fine
     result = senet(copy.deepcopy(base), base, data, BASE,
-                   SENetConfig(budget=30, stem_relu="drop", layer_budget=given, mask_epochs=0, finetune_epochs=1,
-                               milestones=[]), tmp_path / "c", progress=False)
+                   SENetConfig(budget=30, stem_relu="drop", layer_budget=given, mask_epochs=0,
+                               finetune_epochs=1, milestones=[]), tmp_path / "c", progress=False)
     assert result.layer_budget == given
     with pytest.raises(RelucutError, match="unknown stem_relu 'cut'"):
         SENetConfig(budget=30, stem_relu="cut").check()

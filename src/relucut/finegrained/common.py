@@ -100,7 +100,8 @@ def freeze_all(masks: dict[str, LearnableMaskSite], binary: dict[str, torch.Tens
 STEM_RELU = ("keep", "drop")
 
 
-def drop_stem_relus(sites, masks: dict[str, LearnableMaskSite], stem_relu: str) -> dict[str, LearnableMaskSite]:
+def drop_stem_relus(sites, masks: dict[str, LearnableMaskSite],
+                    stem_relu: str) -> dict[str, LearnableMaskSite]:
     """``stem_relu="drop"``: the stem's ReLUs become identities (frozen all-zero masks), as in the
     ResNet18 of SNL's code and the papers' counts (491,520 ReLUs at 32x32); returns the masks the
     method still learns (all of them with "keep")."""

@@ -1,14 +1,15 @@
 """Gated branching (shallow paper §4), decided per ReLU layer: layers below d_th go away.
 
-A block whose inner ReLU (between its two convs) is below d_th gets a ``GatedBranch``: its residual branch is gamma * f_GB(x) +
-(1 - gamma) * f_MB(x), with f_MB the block's conv-BN-ReLU-conv-BN and f_GB one fresh conv-BN with the
-same input and output shapes; the shortcut (identity or projection) is added and the post-add ReLU
-applied after the blend, as in the block. Which layers go (``GB_DROPS``): "inner" (the default) only
-those inner ReLUs, whose removal merges two convs, as the paper's Table 1 ReLU counts fit (RLNet's
-published allocations as stand-ins: 86 % kept at 25k, d_th 0.05, where the paper reports 84.7 %;
-70 % if post-add ReLUs went too); "inner+post-add" also post-add ReLUs below d_th, each fading
-out with a ``FadingReLU`` (gamma * x + (1 - gamma) * relu(x)), so dropping it changes nothing at the
-end. gamma rises from 0 to 1 until the first LR decay, then stays 1; at the end the
+A block whose inner ReLU (between its two convs) is below d_th gets a ``GatedBranch``: its residual
+branch is gamma * f_GB(x) + (1 - gamma) * f_MB(x), with f_MB the block's conv-BN-ReLU-conv-BN and
+f_GB one fresh conv-BN with the same input and output shapes; the shortcut (identity or projection)
+is added and the post-add ReLU applied after the blend, as in the block. Which layers go
+(``GB_DROPS``): "inner" (the default) only those inner ReLUs, whose removal merges two convs, as the
+paper's Table 1 ReLU counts fit (RLNet's published allocations as stand-ins: 86 % kept at 25k,
+d_th 0.05, where the paper reports 84.7 %; 70 % if post-add ReLUs went too); "inner+post-add" also
+post-add ReLUs below d_th, each fading out with a ``FadingReLU`` (gamma * x + (1 - gamma) * relu(x)),
+so dropping it changes nothing at the end. gamma rises from 0 to 1 until the first LR decay, then
+stays 1; at the end the
 main branches are removed: each gated block is a ``relucut.merge.ConvBNShortcut`` (one conv deep
 instead of two, the inner ReLU gone, the post-add one kept with its mask) and each faded ReLU is a
 mask site with no ReLU left.

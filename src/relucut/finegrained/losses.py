@@ -65,7 +65,7 @@ class LossWeights:
     feature_weight: float = 1000.0  # beta
     kd_temperature: float = 4.0
     feature_loss: str = "attention"  # or "pram" (eq. 2 literally)
-    feature_scale: str = "half"  # the term's factor: beta / 2 (eq. 2 as printed) or "full": beta (RLNet's code)
+    feature_scale: str = "half"  # the term's factor: beta / 2 (eq. 2) or "full": beta (RLNet's code)
 
     @property
     def feature_factor(self) -> float:
@@ -87,7 +87,8 @@ def combined_loss(
         return F.cross_entropy(student_logits.float(), targets)
     loss = kd_loss(student_logits, teacher_logits, targets, weights.kd_temperature, weights.kd_weight)
     if weights.feature_weight and len(student_maps):
-        loss = loss + weights.feature_factor * feature_distance(weights.feature_loss, student_maps, teacher_maps)
+        distance = feature_distance(weights.feature_loss, student_maps, teacher_maps)
+        loss = loss + weights.feature_factor * distance
     return loss
 
 

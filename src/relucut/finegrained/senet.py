@@ -77,7 +77,7 @@ class SENetConfig:
     density: float = 0.1  # parameter density for the pruning-sensitivity probe
     sensitivity: str = "one-shot"  # or "sparse-training" (see relucut.finegrained.sparse_probe)
     sensitivity_epochs: int = 5  # sparse-training probe epochs
-    allocation: str = "count"  # stage 1: layer ReLU counts proportional to eta (SENet's normalized sensitivity)
+    allocation: str = "count"  # stage 1: layer ReLU counts proportional to eta (SENet's normalized eta)
     # or "density": each layer's kept fraction proportional to eta (flatter; see sensitivity.layer_budgets)
     layer_budget: dict[str, int] | None = None  # site -> ReLUs, summing to budget: replaces stage 1's allocation
     stem_relu: str = "keep"  # or "drop": no stem ReLU (an identity), as counted in the papers' 491,520
@@ -120,7 +120,8 @@ class SENetConfig:
         need(self.feature_weight >= 0, f"feature_weight must be >= 0, got {self.feature_weight}")
         need(self.allocation in ALLOCATIONS, f"unknown allocation '{self.allocation}'; "
                                              f"use {' or '.join(ALLOCATIONS)}")
-        need(self.stem_relu in STEM_RELU, f"unknown stem_relu '{self.stem_relu}'; use {' or '.join(STEM_RELU)}")
+        need(self.stem_relu in STEM_RELU,
+             f"unknown stem_relu '{self.stem_relu}'; use {' or '.join(STEM_RELU)}")
         need(self.feature_scale in FEATURE_SCALES, f"unknown feature_scale '{self.feature_scale}'; "
                                                    f"use {' or '.join(FEATURE_SCALES)}")
         need(self.gb_drops in GB_DROPS, f"unknown gb_drops '{self.gb_drops}'; use {' or '.join(GB_DROPS)}")
@@ -173,8 +174,8 @@ def _given_budget(given: dict[str, int], sites, relu_sites) -> dict[str, int]:
     dropped = {s.name for s in sites} - {s.name for s in relu_sites}
     nonzero = sorted(n for n in dropped if int(given.get(n, 0)) != 0)
     if nonzero:
-        raise RelucutError(f"layer_budget gives ReLUs to {', '.join(nonzero)}, which stem_relu='drop' removes; "
-                           "give them 0 or keep the stem ReLU")
+        raise RelucutError(f"layer_budget gives ReLUs to {', '.join(nonzero)}, which stem_relu='drop' "
+                           "removes; give them 0 or keep the stem ReLU")
     return {n: k for n, k in given.items() if n not in dropped}
 
 
@@ -192,7 +193,8 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     workdir = Path(workdir)
     input_size = base.spec().input_size
     sites = find_sites(model, input_size)
-    relu_sites = [s for s in sites if cfg.stem_relu == "keep" or s.stage != "stem"]  # the sites the budget fills
+    # the sites the budget fills
+    relu_sites = [s for s in sites if cfg.stem_relu == "keep" or s.stage != "stem"]
     check_budget(cfg.budget, sum(s.numel for s in relu_sites))
     # stage 1: one-shot pruning is deterministic from the base weights (a rerun recomputes it);
     # the sparse-training probe is a resumable engine run of its own
@@ -206,7 +208,8 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     if cfg.layer_budget is None:
         budget = layer_budgets(relu_sites, sensitivity, cfg.budget, cfg.allocation)
     else:
-        budget = check_layer_budgets(relu_sites, _given_budget(cfg.layer_budget, sites, relu_sites), cfg.budget)
+        given = _given_budget(cfg.layer_budget, sites, relu_sites)
+        budget = check_layer_budgets(relu_sites, given, cfg.budget)
     budget = {s.name: budget.get(s.name, 0) for s in sites}  # a dropped stem ReLU: 0
     # stage 2
     _, masks = install_mask_sites(model, input_size, "pixel")

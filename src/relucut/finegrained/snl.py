@@ -106,7 +106,8 @@ class SNLConfig:
             if not ok:
                 raise RelucutError(message)
 
-        need(self.stem_relu in STEM_RELU, f"unknown stem_relu '{self.stem_relu}'; use {' or '.join(STEM_RELU)}")
+        need(self.stem_relu in STEM_RELU,
+             f"unknown stem_relu '{self.stem_relu}'; use {' or '.join(STEM_RELU)}")
         need(self.granularity in GRANULARITIES, f"unknown granularity '{self.granularity}'; use pixel or channel")
         need(self.search_epochs >= 1, f"search_epochs must be >= 1 (the search must run), got {self.search_epochs}")
         need(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
