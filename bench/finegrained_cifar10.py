@@ -22,6 +22,15 @@ Runs per seed (each a relucut run folder, resumable: finished runs are reused on
   senet-snl-alloc  SENet with the per-layer ReLU counts snl's masks learned instead of its stage 1
   senet-gb-long, senet-iso-long   the GB pair with --long-epochs of fine-tuning
   senet-long, senet-nofeat-long   SENet at the budget with and without its feature term, as long
+Issue 22 (each one option away from the default):
+  senet-density      stage 1's former rule: layer densities, not counts, proportional to eta
+  senet-gb-postadd, senet-iso-postadd   GB dropping post-add ReLUs below d_th too (the former rule), and
+                     SENet without GB at its ReLUs
+  senet-beta-full    the feature term weighted beta = 1000 as RLNet's code, not beta / 2
+  senet-mask8        8 mask-learning epochs (stage 2) instead of --mask-epochs
+  senet-stem-drop    SENet without its stem ReLU (SNL's default and the papers' counts)
+  snl-stem-keep      SNL with the stem ReLU masked like every other layer (before issue 22)
+  senet-gb-postadd-long, senet-iso-postadd-long   the post-add GB pair with --long-epochs of fine-tuning
 
     nice -n 10 .venv/bin/python bench/finegrained_cifar10.py --seeds 0,1
 """
@@ -84,6 +93,15 @@ def method_configs(args, budget: int) -> dict:
         "senet-pram": SENetConfig(**senet, feature_loss="pram"),
         "senet-nofeat": SENetConfig(**senet, feature_weight=0.0),
         "senet-gb": SENetConfig(**senet, shallow=True, dth=round(budget / FULL_RELUS, 2)),
+        "senet-gb-postadd": SENetConfig(**senet, shallow=True, dth=round(budget / FULL_RELUS, 2),
+                                        gb_drops="inner+post-add"),
+        "senet-density": SENetConfig(**senet, allocation="density"),
+        "senet-beta-full": SENetConfig(**senet, feature_scale="full"),
+        "senet-mask8": SENetConfig(**{**senet, "mask_epochs": 8}),
+        "senet-stem-drop": SENetConfig(**senet, stem_relu="drop"),
+        "snl-stem-keep": SNLConfig(budget=budget, search_epochs=args.search_epochs, finetune_epochs=e,
+                                   milestones=milestones[:2], mask_lr=0.02, check_every=10, l1_init=0.1,
+                                   stem_relu="keep"),
         # as many epochs after the base as relucut's SNL (its 5 search epochs + the fine-tuning)
         "senet-matched": SENetConfig(**{**senet, "mask_epochs": args.search_epochs}),
     }
@@ -131,16 +149,28 @@ def run_seed(args, seed: int, data: DataSplits) -> dict:
         plan = json.loads((out / "snl" / "export" / "plan.json").read_text())["sites"]
         learned = {site: int(v.get("ones", 0)) for site, v in plan.items()}
         run("senet-snl-alloc", SENetConfig(**{**configs["senet"].to_dict(), "layer_budget": learned}))
-    if not only and args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    if args.long_epochs:  # GB at iso-ReLU with longer fine-tuning: is the gap scale?
         long = {**configs["senet-gb"].to_dict(), "finetune_epochs": args.long_epochs,
                 "milestones": senet_milestones(args.long_epochs)}
-        gb_long = run("senet-gb-long", SENetConfig(**long))
-        run("senet-iso-long", SENetConfig(**{**long, "shallow": False, "budget": gb_long["result"]["relus"]}))
+        for gb, iso, rule in (("senet-gb-long", "senet-iso-long", "inner"),
+                              ("senet-gb-postadd-long", "senet-iso-postadd-long", "inner+post-add")):
+            if wanted(gb):
+                gb_long = run(gb, SENetConfig(**{**long, "gb_drops": rule}))
+                if wanted(iso):
+                    run(iso, SENetConfig(**{**long, "shallow": False, "budget": gb_long["result"]["relus"]}))
         # the feature term's cost with longer fine-tuning: is it the 6 epochs?
-        run("senet-long", SENetConfig(**{**long, "shallow": False}))
-        run("senet-nofeat-long", SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0}))
+        if wanted("senet-long"):
+            run("senet-long", SENetConfig(**{**long, "shallow": False}))
+        if wanted("senet-nofeat-long"):
+            run("senet-nofeat-long", SENetConfig(**{**long, "shallow": False, "feature_weight": 0.0}))
     if "senet-gb" in runs and (not only or "senet-iso" in only):
         run("senet-iso", SENetConfig(**{**configs["senet"].to_dict(), "budget": runs["senet-gb"]["result"]["relus"]}))
+    if "senet-gb-postadd" in runs and (not only or "senet-iso-postadd" in only):
+        run("senet-iso-postadd", SENetConfig(**{**configs["senet"].to_dict(),
+                                                "budget": runs["senet-gb-postadd"]["result"]["relus"]}))
     baseline = next(iter(runs.values()))["baseline"] if runs else None
     schedules = {}
     if not only:  # defect 3: a 15-epoch base with the old default (no decay before epoch 30) and others
@@ -235,6 +265,24 @@ def claims(seeds: list[dict]) -> list[dict]:
     add("reference: SENet default (scores) >= the SENet code's distance masks", "senet", "senet-distance")
     add("departure: one-shot pruning sensitivity (default) >= a sparse-training probe", "senet", "senet-sparse")
     add("defect 1: attention transfer >= literal PRAM (beta 1000)", "senet", "senet-pram")
+    add("issue 22: allocation by counts (default) >= by densities (the former rule)", "senet",
+        "senet-density")
+    add("issue 22: SENet + GB dropping post-add ReLUs too within 1 point of SENet at its ReLUs",
+        "senet-gb-postadd", "senet-iso-postadd", 1.0)
+    for suffix, length in (("", ""), ("-long", ", 5x the fine-tuning epochs")):
+        names = [f"{run}{suffix}" for run in ("senet-gb", "senet-iso", "senet-gb-postadd", "senet-iso-postadd")]
+        gaps = [(_acc(s, names[0]) - _acc(s, names[1])) - (_acc(s, names[2]) - _acc(s, names[3]))
+                for s in seeds if all(_acc(s, n) is not None for n in names)]
+        claim = (f"issue 22: GB's cost at iso-ReLU{length}, inner only (default) <= with post-add: "
+                 f"({names[0]} - {names[1]}) - ({names[2]} - {names[3]})")
+        rows.append({"claim": claim, "a": names[0], "b": names[2], "diffs": gaps,
+                     "mean": statistics.mean(gaps) if gaps else None, "tolerance": 0.0, "verdict": verdict(gaps),
+                     "note": "", "label": True})  # label: the claim names its runs
+    add("issue 22: feature term beta / 2 (default, eq. 2) >= beta (RLNet's code)", "senet", "senet-beta-full")
+    add("issue 22: --mask-epochs mask epochs >= 8 (stage 2 longer)", "senet", "senet-mask8")
+    add("issue 22: SNL without the stem ReLU (default) >= with it, same budget", "snl", "snl-stem-keep")
+    add("issue 22: SENet keeping the stem ReLU (default) >= dropping it, same budget", "senet",
+        "senet-stem-drop")
     return rows
 
 
@@ -242,7 +290,9 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
     names = ["snl", "snl-authors", "snl-matched", "senet", "senet-distance", "senet-sparse", "senet-pram",
              "senet-nofeat", "senet-gb", "senet-iso",
              "senet-matched", "senet-snl-alloc", "senet-gb-long", "senet-iso-long", "senet-long",
-             "senet-nofeat-long"]
+             "senet-nofeat-long", "senet-density", "senet-gb-postadd", "senet-iso-postadd", "senet-beta-full",
+             "senet-mask8", "senet-stem-drop", "snl-stem-keep", "senet-gb-postadd-long",
+             "senet-iso-postadd-long"]
     rows = claims(seeds)
     setting = {"model": SPEC.to_dict(), "relus_full": FULL_RELUS, "train_images": args.train_images,
                "held_out": "last 5,000 of the 50,000 training images (never used for selection)",
@@ -251,7 +301,7 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
                "snl_authors_search_epochs_max": args.authors_search_epochs, "threads": 1,
                "seeds": [s["seed"] for s in seeds]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "finegrained_cifar10.json", json.dumps(
+    atomic_write_text(RESULTS / f"{args.results_name}.json", json.dumps(
         {"setting": setting, "seeds": seeds, "claims": rows, "seconds": seconds}, indent=1))
     teacher = [100 * s["baseline"]["test_acc"] for s in seeds if s["baseline"]]
     seed_list = ", ".join(str(s["seed"]) for s in seeds)
@@ -289,13 +339,15 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
         per_seed = ", ".join(f"{d:+.2f}" for d in r["diffs"]) or "-"
         mean = "-" if r["mean"] is None else f"{r['mean']:+.2f}"
         note = f" ({r['note']})" if r["note"] else ""
-        lines.append(f"| {r['claim']}: {r['a']} vs {r['b']}{note} | {per_seed} | {mean} | {r['verdict']} |")
+        pair = "" if r.get("label") else f": {r['a']} vs {r['b']}"
+        lines.append(f"| {r['claim']}{pair}{note} | {per_seed} | {mean} | {r['verdict']} |")
     lines += ["", "## Fraction of each stage's ReLUs kept at the budget", "",
               "SNL learns where its ReLUs go; SENet allocates them up front from its stage-1 pruning probe.", "",
               "| run | how | seed | " + " | ".join(STAGES) + " |", "| --- | --- | ---: |" + " ---: |" * len(STAGES)]
     for name, how in (("snl", "learned (relucut's recipe)"), ("snl-authors", "learned (authors' recipe)"),
-                      ("senet", "one-shot pruning"), ("senet-sparse", "sparse-training probe"),
-                      ("senet-snl-alloc", "given: snl's")):
+                      ("snl-stem-keep", "learned (relucut's recipe, stem ReLU kept)"),
+                      ("senet", "one-shot pruning, counts"), ("senet-density", "one-shot pruning, densities"),
+                      ("senet-sparse", "sparse-training probe"), ("senet-snl-alloc", "given: snl's")):
         for s in seeds:
             if name in s["runs"]:
                 per_stage = s["runs"][name]["kept_per_stage"]
@@ -315,7 +367,7 @@ def write_summary(args, seeds: list[dict], seconds: float) -> None:
     run_minutes = sum(r.get("seconds", 0) for s in seeds for r in s["runs"].values()) / 60
     lines.append(f"\nWall time of the method runs: {run_minutes:.1f} min on one thread of a shared 2-core box; "
                  f"this invocation {seconds / 60:.1f} min (finished runs are reused).")
-    atomic_write_text(RESULTS / "finegrained_cifar10.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{args.results_name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -333,6 +385,8 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=5, help="SENet's sparse-training probe")
     parser.add_argument("--long-epochs", type=int, default=30, help="fine-tuning of the long GB pair (0: none)")
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    parser.add_argument("--results-name", default="finegrained_cifar10",
+                        help="bench/results/NAME.{json,md} (a partial --only run: give another name)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()

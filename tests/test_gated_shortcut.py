@@ -93,9 +93,9 @@ def _masked_model(inner_s1: float, post_add_s1: float, other: float = 0.5):
     return model, sites, budget
 
 
-def _gb(model, sites, budget, dth):
+def _gb(model, sites, budget, dth, drops="inner"):
     sens = layer_sensitivity(budget, {s.name: s.numel for s in sites})
-    blocks, fading = below_threshold(sites, sens, dth, model)
+    blocks, fading = below_threshold(sites, sens, dth, model, drops)
     gates = install_gates(model, blocks, fading)
     set_gates(gates, 1.0)
     remove_main_branches(model, gates)
@@ -119,7 +119,7 @@ def test_a_post_add_relu_below_dth_goes_too_the_block_keeps_its_shortcut():
     model, sites, budget = _masked_model(inner_s1=0.05, post_add_s1=0.05)
     before = count(model, SPEC.input_size)
     x = torch.randn(2, *SPEC.input_size)
-    blocks, fading = _gb(model, sites, budget, dth=0.1)
+    blocks, fading = _gb(model, sites, budget, dth=0.1, drops="inner+post-add")
     assert blocks == ["s1.0", "s1.1"] and fading == ["s1.0.relu2", "s1.1.relu2"]
     lost = sum(budget[f"s1_{i}_relu{j}"] for i in (0, 1) for j in (1, 2))
     assert count(model, SPEC.input_size).relus == before.relus - lost

@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from relucut.data.splits import DataSplits
+from relucut.errors import RelucutError
 from relucut.finegrained.losses import ActivationTap, LossWeights, feature_distance
 from relucut.finegrained.mask_site import LearnableMaskSite
 from relucut.train.batches import DeviceBatches
 from relucut.train.config import TrainConfig
+from relucut.train.distributed import current_ranks
 from relucut.train.hooks import LossContext
 
 
@@ -56,7 +58,8 @@ def block_paths(model: nn.Module) -> list[str]:
 
 
 class FeatureLoss:
-    """``feature_weight / 2 * D(student maps, teacher maps)`` as an engine ``extra_loss``.
+    """``feature_weight / 2 * D(student maps, teacher maps)`` (``feature_scale="full"``: without the
+    halving) as an engine ``extra_loss``.
 
     Forward hooks on both networks record the maps during the engine's forward passes. Attention
     transfer compares stage outputs, literal PRAM block outputs (as eq. 2 is written).
@@ -71,7 +74,7 @@ class FeatureLoss:
     def __call__(self, ctx: LossContext) -> torch.Tensor:
         s_maps = self.student_tap.take()
         t_maps = [m.detach() for m in self.teacher_tap.take()]
-        return self.weights.feature_weight / 2 * feature_distance(self.weights.feature_loss, s_maps, t_maps)
+        return self.weights.feature_factor * feature_distance(self.weights.feature_loss, s_maps, t_maps)
 
     def close(self) -> None:
         self.student_tap.close()
@@ -84,9 +87,33 @@ def mask_sites(model: nn.Module) -> dict[str, LearnableMaskSite]:
 
 
 def freeze_all(masks: dict[str, LearnableMaskSite], binary: dict[str, torch.Tensor] | None = None) -> None:
-    """Freezes each site at ``binary[name]`` (default: its current hard mask)."""
+    """Freezes each site at ``binary[name]`` (default: its current hard mask). Under torchrun every
+    rank computes the same masks from the same weights; rank 0's are sent to all, so they are
+    identical bit for bit."""
+    ranks = current_ranks()
     for name, site in masks.items():
-        site.freeze(binary[name] if binary is not None else site.hard_mask())
+        mask = binary[name] if binary is not None else site.hard_mask()
+        if ranks.world > 1:
+            mask = ranks.broadcast_(mask.to(device=site.scores.device, dtype=torch.uint8).contiguous()).bool()
+        site.freeze(mask)
+
+
+STEM_RELU = ("keep", "drop")
+
+
+def drop_stem_relus(sites, masks: dict[str, LearnableMaskSite],
+                    stem_relu: str) -> dict[str, LearnableMaskSite]:
+    """``stem_relu="drop"``: the stem's ReLUs become identities (frozen all-zero masks), as in the
+    ResNet18 of SNL's code and the papers' counts (491,520 ReLUs at 32x32); returns the masks the
+    method still learns (all of them with "keep")."""
+    if stem_relu not in STEM_RELU:
+        raise RelucutError(f"unknown stem_relu '{stem_relu}'; use keep or drop")
+    if stem_relu == "keep":
+        return masks
+    stem = {s.name for s in sites if s.stage == "stem"}
+    for name in stem & set(masks):
+        masks[name].freeze(torch.zeros_like(masks[name].scores, dtype=torch.bool))
+    return {n: m for n, m in masks.items() if n not in stem}
 
 
 def total_relus(masks: dict[str, LearnableMaskSite]) -> int:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from relucut.finegrained.mask_site import LearnableMaskSite
+from relucut.train.distributed import current_ranks
 
 
 class DistanceMasks:
@@ -57,8 +58,10 @@ class DistanceMasks:
 
     def on_epoch_end(self, _epoch: int, _model: nn.Module, metrics: dict) -> None:
         changed = 0
+        ranks = current_ranks()
         with torch.no_grad():
             for name, site in self.masks.items():
+                ranks.sum_(self.sums[name])  # under torchrun: every rank's batches, the same top-k everywhere
                 if not bool(self.sums[name].any()):
                     continue  # no training step saw this layer: keep its mask
                 before = site.hard_mask()

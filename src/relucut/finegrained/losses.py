@@ -3,6 +3,8 @@
 L = kd_weight * KL(softmax(z_t / T) || softmax(z_s / T)) * T^2 + (1 - kd_weight) * CE(y, z_s)
     + feature_weight / 2 * sum over maps of D(student map, teacher map)
 
+(``feature_scale="full"``: feature_weight * sum ..., as RLNet's code weighs its attention term.)
+
 The KD part is the training engine's (``relucut.train.kd``). D has two forms:
 
 * ``attention`` (default): attention transfer (Zagoruyko & Komodakis, 2017), which the SENet
@@ -26,6 +28,7 @@ from torch import nn
 from relucut.train.kd import kd_loss
 
 FEATURE_LOSSES = ("attention", "pram")
+FEATURE_SCALES = ("half", "full")
 
 
 def pram(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -62,6 +65,12 @@ class LossWeights:
     feature_weight: float = 1000.0  # beta
     kd_temperature: float = 4.0
     feature_loss: str = "attention"  # or "pram" (eq. 2 literally)
+    feature_scale: str = "half"  # the term's factor: beta / 2 (eq. 2) or "full": beta (RLNet's code)
+
+    @property
+    def feature_factor(self) -> float:
+        """What multiplies the summed map distances."""
+        return self.feature_weight / 2 if self.feature_scale == "half" else self.feature_weight
 
 
 def combined_loss(
@@ -78,7 +87,8 @@ def combined_loss(
         return F.cross_entropy(student_logits.float(), targets)
     loss = kd_loss(student_logits, teacher_logits, targets, weights.kd_temperature, weights.kd_weight)
     if weights.feature_weight and len(student_maps):
-        loss = loss + weights.feature_weight / 2 * feature_distance(weights.feature_loss, student_maps, teacher_maps)
+        distance = feature_distance(weights.feature_loss, student_maps, teacher_maps)
+        loss = loss + weights.feature_factor * distance
     return loss
 
 

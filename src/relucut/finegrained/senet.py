@@ -5,10 +5,11 @@ magnitude pruning of the base, or (``sensitivity="sparse-training"``) a short sp
 Stage 2: pixel masks learned with each layer's top-k fixed to its budget (straight-through), KD;
 or, with ``mask_learning="distance"``, chosen once an epoch where student and teacher differ most.
 Stage 3: masks frozen, fine-tuning with eq. 2 (KD + CE + a feature-map term, attention transfer
-by default). With ``shallow``, each ReLU layer whose sensitivity (fraction of its ReLUs kept) is
-below ``dth`` goes, per layer as in the paper: a block's inner ReLU by a gated conv-BN branch that
-replaces its conv-BN-ReLU-conv-BN (shortcut and post-add ReLU kept), a post-add ReLU by fading to
-the identity; gates ramp to 1 by the first LR decay and main branches go at the end; with
+by default). With ``shallow``, a block whose inner ReLU's sensitivity (fraction of its ReLUs kept)
+is below ``dth`` loses it, as in the paper: a gated conv-BN branch replaces its
+conv-BN-ReLU-conv-BN (shortcut and post-add ReLU kept); with ``gb_drops="inner+post-add"`` a
+post-add ReLU below ``dth`` also goes, by fading to the identity; gates ramp to 1 by the first
+LR decay and main branches go at the end; with
 ``aux_after`` an auxiliary classifier is trained by KD from the all-ReLU teacher.
 
 Stages 2 and 3 are runs of the training engine (``masks/`` and ``finetune/`` under the workdir).
@@ -25,9 +26,17 @@ import torch
 from torch import nn
 
 from relucut.data.splits import DataSplits
+from relucut.errors import RelucutError
 from relucut.finegrained.aux import AuxHead, AuxTap, make_aux_head
 from relucut.finegrained.budget import check_budget, check_layer_budgets
-from relucut.finegrained.common import FeatureLoss, freeze_all, frozen_copy, relu_effect, stage_config
+from relucut.finegrained.common import (
+    FeatureLoss,
+    drop_stem_relus,
+    freeze_all,
+    frozen_copy,
+    relu_effect,
+    stage_config,
+)
 from relucut.finegrained.distance_masks import DistanceMasks
 from relucut.finegrained.gated import (
     below_threshold,
@@ -79,6 +88,16 @@ def _block_sites(sites) -> dict[str, list[str]]:
     return out
 
 
+def _given_budget(given: dict[str, int], sites, relu_sites) -> dict[str, int]:
+    """A caller's allocation without the sites ``stem_relu="drop"`` removed (they must get 0 there)."""
+    dropped = {s.name for s in sites} - {s.name for s in relu_sites}
+    nonzero = sorted(n for n in dropped if int(given.get(n, 0)) != 0)
+    if nonzero:
+        raise RelucutError(f"layer_budget gives ReLUs to {', '.join(nonzero)}, which stem_relu='drop' "
+                           "removes; give them 0 or keep the stem ReLU")
+    return {n: k for n, k in given.items() if n not in dropped}
+
+
 def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainConfig, cfg,
           workdir: Path, progress: bool = True,
           after_stage2: Callable[[nn.Module], None] | None = None) -> SENetResult:
@@ -93,7 +112,9 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     workdir = Path(workdir)
     input_size = base.spec().input_size
     sites = find_sites(model, input_size)
-    check_budget(cfg.budget, sum(s.numel for s in sites))
+    # the sites the budget fills
+    relu_sites = [s for s in sites if cfg.stem_relu == "keep" or s.stage != "stem"]
+    check_budget(cfg.budget, sum(s.numel for s in relu_sites))
     # stage 1: one-shot pruning is deterministic from the base weights (a rerun recomputes it);
     # the sparse-training probe is a resumable engine run of its own
     kept = None
@@ -103,10 +124,15 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
         kept = sparse_training_keep_fractions(model, teacher, data, probe, cfg.density, workdir / "sensitivity",
                                               progress)
     sensitivity = relu_sensitivity(model, cfg.density, kept)
-    budget = layer_budgets(sites, sensitivity, cfg.budget) if cfg.layer_budget is None else \
-        check_layer_budgets(sites, cfg.layer_budget, cfg.budget)
+    if cfg.layer_budget is None:
+        budget = layer_budgets(relu_sites, sensitivity, cfg.budget, cfg.allocation)
+    else:
+        given = _given_budget(cfg.layer_budget, sites, relu_sites)
+        budget = check_layer_budgets(relu_sites, given, cfg.budget)
+    budget = {s.name: budget.get(s.name, 0) for s in sites}  # a dropped stem ReLU: 0
     # stage 2
     _, masks = install_mask_sites(model, input_size, "pixel")
+    masks = drop_stem_relus(sites, masks, cfg.stem_relu)
     with torch.no_grad():
         for name, effect in relu_effect(model, masks, data).items():  # start where ReLUs matter most
             masks[name].scores.copy_(effect / effect.max().clamp_min(1e-12))
@@ -138,7 +164,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     shallow_blocks: list[str] = []
     fading: list[str] = []
     if cfg.shallow:
-        shallow_blocks, fading = below_threshold(sites, layer_sens, cfg.dth, model)
+        shallow_blocks, fading = below_threshold(sites, layer_sens, cfg.dth, model, cfg.gb_drops)
         gates = install_gates(model, shallow_blocks, fading)
     aux_head = make_aux_head(model, cfg.aux_after, input_size, base.spec().num_classes) if cfg.aux_after else None
     if cfg.finetune_epochs:

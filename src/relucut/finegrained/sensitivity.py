@@ -68,12 +68,23 @@ def relu_sensitivity(model: nn.Module, density: float, kept: dict[str, float] | 
     return {site: 1.0 - kept[conv] for site, conv in preceding_convs(model).items()}
 
 
-def layer_budgets(sites: SiteMap, sensitivity: dict[str, float], budget: int) -> dict[str, int]:
-    """Per-site ReLU budgets summing exactly to ``budget``.
+ALLOCATIONS = ("count", "density")
 
-    A layer's share is proportional to eta_alpha times its ReLU count, so the fraction of a layer
-    kept (the paper's 'ReLU sensitivity', footnote 1) follows eta_alpha.
+
+def layer_budgets(sites: SiteMap, sensitivity: dict[str, float], budget: int,
+                  allocation: str = "count") -> dict[str, int]:
+    """Per-site ReLU budgets summing exactly to ``budget``, each at most its site's size.
+
+    ``allocation="count"`` (SENet's normalized sensitivity): a layer's ReLU *count* is
+    eta_alpha / sum(eta_alpha) of the budget, so a large early layer gets a small fraction of its
+    ReLUs, the shape of SENet's published per-layer lists (RLNet's ``sensitivity_list.yaml``).
+    ``"density"``: the *fraction* of each layer kept is proportional to eta_alpha (counts
+    eta_alpha x layer size), a much flatter profile. A layer that would exceed its size is capped
+    and the excess shared out among the others.
     """
+    if allocation not in ALLOCATIONS:
+        raise RelucutError(f"unknown allocation '{allocation}'; use {' or '.join(ALLOCATIONS)}")
     sizes = {s.name: s.numel for s in sites}
-    weights = {s.name: sensitivity[s.name] * s.numel for s in sites}
+    scale = (lambda s: 1) if allocation == "count" else (lambda s: s.numel)
+    weights = {s.name: sensitivity[s.name] * scale(s) for s in sites}
     return allocate_layer_budgets(weights, sizes, budget)

@@ -30,7 +30,7 @@ from torch import nn
 
 from relucut.data.splits import DataSplits
 from relucut.finegrained.budget import binarize_to_budget, check_budget
-from relucut.finegrained.common import freeze_all, frozen_copy, relu_effect, stage_config, total_relus
+from relucut.finegrained.common import drop_stem_relus, freeze_all, frozen_copy, relu_effect, stage_config, total_relus
 from relucut.finegrained.mask_site import LearnableMaskSite, install_mask_sites, mask_parameters
 from relucut.train.config import TrainConfig
 from relucut.train.loop import train
@@ -119,7 +119,8 @@ def snl_search(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
     """Installs relaxed masks, searches down to the budget, binarizes to it and freezes."""
     input_size = base.spec().input_size
     sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0)
-    check_budget(cfg.budget, sum(s.numel for s in sites))
+    masks = drop_stem_relus(sites, masks, cfg.stem_relu)
+    check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))
     controller = L1Controller(masks, cfg)
     weights = {"optimizer": cfg.optimizer}  # the weights' optimizer in the search
     if cfg.weight_decay is not None:

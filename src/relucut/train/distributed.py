@@ -45,6 +45,14 @@ def init_distributed() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def current_ranks() -> Dist:
+    """The ranks of the process group this process already belongs to (``init_distributed``, which
+    every ``relucut.train.train`` call runs), else a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Dist()
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The full-scale CIFAR-10 reproduction in one command (bench/reproduce_cifar10.py says what it runs).
+#
+#   bench/reproduce_cifar10.sh prepare   # here, beside ../shared/data: .gpu_data/cifar10-part{1,2,3}, ~49 MiB each
+#   bench/reproduce_cifar10.sh smoke     # here, CPU, made-up data, a 2-wide network: every code path
+#   bench/reproduce_cifar10.sh [run]     # on the GPU machine, with the parts carried: about 7 minutes
+#
+# One part fits one 64 MiB transfer. The device tool keeps what earlier calls carried while the machine
+# stays warm, so: call 1 carries .gpu_data/cifar10-part1, call 2 .gpu_data/cifar10-part2, call 3
+# .gpu_data/cifar10-part3 and runs this script; the run trains on the parts present (part 1 alone:
+# 11,667 training images, 26 %; it always holds the 5,000 test images). Extra arguments go to
+# `reproduce_cifar10.py run` (e.g. --time-budget 300). Results: bench/results/reproduce_cifar10.{json,md},
+# rewritten after every run and also written into $OUT when that is set (the device tool's folder).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+
+mode="${1:-run}"
+[ $# -gt 0 ] && shift
+
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x .venv/bin/python ]; then PY=.venv/bin/python   # this machine's venv (not carried)
+else PY=python3; fi
+
+case "$mode" in
+  prepare) exec "$PY" bench/reproduce_cifar10.py prepare "$@" ;;
+  smoke) OMP_NUM_THREADS=1 exec "$PY" bench/reproduce_cifar10.py run --smoke "$@" ;;
+  run) ;;
+  *) echo "usage: bench/reproduce_cifar10.sh [prepare|smoke|run] [args]" >&2; exit 2 ;;
+esac
+
+echo "== what this machine has"
+echo "python: $(command -v "$PY") ($("$PY" --version 2>&1))"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if ! "$PY" -c "import torch, numpy, relucut" 2>/tmp/relucut-import.err; then
+  echo "torch, numpy or relucut (from src/) does not import with $PY:" >&2; cat /tmp/relucut-import.err >&2
+  exit 3
+fi
+"$PY" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'available:', torch.cuda.is_available())"
+ls -d .gpu_data/cifar10-part* 2>/dev/null || { echo "no .gpu_data/cifar10-part*: run 'prepare' here and carry the parts" >&2; exit 3; }
+
+copy=()
+[ -n "${OUT:-}" ] && copy=(--copy-to "$OUT")
+echo "== reproducing (time budget 420 s unless --time-budget; hard stop at 540 s)"
+timeout 540 "$PY" bench/reproduce_cifar10.py run "${copy[@]}" "$@"
