@@ -47,8 +47,10 @@ sys.path.insert(0, str(REPO / "src"))  # relucut from this checkout (the GPU mac
 from relucut.cost import count  # noqa: E402
 from relucut.data.splits import DataSplits, Split, channel_stats  # noqa: E402
 from relucut.finegrained.common import frozen_copy  # noqa: E402
-from relucut.finegrained.senet import SENetConfig, senet  # noqa: E402
-from relucut.finegrained.snl import SNLConfig, snl  # noqa: E402
+from relucut.finegrained.senet import senet  # noqa: E402
+from relucut.methods.senet import SENetConfig  # noqa: E402
+from relucut.finegrained.snl import snl  # noqa: E402
+from relucut.methods.snl import SNLConfig  # noqa: E402
 from relucut.models.registry import ModelSpec  # noqa: E402
 from relucut.plan import atomic_write_text, build_plan  # noqa: E402
 from relucut.train import TrainConfig, load_checkpoint_model, train  # noqa: E402

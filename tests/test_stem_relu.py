@@ -8,8 +8,10 @@ from fixtures.finegrained import BASE, SPEC, tiny_data, trained_base
 from relucut import RelucutError, count, find_sites
 from relucut.finegrained import LearnableMaskSite, export, load_export
 from relucut.finegrained.common import frozen_copy
-from relucut.finegrained.senet import SENetConfig, senet
-from relucut.finegrained.snl import SNLConfig, snl_search
+from relucut.finegrained.senet import senet
+from relucut.methods.senet import SENetConfig
+from relucut.finegrained.snl import snl_search
+from relucut.methods.snl import SNLConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

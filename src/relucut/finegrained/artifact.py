@@ -25,6 +25,7 @@ from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan
 from relucut.rundir import json_text
 from relucut.site_module import PartialReLU, ReLUSite
+from relucut.train.distributed import current_ranks
 
 SUMMARY_KEYS = ("relus", "relus_full", "relus_without_stem", "macs", "params", "conv_depth")
 
@@ -99,6 +100,11 @@ def export(out_dir: Path, model: nn.Module, spec: ModelSpec, *, shallow_blocks: 
     """
     _check_no_gates(model)
     net = model if aux is None else AuxExit(model, aux[0], aux[1])
+    if not current_ranks().main:  # under torchrun rank 0 writes the export; the others only count it
+        from relucut.cost import count
+
+        report = count(_plan_applied(net), spec.input_size)
+        return {key: getattr(report, key) for key in SUMMARY_KEYS}
     plan = plan_of(net, meta)  # an AC exit has only the sites of its stages
     structure = structure_of(model, spec, shallow_blocks, aux[1] if aux else None)
     result = build_export(spec, plan, _plan_applied(net).state_dict(), out_dir, structure=structure,

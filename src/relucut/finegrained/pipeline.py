@@ -15,6 +15,7 @@ and ends as an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from relucut.rundir import RunDir, atomic_write_json, read_settings
 from relucut.sites import addressable, find_sites
 from relucut.train.base import base_config, teacher_record
 from relucut.train.build import load_checkpoint_model
+from relucut.train.distributed import init_distributed
 from relucut.train.config import RUNTIME_FIELDS, TrainConfig
 from relucut.train.evaluate import evaluate
 from relucut.train.loop import train
@@ -133,19 +135,31 @@ def run_in_folder(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, metho
         raise RelucutError(f"{method} needs a ReLU budget; give e.g. --budget 25k")
     base = base_config(spec, data, base)
     out = Path(out)
-    if out.is_dir():
+    ranks = init_distributed()  # under torchrun every rank trains; rank 0 alone holds the folder and writes
+    if ranks.main and out.is_dir():
         _upgrade_teacher(out)
-    with RunDir(out, _settings(method, base, cfg, teacher), runtime=SETTINGS_RUNTIME) as run:
-        finished = run.finished()
-        if finished is not None and export_intact(out / "export"):  # the same settings ran to the end
+    with RunDir(out, _settings(method, base, cfg, teacher), runtime=SETTINGS_RUNTIME) if ranks.main else \
+            contextlib.nullcontext() as run:
+        finished = run.finished() if ranks.main else None
+        done = finished is not None and export_intact(out / "export")  # the same settings ran to the end
+        if _agree(ranks, done):
             return finished  # (a damaged export: the stages resume from their finished runs and export again)
         teacher_model = base_model(base, data, out, teacher, progress)
         base_cost = _base_cost(teacher_model, spec)
         result = body(out, base, teacher_model, base_cost)
         result["baseline"] = {**base_cost, **accuracy(teacher_model, data)}
         result["seconds"] = time.time() - started
-        run.finish(result)
+        if ranks.main:
+            run.finish(result)
+        ranks.barrier()
     return result
+
+
+def _agree(ranks, flag: bool) -> bool:
+    """Rank 0's answer on every rank (a single process: its own)."""
+    import torch
+
+    return bool(ranks.broadcast_(torch.tensor([int(flag)]))[0]) if ranks.world > 1 else flag
 
 
 def run_snl(spec: ModelSpec, data: DataSplits, out: str | Path, cfg, *, base: TrainConfig | None = None,
