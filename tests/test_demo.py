@@ -6,7 +6,8 @@ import json
 import pytest
 from conftest import run_cli
 
-from relucut.methods import frontier_entries
+from relucut.cli.frontier import DEMO_METHODS
+from relucut.methods import get_method, methods
 
 
 @pytest.mark.slow
@@ -16,7 +17,9 @@ def test_demo_prints_the_picks_and_writes_the_frontier_files(tmp_path):
     assert "Chosen per budget" in proc.stdout and "combined frontier" in proc.stdout
     doc = json.loads((out / "frontier.json").read_text())
     assert doc["model"]["name"] == "resnet18" and doc["dataset"] == "digits"
-    assert {p["method"] for p in doc["points"]} == {"teacher", *frontier_entries()} - {"deepreshape"}
+    assert {p["method"] for p in doc["points"]} == {"teacher", *DEMO_METHODS.split(",")}
+    shown = {get_method(p["method"]).name for p in doc["points"] if p["method"] != "teacher"}
+    assert shown == {m.name for m in methods()} - {"deepreshape"}  # a new method joins the demo
     for budget in doc["budgets"]:  # every budget gets a pick within it, printed with its ReLU count
         pick = [p for p in doc["points"] if budget in p["chosen_for"]]
         assert len(pick) == 1 and pick[0]["relus"] <= budget

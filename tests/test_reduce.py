@@ -8,6 +8,7 @@ from fixtures.finegrained import BASE, SPEC, TEACHER, tiny_data, trained_base
 
 import relucut
 from relucut import SENetConfig, SNLConfig
+from relucut.methods import methods
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +38,8 @@ def test_senet_in_one_call(data_and_teacher, tmp_path):
 
 
 def test_unknown_config_is_one_line(tmp_path):
-    with pytest.raises(relucut.RelucutError, match="takes one of DeepReDuceConfig, DeepReShapeConfig, SNLConfig, SENetConfig, got dict"):
+    configs = ", ".join(m.config.__name__ for m in methods())  # every registered method's config
+    with pytest.raises(relucut.RelucutError, match=f"relucut.reduce takes one of {configs}, got dict$"):
         relucut.reduce(SPEC, {"budget": 5}, data=tiny_data(), out=tmp_path)
 
 
