@@ -106,7 +106,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
     budget = layer_budgets(sites, sensitivity, cfg.budget) if cfg.layer_budget is None else \
         check_layer_budgets(sites, cfg.layer_budget, cfg.budget)
     # stage 2
-    _, masks = install_mask_sites(model, input_size, "pixel")
+    _, masks = install_mask_sites(model, input_size, "pixel", linearize=cfg.linearize)
     with torch.no_grad():
         for name, effect in relu_effect(model, masks, data).items():  # start where ReLUs matter most
             masks[name].scores.copy_(effect / effect.max().clamp_min(1e-12))
