@@ -16,7 +16,7 @@ POLY_KIND = "poly2"  # the counted kind of those polynomial positions (one secre
 
 def check_poly(poly: torch.Tensor, where: str = "polynomial") -> torch.Tensor:
     """``poly`` as a float32 CPU tensor of shape (3, C): rows c0, c1, c2, one column per channel."""
-    poly = torch.as_tensor(poly).detach().to("cpu", torch.float32)
+    poly = torch.as_tensor(poly).detach().to("cpu", torch.float32).clone()  # its own: loading weights writes in place
     if poly.dim() != 2 or poly.shape[0] != 3 or poly.shape[1] < 1:
         raise ValueError(f"{where}: coefficients must have shape (3, channels), got {tuple(poly.shape)}")
     if not bool(torch.isfinite(poly).all()):
@@ -52,7 +52,8 @@ class ReLUSite(nn.Module):
         if poly is not None and mode == "relu":
             raise ValueError("a kept site has no polynomial: every position is a ReLU")
         self.mode = mode
-        self.register_buffer("mask", None if mask is None else mask.to(torch.bool))
+        # copies: loading a state_dict writes into buffers in place, and must not change a plan's tensors
+        self.register_buffer("mask", None if mask is None else mask.to(torch.bool).clone())
         self.register_buffer("poly", None if poly is None else check_poly(poly))
 
     def coefficients(self) -> torch.Tensor | None:
