@@ -93,6 +93,10 @@ SPU_KIND_COSTS = {
                "rounds_per_layer": 2.89},
     "mul": {"online_s": 1.7e-6, "online_bytes": 206.0, "layer_online_s": 0.0353, "layer_online_bytes": 5.08e5,
             "rounds_per_layer": 10.3},
+    # bench/spu_poly.py: ResNet18 networks whose linearized positions compute c0 + x (c1 + c2 x), checked on
+    # ResNet20, a HybReNet, channel masks and 32x32 culls (tests/test_pi_poly.py against spu_poly.json)
+    "poly2": {"online_s": 8.77e-6, "online_bytes": 315.0, "layer_online_s": 0.0, "layer_online_bytes": 0.0,
+              "rounds_per_layer": 3.66},
     "sigmoid": {"online_s": 4.83e-4, "online_bytes": 3150.0, "layer_online_s": 0.255, "layer_online_bytes": 1.04e7,
                 "rounds_per_layer": 485.0},
     "silu": {"online_s": 3.92e-4, "online_bytes": 3480.0, "layer_online_s": 0.482, "layer_online_bytes": 1.03e7,
@@ -210,7 +214,8 @@ PROFILES: dict[str, Profile] = {
         kind_costs=SPU_KIND_COSTS,
         sources={
             "kind_costs": f"{SPU_KINDS}; fitted by relucut.pi.calibrate.calibrate_kinds (GELU, SiLU, sigmoid, "
-                          "Hardswish, Hardsigmoid, softmax, LayerNorm, products and matmul of two activations)",
+                          "Hardswish, Hardsigmoid, softmax, LayerNorm, products and matmul of two activations); "
+                          "poly2: bench/results/spu_poly.md, the same fit on ResNet18s with polynomial positions",
             **{key: f"{SPU_FIT}: `relucut pi calibrate` on the in-sample networks" for key in SPU_FITTED},
             "relu_online_bytes": f"{SPU_FIT}: a comparison (82.25 B, pphlo.less) plus a multiplexer (16.25 B)",
             "truncation_online_bytes": f"{SPU_FIT}: the truncation after each public-weight product (pphlo.convolution)",
