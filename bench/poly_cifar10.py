@@ -35,19 +35,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finegrained_cifar10 import SPEC, cifar_data, senet_milestones  # noqa: E402
+from finegrained_cifar10 import SPEC, cifar_data, senet_milestones
 
-import relucut  # noqa: E402
-from relucut.finegrained.pipeline import base_model  # noqa: E402
-from relucut.frontier_search import FrontierConfig  # noqa: E402
-from relucut.frontier_search.pricing import masked, price, relu_budget_for_latency  # noqa: E402
-from relucut.methods.relupruner import ReLUPrunerConfig  # noqa: E402
-from relucut.methods.senet import SENetConfig  # noqa: E402
-from relucut.methods.snl import SNLConfig  # noqa: E402
-from relucut.pi import Workload  # noqa: E402
-from relucut.rundir import atomic_write_json, atomic_write_text  # noqa: E402
-from relucut.train import TrainConfig  # noqa: E402
-from relucut.train.base import base_config  # noqa: E402
+import relucut
+from relucut.finegrained.pipeline import base_model
+from relucut.frontier_search import FrontierConfig
+from relucut.frontier_search.pricing import masked, price, relu_budget_for_latency
+from relucut.methods.relupruner import ReLUPrunerConfig
+from relucut.methods.senet import SENetConfig
+from relucut.methods.snl import SNLConfig
+from relucut.pi import Workload
+from relucut.rundir import atomic_write_json, atomic_write_text
+from relucut.train import TrainConfig
+from relucut.train.base import base_config
 
 RESULTS = Path(__file__).parent / "results"
 BASES = Path("/tmp/relucut-bench/finegrained-cifar10")  # finegrained_cifar10.py's seed folders
@@ -123,13 +123,13 @@ def analyse(rows: list[dict], args) -> dict:
     table, verdicts = [], []
     for budget in args.budgets:
         for method in args.methods:
-            def pick(linearize, made_for):
+            def pick(linearize, made_for, method=method, budget=budget):
                 return [r for r in rows if (r["method"], r["linearize"], r["made_for"]) == (method, linearize, made_for)
-                        and (r["budget"] == budget or r["target_relus"] == budget)]
+                        and r["target_relus"] == budget]
             ident, poly = pick("identity", "iso-relu"), pick("poly2", "iso-relu")
             iso = pick("poly2", f"iso-latency {LATENCY_ENGINE}")
-            for label, group in (("identity", ident), ("poly2", poly), (f"poly2 at identity's {LATENCY_ENGINE} "
-                                                                         "latency", iso)):
+            at_latency = f"poly2 at identity's {LATENCY_ENGINE} latency"
+            for label, group in (("identity", ident), ("poly2", poly), (at_latency, iso)):
                 if not group:
                     continue
                 table.append({"budget": budget, "method": method, "run": label,
@@ -163,8 +163,8 @@ def markdown(result: dict) -> str:
          f"{a['epochs']} fine-tuning epochs; SENet: 2 mask + {a['epochs']}; ReLUPruner: {a['epochs']} prune + "
          f"{a['epochs']}. Test accuracy per seed; online latency estimated on each export (mean over seeds)."),
         "",
-        "| budget | method | run | ReLUs | poly2 positions | test acc % (per seed) | mean | DELPHI online s | "
-        "spu-cheetah online s |",
+        ("| budget | method | run | ReLUs | poly2 positions | test acc % (per seed) | mean | DELPHI online s | "
+         "spu-cheetah online s |"),
         "| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for t in result["table"]:
