@@ -83,7 +83,7 @@ def test_a_latency_budget_pays_for_the_polynomial_positions():
     identity = relu_budget_for_latency(full, latency, config)
     poly = relu_budget_for_latency(full, latency, config, "poly2")
     assert identity >= 3000 and poly < identity  # the squares take some of the time
-    cost = lambda r: price(masked(work, r, full.relus, len(full.sites), "poly2"), config).online_s  # noqa: E731
+    cost = lambda r: price(masked(work, r, full.relus, len(full.sites), "poly2"), config).online_s
     assert cost(poly) <= latency < cost(poly + 1)  # the most ReLUs that fit, polynomials paid
     assert masked(work, poly, full.relus, len(full.sites), "poly2").smooth["poly2"] == full.relus - poly
     fr = SimpleNamespace(latency=True, full=full, config=FrontierConfig(latency_budgets=[latency], engine="delphi"),

@@ -105,7 +105,7 @@ def test_bad_polynomials_in_a_plan_are_one_line_errors(bad, message):
 def test_a_polynomial_must_have_one_column_per_channel_of_its_site():
     model = Tiny()
     sites = find_sites(model, (1, 4, 4))
-    plan = ReLUPlan().drop(list(sites)[0].name, torch.zeros(3, 5))
+    plan = ReLUPlan().drop(next(iter(sites)).name, torch.zeros(3, 5))
     with pytest.raises(RelucutError, match="has 5 channels, but the site has 2"):
         plan.validate(sites)
 
