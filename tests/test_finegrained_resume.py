@@ -1,4 +1,5 @@
-"""SNL and SENet killed (SIGKILL) in the middle of each stage, rerun, end bit-identical on the CPU."""
+"""SNL (also with polynomial linearization) and SENet killed (SIGKILL) in the middle of each stage, rerun,
+end bit-identical on the CPU."""
 
 import json
 import os
@@ -47,7 +48,7 @@ def noisy(extra_loss):
     return loss
 
 
-module = sys.modules["relucut.finegrained." + method]
+module = sys.modules["relucut.finegrained." + method.split("-")[0]]
 real_train = module.train
 
 
@@ -59,9 +60,10 @@ def train(cfg, run_dir, *, label="", callbacks=(), extra_loss=None, **kw):
 module.train = train
 # a base that learns (~45 % validation; KD refuses a teacher at chance); the stages keep batch 64
 BASE = base_config(seed=3, epochs=10, optimizer="adam", lr=0.01, schedule="cosine")
-if method == "snl":
+if method.startswith("snl"):
     cfg = SNLConfig(budget=1200, search_epochs=4, finetune_epochs=2, milestones=[1], mask_lr=0.2,
-                    l1_init=1.0, l1_growth=2.0, check_every=2)
+                    l1_init=1.0, l1_growth=2.0, check_every=2,
+                    linearize="poly2" if method == "snl-poly2" else "identity")
     result = pipeline.run_snl(SPEC, tiny_data(), Path(out), cfg, base=BASE, progress=False)
 else:
     cfg = SENetConfig(budget=900, mask_epochs=3, mask_lr=0.2, finetune_epochs=3, milestones=[2],
@@ -72,7 +74,8 @@ print(json.dumps({"result": result, "steps": steps}))
 """
 
 STEPS_PER_EPOCH = 3  # 192 images, batch 64
-STAGES = {"snl": ("SNL search", "SNL fine-tune"), "senet": ("SENet masks", "SENet fine-tune")}
+STAGES = {"snl": ("SNL search", "SNL fine-tune"), "snl-poly2": ("SNL search", "SNL fine-tune"),
+          "senet": ("SENet masks", "SENet fine-tune")}
 RUN_DIRS = {"SNL search": "search", "SNL fine-tune": "finetune", "SENet masks": "masks", "SENet fine-tune": "finetune"}
 
 
@@ -122,6 +125,6 @@ def test_killed_mid_stage_resumes_bit_identical(uninterrupted, tmp_path, method,
     assert_same_tensors(load(whole / "export" / "model.pt"), load(tmp_path / "export" / "model.pt"))
     assert_same_tensors(load(whole / RUN_DIRS[stage] / "last.pt")["model"],
                         load(tmp_path / RUN_DIRS[stage] / "last.pt")["model"])
-    if method == "snl":
+    if method.startswith("snl"):
         assert straight["result"]["l1_final"] > 1.0  # the controller did raise the coefficient
         assert (whole / "export" / "plan.json").read_text() == (tmp_path / "export" / "plan.json").read_text()

@@ -124,7 +124,7 @@ def test_shipped_spu_cheetah_kind_costs_are_the_bench_fit():
 
     fitted = json.loads((Path(__file__).parents[1] / "bench/results/spu_kinds.json").read_text())["kind_costs"]
     shipped = get_profile("spu-cheetah").kind_costs
-    assert set(shipped) == set(fitted)
+    assert set(shipped) == set(fitted) | {"poly2"}  # poly2: bench/spu_poly.py's fit (tests/test_pi_poly.py)
     for kind, terms in fitted.items():
         for term, value in terms.items():
             assert shipped[kind][term] == pytest.approx(value, rel=5e-3, abs=1e-3), (kind, term)

@@ -10,7 +10,8 @@ elements - outputs). The kinds a protocol prices per element (GELU, SiLU, sigmoi
 LayerNorm, exp, division and products of two activations, ...: ``relucut.sites.SMOOTH_KINDS``) are
 counted by element in ``smooth_by_kind`` (``matmul``: MACs of activation x activation products,
 which ``macs`` also holds). MACs are counted with attention on its math path, so fused attention
-kernels do not hide them.
+kernels do not hide them. Positions of a dropped or masked site that compute a polynomial
+(``poly2``: one secret square each) are their own per-element kind, never ReLUs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from relucut.kinds import math_attention
 from relucut.plan import ReLUPlan
+from relucut.site_module import POLY_KIND
 from relucut.sites import Nonlinearity, Site, SiteMap, eval_mode, is_site_node, sites_of_traced, trace
 
 # flop_counter op names of convolutions and linear layers (a Linear lowers to mm/addmm/bmm)
@@ -217,7 +219,7 @@ KIND_LABELS = {"gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Ta
                "elu": "ELU", "selu": "SELU", "celu": "CELU", "softplus": "Softplus", "log_sigmoid": "LogSigmoid",
                "softsign": "Softsign", "layernorm": "LayerNorm", "groupnorm": "GroupNorm", "rmsnorm": "RMSNorm",
                "div": "division by an activation", "mul": "activation products",
-               "matmul": "activation matmul MACs"}
+               "matmul": "activation matmul MACs", "poly2": "polynomial (x^2) positions"}
 
 
 def kind_label(kind: str) -> str:
@@ -237,6 +239,21 @@ def _site_relus(site: Site, gm: fx.GraphModule, plan: ReLUPlan | None) -> int:
         if hasattr(module, "active_relus"):
             return int(module.active_relus(site.shape))
     return site.numel
+
+
+def _site_poly(site: Site, gm: fx.GraphModule, plan: ReLUPlan | None) -> Nonlinearity | None:
+    """The positions of ``site`` that compute a polynomial, as a counted non-linearity (or None)."""
+    if plan is not None and site.name in plan.decisions:
+        elements = plan.poly_elements(site)
+    elif site.op == "call_module":
+        node = next(n for n in gm.graph.nodes if n.name == site.name)
+        module = gm.get_submodule(str(node.target))
+        elements = int(module.poly_elements(site.shape)) if hasattr(module, "poly_elements") else 0
+    else:
+        elements = 0
+    if not elements:
+        return None
+    return Nonlinearity(site.name, POLY_KIND, site.op, site.module_path, site.shape, None, elements)
 
 
 def _site_cost(site: Site, gm: fx.GraphModule, plan: ReLUPlan | None) -> SiteCost:
@@ -338,7 +355,7 @@ def count(model: nn.Module, input_size: tuple[int, ...], plan: ReLUPlan | None =
         params=sum(p.numel() for p in model.parameters()),
         conv_depth=conv_depth(gm),
         pools=[_pool_cost(p, plan) for p in sites.pools],
-        others=list(sites.others),
+        others=list(sites.others) + [poly for poly in (_site_poly(s, gm, plan) for s in sites) if poly is not None],
         outputs_by_module=outputs,
         module_stages=sites.module_stages,
     )

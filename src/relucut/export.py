@@ -3,8 +3,9 @@
 Structure ops first change the spec-built model's architecture (``apply_structure``: a block
 replaced by its shallow form, an auxiliary exit). ``reduce_model`` then turns the plan-applied
 model into an fx graph of plain ops: dropped sites are removed, masked sites become
-``PartialReLU`` (gather -> ReLU -> scatter), BNs fold into their convs, and linear layers merge
-where that is exact (``relucut.merge``). ``export_model`` writes ``recipe.json`` (model spec,
+``PartialReLU`` (gather -> ReLU -> scatter; with a polynomial, its positions gathered too), BNs
+fold into their convs, and linear layers merge where that is exact (``relucut.merge``). A dropped
+site whose positions compute a polynomial stays: its ``ReLUSite`` is the per-channel polynomial. ``export_model`` writes ``recipe.json`` (model spec,
 structure, plan, transforms, counts, and the sha256 of every other file), ``model.pt`` (the
 reduced state_dict) and ``model.onnx`` (dynamic batch axis); ``load_export`` rebuilds any export by
 replaying its recipe, after checking each file against its recorded hash. No pickles.
@@ -45,7 +46,7 @@ from relucut.models.registry import ModelSpec
 from relucut.plan import ReLUPlan, apply_plan, check_made_for
 from relucut.recipe import RECIPE_FILE, Recipe, file_hash, is_export_dir, recorded_files
 from relucut.rundir import json_text, write_failure
-from relucut.site_module import PartialReLU, ReLUSite
+from relucut.site_module import POLY_KIND, PartialReLU, ReLUSite
 from relucut.sites import find_sites, is_site_node, trace
 from relucut.structure import apply_structure
 
@@ -124,7 +125,7 @@ def _site_transforms(gm: fx.GraphModule) -> list[dict[str, Any]]:
     dropped, masked = [], []
     for node in _site_nodes(gm):
         module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-        if type(module) is ReLUSite and module.mode == "identity":
+        if type(module) is ReLUSite and module.mode == "identity" and module.poly is None:
             dropped.append(node.name)
         elif type(module) is ReLUSite and module.mode == "mask":
             masked.append(node.name)
@@ -152,14 +153,15 @@ def _replay_step(gm: fx.GraphModule, step: dict[str, Any], input_size: tuple[int
         for name in step["sites"]:
             node = nodes.get(name)
             module = gm.get_submodule(str(node.target)) if node is not None and node.op == "call_module" else None
-            if type(module) is not ReLUSite:
+            wanted = "identity" if step["op"] == "drop_sites" else "mask"
+            if type(module) is not ReLUSite or module.mode != wanted or (wanted == "identity" and module.poly is not None):
                 raise RelucutError(f"recipe does not fit the model: site '{name}' is not a planned ReLU site")
             if step["op"] == "drop_sites":
                 node.replace_all_uses_with(node.args[0])
                 gm.graph.erase_node(node)
             else:
                 shape = tuple(node.meta["tensor_meta"].shape[1:])
-                gm.add_submodule(str(node.target), PartialReLU.from_mask(module.mask, shape))
+                gm.add_submodule(str(node.target), PartialReLU.from_mask(module.mask, shape, module.poly))
         finish_rewrite(gm)
         return
     try:
@@ -239,17 +241,22 @@ def _check_adapted_input(model: nn.Module, recipe: Recipe) -> None:
 def _check_masks(model: nn.Module, plan: ReLUPlan) -> None:
     for node in _site_nodes(trace(model)):
         decision = plan.decisions.get(node.name)
-        if decision is None or decision.mask is None:
+        if decision is None:
             continue
         module = model.get_submodule(str(node.target))
-        if not torch.equal(module.mask.cpu(), decision.mask):
+        if decision.mask is not None and not torch.equal(module.mask.cpu(), decision.mask):
             raise RelucutError(f"the checkpoint's mask at site '{node.name}' differs from the plan's; "
+                               "export with the plan the checkpoint was trained under")
+        if decision.poly is not None and not torch.equal(module.poly.cpu(), decision.poly):
+            raise RelucutError(f"the checkpoint's polynomial at site '{node.name}' differs from the plan's; "
                                "export with the plan the checkpoint was trained under")
 
 
 def _counts(report: CostReport) -> dict[str, Any]:
+    poly = report.nonlinear_by_kind.get(POLY_KIND, 0)
     return {"relus": report.relus, "relus_full": report.relus_full, "relus_without_stem": report.relus_without_stem,
-            "macs": report.macs, "params": report.params, "conv_depth": report.conv_depth}
+            "macs": report.macs, "params": report.params, "conv_depth": report.conv_depth,
+            **({POLY_KIND: poly} if poly else {})}
 
 
 def _onnx_bytes(gm: nn.Module, input_size: tuple[int, ...]) -> bytes:
@@ -356,8 +363,8 @@ def build_export(
     input_size = model_spec.input_size
     reduced, transforms = reduce_model(applied, input_size, merge=merge, force=force_merge, bias_maps=bias_maps)
     before, after = count(applied, input_size), count(reduced, input_size)
-    if after.relus != before.relus:
-        raise AssertionError("exported ReLU count differs from the plan's")  # a relucut bug, not user error
+    if after.relus != before.relus or after.nonlinear_by_kind.get(POLY_KIND) != before.nonlinear_by_kind.get(POLY_KIND):
+        raise AssertionError("exported ReLU or polynomial count differs from the plan's")  # a relucut bug
     _check_finite_output(reduced, input_size)
     recipe = Recipe(model_spec, plan, transforms, structure, _counts(before), _counts(after),
                     {"relucut": relucut.__version__, "merge": merge, "force_merge": force_merge,

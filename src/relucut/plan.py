@@ -1,8 +1,14 @@
 """ReLU plans: per site, keep, drop, or mask; per max-pool site, keep or swap for average pooling.
 Serializable, and applied in place or as a copy.
 
-Format versions: 1 (keep/drop/mask) and 2 (adds 'avgpool'). A plan is written as version 1 unless
-it swaps a pool, so plans without pool swaps stay readable by older relucut.
+A dropped or masked site may say what its positions without a ReLU compute: by default they pass
+x through (identity); with ``poly`` (3 x C: c0, c1, c2 per channel) they compute
+c2*x^2 + c1*x + c0 (polynomial linearization). The coefficients belong to the plan like masks do:
+a plan fixes every non-linearity of the network, training fixes the weights around it.
+
+Format versions: 1 (keep/drop/mask), 2 (adds 'avgpool') and 3 (adds 'poly'). A plan is written in
+the lowest version that holds it, so plans without pool swaps or polynomials stay readable by
+older relucut.
 
 ``meta["model"]`` (a ModelSpec dict, written by ``relucut plan``) records the model a plan was made
 for; :func:`check_made_for` refuses applying it to another model (another name or model options).
@@ -25,11 +31,18 @@ from torch import nn
 
 from relucut.errors import RelucutError
 from relucut.rundir import atomic_write_text  # re-exported: callers import it from here
-from relucut.site_module import ReLU6Site, ReLUSite, avgpool_like, is_pool_site_module, is_site_module
+from relucut.site_module import (
+    ReLU6Site,
+    ReLUSite,
+    avgpool_like,
+    check_poly,
+    is_pool_site_module,
+    is_site_module,
+)
 from relucut.sites import Site, SiteMap, is_site_node, site_modules, sitify, trace
 
 PLAN_FORMAT = "relucut.plan"
-PLAN_VERSION = 2  # the newest version written; every version up to it is read
+PLAN_VERSION = 3  # the newest version written; every version up to it is read
 ACTIONS = ("keep", "drop", "mask", "avgpool")
 POOL_ACTIONS = ("keep", "avgpool")
 RELU_ACTIONS = ("keep", "drop", "mask")
@@ -52,6 +65,7 @@ def thinned_sites(members: list[Site], style: str = "post_add") -> list[Site]:
 class SiteDecision:
     action: str  # keep | drop | mask
     mask: torch.Tensor | None = None  # bool, (C,1,1) per channel or (C,H,W) per pixel
+    poly: torch.Tensor | None = None  # (3, C) c0, c1, c2: what positions without a ReLU compute (None: x)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -60,6 +74,14 @@ class SiteDecision:
             raise RelucutError("a site decision has a mask exactly when its action is 'mask'")
         if self.mask is not None:
             self.mask = self.mask.detach().to("cpu", torch.bool)
+        if self.poly is not None:
+            if self.action not in ("drop", "mask"):
+                raise RelucutError(f"a '{self.action}' site has no polynomial: only dropped or masked "
+                                   "positions compute one")
+            try:
+                self.poly = check_poly(self.poly)
+            except ValueError as exc:
+                raise RelucutError(str(exc)) from None
 
     def active(self, shape: tuple[int, ...]) -> int:
         """Active elements of a ReLU-like site; for a pool site 1 (kept) or 0 (swapped)."""
@@ -69,12 +91,38 @@ class SiteDecision:
             return 0
         return int(torch.broadcast_to(self.mask, tuple(shape)).sum())
 
+    def poly_elements(self, shape: tuple[int, ...]) -> int:
+        """Positions of a ReLU-like site computing the polynomial (0 without one)."""
+        return 0 if self.poly is None else math.prod(shape) - self.active(shape)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SiteDecision) or self.action != other.action:
             return False
-        if self.mask is None or other.mask is None:
-            return self.mask is other.mask
-        return self.mask.shape == other.mask.shape and bool(torch.equal(self.mask, other.mask))
+        return _same(self.mask, other.mask) and _same(self.poly, other.poly)
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+POLY_ROWS = ("c0", "c1", "c2")
+
+
+def _encode_poly(poly: torch.Tensor) -> dict[str, list[float]]:
+    """Per-channel coefficients as JSON numbers (float32 values print and read back exactly)."""
+    return {row: [float(v) for v in poly[i].tolist()] for i, row in enumerate(POLY_ROWS)}
+
+
+def _decode_poly(data: Any) -> torch.Tensor:
+    if not isinstance(data, dict) or set(data) != set(POLY_ROWS):
+        raise ValueError('"poly" must hold the lists c0, c1 and c2 (one number per channel)')
+    rows = [data[row] for row in POLY_ROWS]
+    if not all(isinstance(r, list) and r and all(isinstance(v, (int, float)) for v in r) for r in rows) or \
+            len({len(r) for r in rows}) != 1:
+        raise ValueError('"poly" rows c0, c1, c2 must be lists of numbers of one length (the channels)')
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def _encode_mask(mask: torch.Tensor) -> dict[str, Any]:
@@ -106,12 +154,14 @@ class ReLUPlan:
         self.decisions[site] = SiteDecision("keep")
         return self
 
-    def drop(self, site: str) -> ReLUPlan:
-        self.decisions[site] = SiteDecision("drop")
+    def drop(self, site: str, poly: torch.Tensor | None = None) -> ReLUPlan:
+        """No ReLU at ``site``: its positions pass x through, or compute ``poly`` (3 x C)."""
+        self.decisions[site] = SiteDecision("drop", poly=poly)
         return self
 
-    def set_mask(self, site: str, mask: torch.Tensor) -> ReLUPlan:
-        self.decisions[site] = SiteDecision("mask", mask)
+    def set_mask(self, site: str, mask: torch.Tensor, poly: torch.Tensor | None = None) -> ReLUPlan:
+        """ReLUs where ``mask`` is set; the other positions pass x through, or compute ``poly``."""
+        self.decisions[site] = SiteDecision("mask", mask, poly)
         return self
 
     def avgpool(self, site: str) -> ReLUPlan:
@@ -164,18 +214,21 @@ class ReLUPlan:
         return plan
 
     @classmethod
-    def from_masks(cls, masks: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> ReLUPlan:
+    def from_masks(cls, masks: dict[str, torch.Tensor], meta: dict[str, Any] | None = None,
+                   polys: dict[str, torch.Tensor] | None = None) -> ReLUPlan:
         """A plan from binary masks per site: (C,H,W) per pixel or (C,1,1) per channel. An all-ones
-        mask is a keep and an all-zeros mask a drop, so counting and export see what they are."""
+        mask is a keep and an all-zeros mask a drop, so counting and export see what they are.
+        ``polys``: per site, the (3, C) polynomial of its positions without a ReLU."""
         plan = cls(meta=dict(meta or {}))
         for name, mask in masks.items():
             mask = torch.as_tensor(mask).detach().to("cpu", torch.bool)
+            poly = (polys or {}).get(name)
             if bool(mask.all()):
                 plan.keep(name)
             elif not bool(mask.any()):
-                plan.drop(name)
+                plan.drop(name, poly)
             else:
-                plan.set_mask(name, mask)
+                plan.set_mask(name, mask, poly)
         return plan
 
     @classmethod
@@ -187,10 +240,11 @@ class ReLUPlan:
         for node in gm.graph.nodes:
             module = modules.get(str(node.target)) if node.op == "call_module" else None
             if isinstance(module, ReLUSite) and is_site_node(node, modules):
+                poly = module.coefficients()
                 if module.mode == "identity":
-                    plan.drop(node.name)
+                    plan.drop(node.name, poly)
                 elif module.mode == "mask":
-                    plan.set_mask(node.name, module.mask)
+                    plan.set_mask(node.name, module.mask, poly)
             elif getattr(module, "relucut_pool_site", False):
                 plan.avgpool(node.name)
         return plan
@@ -210,6 +264,10 @@ class ReLUPlan:
     def count(self, sites: SiteMap) -> int:
         self.validate(sites)
         return sum(self.active(s) for s in sites)
+
+    def poly_elements(self, site: Site) -> int:
+        """Positions of ``site`` computing a polynomial under the plan."""
+        return self.decision(site.name).poly_elements(site.shape)
 
     def validate(self, sites: SiteMap) -> None:
         """Every named site exists and every mask fits its site's shape."""
@@ -233,13 +291,18 @@ class ReLUPlan:
                         f"mask for site '{name}' has shape {tuple(decision.mask.shape)}, but the site "
                         f"outputs {site.shape}; use (C,H,W) per pixel or (C,1,1) per channel"
                     )
+            if decision.poly is not None and decision.poly.shape[1] != site.shape[0]:
+                raise RelucutError(f"the polynomial of site '{name}' has {decision.poly.shape[1]} channels, but "
+                                   f"the site has {site.shape[0]}; give one c0, c1, c2 per channel")
 
     # -- serialization ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         sites = {}
         for name, d in self.decisions.items():
-            sites[name] = {"action": d.action, **(_encode_mask(d.mask) if d.mask is not None else {})}
-        version = 2 if any(d.action == "avgpool" for d in self.decisions.values()) else 1
+            sites[name] = {"action": d.action, **(_encode_mask(d.mask) if d.mask is not None else {}),
+                           **({"poly": _encode_poly(d.poly)} if d.poly is not None else {})}
+        version = 3 if any(d.poly is not None for d in self.decisions.values()) else \
+            2 if any(d.action == "avgpool" for d in self.decisions.values()) else 1
         return {"format": PLAN_FORMAT, "version": version, "sites": sites, "meta": self.meta}
 
     @classmethod
@@ -251,14 +314,17 @@ class ReLUPlan:
                 f"plan format version {data.get('version')} is not supported "
                 f"(this relucut reads versions 1 to {PLAN_VERSION})"
             )
-        if data["version"] == 1 and any(
-                isinstance(e, dict) and e.get("action") == "avgpool" for e in dict(data.get("sites") or {}).values()):
+        entries = [e for e in dict(data.get("sites") or {}).values() if isinstance(e, dict)]
+        if data["version"] == 1 and any(e.get("action") == "avgpool" for e in entries):
             raise RelucutError("corrupt plan: action 'avgpool' needs plan format version 2")
+        if data["version"] < 3 and any("poly" in e for e in entries):
+            raise RelucutError("corrupt plan: a site's 'poly' needs plan format version 3")
         plan = cls(meta=dict(data.get("meta") or {}))
         try:
             for name, entry in dict(data["sites"]).items():
                 mask = _decode_mask(entry) if entry["action"] == "mask" else None
-                plan.decisions[name] = SiteDecision(entry["action"], mask)
+                poly = _decode_poly(entry["poly"]) if "poly" in entry else None
+                plan.decisions[name] = SiteDecision(entry["action"], mask, poly)
         except RelucutError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -333,10 +399,10 @@ def _site_module(decision: SiteDecision, old: nn.Module) -> nn.Module:
         return old
     relu6 = isinstance(old, (nn.ReLU6, ReLU6Site))
     if decision.action == "drop":
-        return ReLUSite("identity")  # identity is identity, whatever it replaced
+        return ReLUSite("identity", poly=decision.poly)  # identity (or the polynomial), whatever it replaced
     mask = decision.mask if decision.action == "mask" else None
     mode = "mask" if mask is not None else "relu"
-    return ReLU6Site(mode, mask) if relu6 else ReLUSite(mode, mask)
+    return ReLU6Site(mode, mask, decision.poly) if relu6 else ReLUSite(mode, mask, decision.poly)
 
 
 def _swappable(model: nn.Module) -> dict[str, str | None]:

@@ -42,7 +42,8 @@ COMPARISONS_PER_ELEMENT = {"relu": 1, "relu6": 2, "hardtanh": 2, "leaky_relu": 1
 # division per row), and (relucut.kinds) products and divisions of two activations, matmul in MACs
 SMOOTH_KINDS = ("gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "softmax", "log_softmax",
                 "mish", "elu", "selu", "celu", "softplus", "log_sigmoid", "softsign", "layernorm", "groupnorm",
-                "rmsnorm", "exp", "log", "sqrt", "rsqrt", "reciprocal", "div", "erf", "pow", "mul", "matmul")
+                "rmsnorm", "exp", "log", "sqrt", "rsqrt", "reciprocal", "div", "erf", "pow", "mul", "matmul",
+                "poly2")  # poly2: positions of a linearized ReLU site computing c2*x^2 + c1*x + c0
 
 _MODULE_KINDS: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], str], ...] = (
     (nn.ReLU, "relu"), (nn.ReLU6, "relu6"), (nn.Hardtanh, "hardtanh"),  # ReLU6 subclasses Hardtanh

@@ -30,14 +30,20 @@ from relucut.train.distributed import current_ranks
 SUMMARY_KEYS = ("relus", "relus_full", "relus_without_stem", "macs", "params", "conv_depth")
 
 
+def _poly(module: LearnableMaskSite):
+    poly = module.coefficients()
+    return None if poly is None else poly.detach().cpu()
+
+
 def plan_of(model: nn.Module, meta: dict[str, Any] | None = None) -> ReLUPlan:
-    """A plan with each frozen learnable site's mask (pixel C,H,W or channel C,1,1)."""
+    """A plan with each frozen learnable site's mask (pixel C,H,W or channel C,1,1) and, where its
+    other positions compute one, its learned polynomial."""
     plan = ReLUPlan(meta=dict(meta or {}))
     for path, module in model.named_modules():
         if isinstance(module, LearnableMaskSite):
             if module.state != "frozen":
                 raise RelucutError(f"site '{path}' is still learning its mask; freeze masks before exporting")
-            plan.set_mask(path.replace(".", "_"), module.mask.cpu())
+            plan.set_mask(path.replace(".", "_"), module.mask.cpu(), _poly(module))
     return plan
 
 
@@ -55,7 +61,8 @@ def deployable(model: nn.Module) -> nn.Module:
         if isinstance(module, LearnableMaskSite):
             if module.state != "frozen":
                 raise RelucutError(f"site '{path}' is still learning its mask; freeze masks before exporting")
-            out.set_submodule(path, PartialReLU.from_mask(module.mask, module.shape).to(module.scores.device))
+            out.set_submodule(path, PartialReLU.from_mask(module.mask, module.shape, _poly(module))
+                              .to(module.scores.device))
     return out
 
 
@@ -84,7 +91,7 @@ def _plan_applied(net: nn.Module) -> nn.Module:
     plain = copy.deepcopy(net).cpu().eval()
     for path, module in list(plain.named_modules()):
         if isinstance(module, LearnableMaskSite):
-            plain.set_submodule(path, ReLUSite("mask", module.mask.cpu()))
+            plain.set_submodule(path, ReLUSite("mask", module.mask.cpu(), _poly(module)))
     return plain
 
 

@@ -103,15 +103,16 @@ STEM_RELU = ("keep", "drop")
 
 def drop_stem_relus(sites, masks: dict[str, LearnableMaskSite],
                     stem_relu: str) -> dict[str, LearnableMaskSite]:
-    """``stem_relu="drop"``: the stem's ReLUs become identities (frozen all-zero masks), as in the
-    ResNet18 of SNL's code and the papers' counts (491,520 ReLUs at 32x32); returns the masks the
-    method still learns (all of them with "keep")."""
+    """``stem_relu="drop"``: the stem's ReLUs become identities (frozen all-zero masks, no
+    polynomial), as in the ResNet18 of SNL's code and the papers' counts (491,520 ReLUs at 32x32);
+    returns the masks the method still learns (all of them with "keep")."""
     if stem_relu not in STEM_RELU:
         raise RelucutError(f"unknown stem_relu '{stem_relu}'; use keep or drop")
     if stem_relu == "keep":
         return masks
     stem = {s.name for s in sites if s.stage == "stem"}
     for name in stem & set(masks):
+        masks[name].linearize_("identity")
         masks[name].freeze(torch.zeros_like(masks[name].scores, dtype=torch.bool))
     return {n: m for n, m in masks.items() if n not in stem}
 

@@ -102,9 +102,10 @@ def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-    sites, masks = install_mask_sites(model, base.spec().input_size, "pixel", init=1.0)
+    sites, masks = install_mask_sites(model, base.spec().input_size, "pixel", init=1.0, linearize=cfg.linearize)
     for name in [s.name for s in sites if s.stage == "stem"] if cfg.linear_stem else []:
-        site = masks.pop(name)  # an identity, out of the pool the budget is chosen from
+        site = masks.pop(name)  # an identity (as their ResNet's stem), out of the pool the budget is chosen from
+        site.linearize_("identity")
         site.freeze(torch.zeros_like(site.scores, dtype=torch.bool))
     check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))  # the model given may differ
     for site in masks.values():

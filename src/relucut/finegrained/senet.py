@@ -131,7 +131,7 @@ def senet(model: nn.Module, teacher: nn.Module, data: DataSplits, base: TrainCon
         budget = check_layer_budgets(relu_sites, given, cfg.budget)
     budget = {s.name: budget.get(s.name, 0) for s in sites}  # a dropped stem ReLU: 0
     # stage 2
-    _, masks = install_mask_sites(model, input_size, "pixel")
+    _, masks = install_mask_sites(model, input_size, "pixel", linearize=cfg.linearize)
     masks = drop_stem_relus(sites, masks, cfg.stem_relu)
     with torch.no_grad():
         for name, effect in relu_effect(model, masks, data).items():  # start where ReLUs matter most

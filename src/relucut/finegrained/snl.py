@@ -118,7 +118,7 @@ def snl_search(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
                run_dir: Path, progress: bool = True) -> SNLResult:
     """Installs relaxed masks, searches down to the budget, binarizes to it and freezes."""
     input_size = base.spec().input_size
-    sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0)
+    sites, masks = install_mask_sites(model, input_size, cfg.granularity, init=1.0, linearize=cfg.linearize)
     masks = drop_stem_relus(sites, masks, cfg.stem_relu)
     check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))
     controller = L1Controller(masks, cfg)

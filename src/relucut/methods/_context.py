@@ -155,11 +155,13 @@ class FrontierStep:
     work: Callable[[], list[MethodResult]]
 
 
-def per_budget_steps(method: Any, entry: str, template: Any, fr: Any) -> list[FrontierStep]:
+def per_budget_steps(method: Any, entry: str, template: Any, fr: Any,
+                     budgets: list[int] | None = None) -> list[FrontierStep]:
     """The default way a method takes part in a frontier: one run per ReLU budget below the full
-    network's count, in ``OUT/<entry>/<budget>`` (what ``relucut METHOD --out`` writes there)."""
+    network's count (``budgets``: other ones), in ``OUT/<entry>/<budget>`` (what ``relucut METHOD
+    --out`` writes there)."""
     steps = []
-    for budget in fr.mask_budgets():
+    for budget in fr.mask_budgets() if budgets is None else budgets:
         config = template.with_budget(budget)
         ctx = fr.ctx.at(fr.out / entry / str(budget))
         steps.append(FrontierStep(entry, f"budget {budget:,}: {entry}", budget,

@@ -16,6 +16,7 @@ from typing import Any
 from relucut.methods._config import MethodConfig, need, setting
 from relucut.methods._context import method_result
 from relucut.methods._registry import register_method
+from relucut.methods.snl import LINEARIZE, linearized, linearized_frontier
 
 # their fine-tuning decays at 150/180/210 of 240 epochs (env l. 28, 49), scaled to other lengths
 AUTHORS_FINETUNE = (240, (150, 180, 210))
@@ -57,6 +58,9 @@ class ReLUPrunerConfig(MethodConfig):
                                              "INIT_FROM_TEACHER=0).")
     linear_stem: bool = setting(False, help="Stem ReLUs become identities (their ResNet has none: models/resnet.py "
                                             "l. 114).")
+    linearize: str = setting("identity", help="What a position without a ReLU computes: identity, or poly2 (a "
+                                              "learned per-channel c2*x^2 + c1*x + c0, AutoReP; one secret square "
+                                              "each, priced per engine).", choices=LINEARIZE)
 
     @classmethod
     def authors(cls, budget: int | None = None, **changes: Any) -> ReLUPrunerConfig:
@@ -106,7 +110,8 @@ class ReLUPrunerConfig(MethodConfig):
         return sorted({m * self.finetune_epochs // length for m in decays} - {0})
 
 
-@register_method(ReLUPrunerConfig, order=50,
+@register_method(ReLUPrunerConfig, order=50, variants={"relupruner-poly2": {"linearize": "poly2"}},
+                 frontier=linearized_frontier("relupruner"),
                  summary="ReLUPruner: Taylor importance of every ReLU, masks re-chosen by a global top-k on a "
                          "progressive schedule down to the budget while training with KD.")
 def run(config: ReLUPrunerConfig, ctx):
@@ -129,7 +134,8 @@ def run(config: ReLUPrunerConfig, ctx):
 
     summary = run_in_folder(ctx.spec, ctx.data, ctx.out, config, "relupruner", ctx.base, ctx.teacher, ctx.progress,
                             body)
-    return method_result("relupruner", config, ctx, summary, f"relupruner masks to {config.budget:,}")
+    entry = linearized("relupruner", config)
+    return method_result(entry, config, ctx, summary, f"{entry} masks to {config.budget:,}")
 
 
 __all__ = ["ReLUPrunerConfig", "run"]

@@ -14,7 +14,7 @@ from relucut.errors import RelucutError
 from relucut.methods._config import MethodConfig, need, setting
 from relucut.methods._context import method_result, per_budget_steps
 from relucut.methods._registry import register_method
-from relucut.methods.snl import scaled_milestones
+from relucut.methods.snl import LINEARIZE, linearized, linearized_frontier, scaled_milestones
 
 SENET_DECAYS = (90 / 180, 140 / 180, 160 / 180)  # SENet's 90/140/160 of 180 fine-tuning epochs
 
@@ -70,6 +70,9 @@ class SENetConfig(MethodConfig):
     gate_schedule: str = setting("linear", help="Gate ramp: linear (i/ramp) or cosine.", choices=("linear", "cosine"))
     aux_after: str | None = setting(None, help="Add an auxiliary classifier (AKD) after this stage and export its "
                                                "exit, e.g. s3.")
+    linearize: str = setting("identity", help="What a position without a ReLU computes: identity, or poly2 (a "
+                                              "learned per-channel c2*x^2 + c1*x + c0, AutoReP; one secret square "
+                                              "each, priced per engine).", choices=LINEARIZE)
 
     @classmethod
     def for_frontier(cls, search_epochs: int, finetune_epochs: int) -> SENetConfig:
@@ -102,7 +105,7 @@ class SENetConfig(MethodConfig):
 
 
 def entry_of(config: SENetConfig) -> str:
-    return "senet-shallow" if config.shallow else "senet"
+    return linearized("senet-shallow" if config.shallow else "senet", config)
 
 
 SHALLOW_ONLY = ("shallow", "dth", "gate_schedule", "gb_drops")  # settings that only gated branching reads
@@ -113,6 +116,8 @@ def frontier(entry: str, template: SENetConfig, fr) -> list:
     below d_th) reuses the finished senet run of that budget instead of training a copy."""
     from relucut.methods._registry import get_method
 
+    if template.linearize != "identity":
+        return linearized_frontier("senet")(entry, template, fr)
     steps = per_budget_steps(get_method("senet"), entry, template, fr)
     if not template.shallow:
         return steps
@@ -159,7 +164,8 @@ def cli_extra(config: SENetConfig, given: dict) -> SENetConfig:
     return config
 
 
-@register_method(SENetConfig, variants={"senet-shallow": {"shallow": True}}, order=40, frontier=frontier,
+@register_method(SENetConfig, variants={"senet-shallow": {"shallow": True}, "senet-poly2": {"linearize": "poly2"}},
+                 order=40, frontier=frontier,
                  cli_options=(("aux_classifier", AuxClassifierOpt, False),), cli_extra=cli_extra,
                  summary="SENet: per-layer budgets from pruning sensitivity, masks within them, frozen "
                          "fine-tuning (--shallow: gated branching).")

@@ -11,7 +11,8 @@ Per phase (offline, online):
 A ReLU layer is a site with at least one active ReLU. Truncations are the output elements of
 convolutions, linear layers and average pools (a fixed-point engine rescales each product);
 gathered elements are those of partially masked sites (an engine gathers the masked positions
-before comparing and scatters them back). Profiles without these terms leave them at 0.
+before comparing and scatters them back), plus their polynomial positions where they compute one
+(gathered a second time, apart from the ReLUs). Profiles without these terms leave them at 0.
 
 "ReLUs" here are ReLU-equivalent comparisons (a report's ``comparisons``): ReLU 1, ReLU6 and
 Hardtanh 2, LeakyReLU/PReLU 1 per element, max-pooling (window - 1) per output, max reductions.
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from relucut.cost import CostReport, kind_label
+from relucut.site_module import POLY_KIND
 from relucut.errors import RelucutError
 from relucut.pi.profiles import Profile, resolve_profile
 from relucut.pi.requests import RequestLoad, simulate_requests
@@ -44,13 +46,15 @@ class Workload:
     smooth: dict[str, int] = field(default_factory=dict)  # elements of smooth kinds
     smooth_layers: dict[str, int] = field(default_factory=dict)
     truncations: int = 0  # output elements of convs, linear layers and average pools
-    gathered: int = 0  # elements of partially masked sites
+    gathered: int = 0  # elements of partially masked sites (+ their polynomial positions, gathered again)
     linear_layers: int = 0  # conv and linear layers
 
     @classmethod
     def of(cls, report: CostReport) -> Workload:
         layers = {kind: report.smooth_layers({kind}) for kind in report.smooth_by_kind}
-        gathered = sum(s.total for s in report.sites if 0 < s.relus < s.total)
+        partial = {s.site.name for s in report.sites if 0 < s.relus < s.total}
+        gathered = sum(s.total for s in report.sites if s.site.name in partial) + sum(
+            o.numel for o in report.others if o.kind == POLY_KIND and o.name in partial)
         return cls(relus=report.comparisons, relu_layers=report.comparison_layers, macs=report.weight_macs,
                    smooth=report.smooth_by_kind, smooth_layers=layers, truncations=report.truncations,
                    gathered=gathered, linear_layers=report.linear_layers)

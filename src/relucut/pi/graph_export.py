@@ -3,7 +3,9 @@
 The SPU environment has no torch, so the network crosses over as data: ``spu_runner.py`` rebuilds
 a JAX function from this description. BatchNorm is folded into the convolution before it (a
 public per-channel multiply would still cost a truncation under fixed point), masked ReLU sites
-become gathers of their active positions (public indices: local in 2PC), and dropped sites vanish.
+become gathers of their active positions (public indices: local in 2PC), and dropped sites vanish;
+positions that compute a polynomial instead (``poly2``: c0 + x * (c1 + c2 * x) per channel) keep
+it, gathered beside the ReLUs where the site is masked.
 Beyond ReLUs it carries the per-element kinds relucut counts (GELU, SiLU, sigmoid, tanh, Hardswish,
 Hardsigmoid, softmax, LayerNorm, products and matrix products of two activations) and the reshaping
 attention needs (transpose, permute, scaling by a constant).
@@ -27,6 +29,7 @@ from relucut.site_module import PartialReLU, ReLUSite
 from relucut.sites import RELU_FUNCTIONS, RELU_METHODS, trace
 
 GRAPH_VERSION = 1
+POLY_ROWS = ("c0", "c1", "c2")  # coefficient arrays of a polynomial op, as relucut.plan writes them
 
 # activation modules and functions -> (graph op, attributes read from the call)
 _ELEMENTWISE_MODULES = ((nn.SiLU, "silu"), (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.Hardswish, "hardswish"),
@@ -156,7 +159,7 @@ class _Converter:
         elif isinstance(mod, nn.BatchNorm2d):
             self.batchnorm(node, mod)
         elif isinstance(mod, PartialReLU):
-            self.emit(node, "partial_relu", [self.ref(x)], index=self.graph.add_array(f"{node.name}.index", mod.index))
+            self.partial_relu(node, x, mod)
         elif isinstance(mod, ReLUSite):
             self.relu_site(node, mod)
         elif isinstance(mod, nn.ReLU):
@@ -214,15 +217,27 @@ class _Converter:
 
     def relu_site(self, node: fx.Node, site: ReLUSite) -> None:
         x = self.ref(node.args[0])
-        if type(site).forward is not ReLUSite.forward:
+        if any(getattr(type(site), f) is not getattr(ReLUSite, f) for f in ("forward", "activation", "coefficients")):
             raise _unsupported(f"site module {type(site).__name__} at '{node.name}' (export the model first)")
         if site.mode == "relu":
             self.emit(node, "relu", [x])
-        elif site.mode == "identity":
+        elif site.mode == "identity" and site.poly is None:
             self.alias[node.name] = x
+        elif site.mode == "identity":
+            self.emit(node, "poly2", [x], **{row: self.graph.add_array(f"{node.name}.{row}", site.poly[i])
+                                            for i, row in enumerate(POLY_ROWS)})
         else:
-            partial = PartialReLU.from_mask(site.mask, tuple(_shape(node)))
-            self.emit(node, "partial_relu", [x], index=self.graph.add_array(f"{node.name}.index", partial.index))
+            self.partial_relu(node, node.args[0], PartialReLU.from_mask(site.mask, tuple(_shape(node)), site.poly))
+
+    def partial_relu(self, node: fx.Node, x, mod: PartialReLU) -> None:
+        """ReLUs at the gathered ``index``; the other positions pass through, or (with a polynomial)
+        are gathered too and compute it with per-position coefficients (public, like weights)."""
+        attrs = {"index": self.graph.add_array(f"{node.name}.index", mod.index)}
+        if mod.poly is not None:
+            attrs["rest"] = self.graph.add_array(f"{node.name}.rest", mod.rest)
+            coef = mod.poly[:, mod.rest_channel]
+            attrs.update({row: self.graph.add_array(f"{node.name}.{row}", coef[i]) for i, row in enumerate(POLY_ROWS)})
+        self.emit(node, "partial_relu", [self.ref(x)], **attrs)
 
     def pool(self, node, op, kernel, stride, padding, ceil_mode, count_include_pad) -> None:
         self.emit(node, op, [self.ref(node.args[0])], kernel=_pair(kernel), stride=_pair(stride),

@@ -64,6 +64,9 @@ SPU_HERE = "SPU 0.9.5 Cheetah on this project's 2-core machine, bench/results/sp
 SPU_FIT = "SPU 0.9.5 Cheetah, public weights, 2 shared cores, bench/results/spu_calibration.md"
 # hardsigmoid(x) = clamp(x / 6 + 1/2, 0, 1): two comparisons, as ReLU6 (the scale and shift are public)
 HARDSIGMOID = {"hardsigmoid": 2.0}
+NO_SQUARE_PRICE = ("no public per-element cost of a product of two secret shares in {engine} (its papers price "
+                   "comparisons, truncations and linear layers only): polynomial positions (poly2) stay unpriced "
+                   "and estimates with them say they are a lower bound; calibrate_kinds fits them from measurements")
 HARDSIGMOID_SOURCE = "exact: hardsigmoid is clamp(x/6 + 1/2, 0, 1), two comparisons as ReLU6 (public scale and shift)"
 CHEETAH_ROW = ("Cheetah paper (Huang et al., USENIX Security'22, eprint 2022/207) abstract: ResNet50 end to end under "
                "WAN in under 2.5 min with 2.3 GB, 5.6x faster and 12.9x less communication than CrypTFlow2; WAN = "
@@ -90,6 +93,10 @@ SPU_KIND_COSTS = {
                "rounds_per_layer": 2.89},
     "mul": {"online_s": 1.7e-6, "online_bytes": 206.0, "layer_online_s": 0.0353, "layer_online_bytes": 5.08e5,
             "rounds_per_layer": 10.3},
+    # bench/spu_poly.py: ResNet18 networks whose linearized positions compute c0 + x (c1 + c2 x), checked on
+    # ResNet20, a HybReNet, channel masks and 32x32 culls (tests/test_pi_poly.py against spu_poly.json)
+    "poly2": {"online_s": 8.77e-6, "online_bytes": 315.0, "layer_online_s": 0.0, "layer_online_bytes": 0.0,
+              "rounds_per_layer": 3.66},
     "sigmoid": {"online_s": 4.83e-4, "online_bytes": 3150.0, "layer_online_s": 0.255, "layer_online_bytes": 1.04e7,
                 "rounds_per_layer": 485.0},
     "silu": {"online_s": 3.92e-4, "online_bytes": 3480.0, "layer_online_s": 0.482, "layer_online_bytes": 1.03e7,
@@ -98,6 +105,13 @@ SPU_KIND_COSTS = {
                 "rounds_per_layer": 654.0},
 }
 SPU_KINDS = "SPU 0.9.5 Cheetah, public weights, bench/results/spu_kinds.md: amortised over every warm run"
+# a polynomial position (poly2: c0 + x (c1 + c2 x), AutoReP's linearization) is one quadratic activation in
+# DELPHI: the slides' operator table (from the DELPHI paper) gives a quad's costs beside a ReLU's, single-threaded
+DELPHI_QUAD = {"poly2": {"online_s": 0.03e-6, "offline_s": 6e-6, "online_bytes": 8.0, "offline_bytes": 152.0,
+                         "rounds_per_layer": 1.0}}
+DELPHI_QUAD_SOURCE = (f"{SLIDES}: Quad 6 us preprocessing and 0.03 us online, 0.152 KB preprocessing and 0.008 KB "
+                      "online (ReLU: 154.9 / 85.3 us, 17.5 / 2.048 KB); rounds_per_layer: assumption, one opening of "
+                      "Beaver's multiplication per layer (DELPHI computes quads with preprocessed Beaver triples)")
 
 PROFILES: dict[str, Profile] = {
     "delphi": Profile(
@@ -110,8 +124,10 @@ PROFILES: dict[str, Profile] = {
         client_storage_per_relu=19088, server_storage_per_relu=2 * 16 * 41,
         ref_threads=1,
         kind_relu_equivalents=HARDSIGMOID,
+        kind_costs=DELPHI_QUAD,
         sources={
             "kind_relu_equivalents": HARDSIGMOID_SOURCE,
+            "kind_costs": DELPHI_QUAD_SOURCE,
             "relu_online_s": f"{ARTIFACT}: 18.3 us client GC evaluation per ReLU",
             "relu_online_bytes": f"{ARTIFACT}: 1,184 B online per ReLU",
             "relu_offline_bytes": f"{ARTIFACT}: 19,088 B offline per ReLU",
@@ -133,7 +149,8 @@ PROFILES: dict[str, Profile] = {
         mac_online_s=6.77e-9, mac_offline_s=0.524e-6, mac_online_bytes=0.0282, mac_offline_bytes=4.5,
         rounds_per_layer=2, client_storage_per_relu=17500, ref_threads=1,
         kind_relu_equivalents=HARDSIGMOID,
-        sources={"kind_relu_equivalents": HARDSIGMOID_SOURCE,
+        kind_costs=DELPHI_QUAD,
+        sources={"kind_relu_equivalents": HARDSIGMOID_SOURCE, "kind_costs": DELPHI_QUAD_SOURCE,
                  **{k: SLIDES for k in ("relu_online_s", "relu_offline_s", "relu_online_bytes", "relu_offline_bytes",
                                         "mac_online_s", "mac_offline_s", "mac_online_bytes", "mac_offline_bytes")}},
     ),
@@ -147,6 +164,7 @@ PROFILES: dict[str, Profile] = {
         kind_relu_equivalents=HARDSIGMOID,
         sources={
             "kind_relu_equivalents": HARDSIGMOID_SOURCE,
+            "kind_costs": NO_SQUARE_PRICE.format(engine="CrypTFlow2/SCI"),
             "relu_online_bytes": "issue 6: CrypTFlow2/SCI about 540-600 B per ReLU (midpoint)",
             "relu_online_s": "assumption (no public per-ReLU time at hand); calibrate with `relucut pi calibrate`",
             "mac_online_s": f"{CHEETAH_ROW}: 5.6 x 150 s = 840 s for torchvision ResNet50 (11.2M comparisons, "
@@ -167,6 +185,7 @@ PROFILES: dict[str, Profile] = {
         kind_relu_equivalents=HARDSIGMOID,
         sources={
             "kind_relu_equivalents": HARDSIGMOID_SOURCE,
+            "kind_costs": NO_SQUARE_PRICE.format(engine="Cheetah"),
             "relu_online_bytes": "issue 6: Cheetah about 52-59 B per ReLU (midpoint)",
             "mac_online_bytes": f"{CHEETAH_ROW}: 2.3 GB for torchvision ResNet50 less 55 B per comparison (11.2M), "
                                 "per MAC (4.09G; HE and truncation traffic follow activations really: a stand-in)",
@@ -195,7 +214,8 @@ PROFILES: dict[str, Profile] = {
         kind_costs=SPU_KIND_COSTS,
         sources={
             "kind_costs": f"{SPU_KINDS}; fitted by relucut.pi.calibrate.calibrate_kinds (GELU, SiLU, sigmoid, "
-                          "Hardswish, Hardsigmoid, softmax, LayerNorm, products and matmul of two activations)",
+                          "Hardswish, Hardsigmoid, softmax, LayerNorm, products and matmul of two activations); "
+                          "poly2: bench/results/spu_poly.md, the same fit on ResNet18s with polynomial positions",
             **{key: f"{SPU_FIT}: `relucut pi calibrate` on the in-sample networks" for key in SPU_FITTED},
             "relu_online_bytes": f"{SPU_FIT}: a comparison (82.25 B, pphlo.less) plus a multiplexer (16.25 B)",
             "truncation_online_bytes": f"{SPU_FIT}: the truncation after each public-weight product (pphlo.convolution)",

@@ -81,6 +81,10 @@ def build_function(graph: dict, array_names: list[str]):
             return total * np.float32(1.0 / (kh * kw))
         return total * (1.0 / counts)
 
+    def poly2(x, c0, c1, c2):
+        # c0 + x (c1 + c2 x): one public scaling and one secret product per element
+        return c0 + x * (c1 + c2 * x)
+
     def max_pool(x, op):
         kh, kw = op["kernel"]
         sh, sw = op["stride"]
@@ -122,8 +126,15 @@ def build_function(graph: dict, array_names: list[str]):
                 idx = arr[op["index"]]
                 back = np.arange(flat.shape[1])
                 back[idx] = flat.shape[1] + np.arange(idx.size)
-                both = jnp.concatenate([flat, jax.nn.relu(flat[:, idx])], axis=1)
-                y = both[:, back].reshape(ins[0].shape)
+                parts = [flat, jax.nn.relu(flat[:, idx])]
+                if op.get("rest"):  # the other positions compute their polynomial, gathered alike
+                    rest = arr[op["rest"]]
+                    back[rest] = flat.shape[1] + idx.size + np.arange(rest.size)
+                    parts.append(poly2(flat[:, rest], arr[op["c0"]], arr[op["c1"]], arr[op["c2"]]))
+                y = jnp.concatenate(parts, axis=1)[:, back].reshape(ins[0].shape)
+            elif kind == "poly2":
+                shape = (1, -1) + (1,) * (ins[0].ndim - 2)  # one c0, c1, c2 per channel
+                y = poly2(ins[0], *(arr[op[c]].reshape(shape) for c in ("c0", "c1", "c2")))
             elif kind == "avg_pool2d":
                 y = avg_pool(ins[0], op)
             elif kind == "max_pool2d":
