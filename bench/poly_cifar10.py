@@ -106,12 +106,11 @@ def run_seed(args, seed: int, data) -> list[dict]:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    for budget in args.budgets:
+    for budget in args.budgets:  # a budget's rows complete before the next budget starts
         for method in args.methods:
             for linearize in ("identity", "poly2"):
                 run(method, linearize, budget, "iso-relu", budget)
-    for budget in args.budgets:  # the poly2 network at the identity network's estimated latency
-        _, iso = iso_latency_budget(full, budget, LATENCY_ENGINE)
+        _, iso = iso_latency_budget(full, budget, LATENCY_ENGINE)  # poly2 at the identity's estimated latency
         for method in args.methods:
             if iso is not None and iso != budget:
                 run(method, "poly2", iso, f"iso-latency {LATENCY_ENGINE}", budget)
