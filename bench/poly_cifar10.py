@@ -104,6 +104,7 @@ def run_seed(args, seed: int, data) -> list[dict]:
                "val_acc": res.val_acc, "test_acc": res.test_acc, "seconds": res.seconds,
                **{f"{e}_online_s": latency(res.report, e) for e in ENGINES}}
         rows.append(row)
+        atomic_write_json(RESULTS / f"poly_cifar10.seed{seed}.json", rows)  # a stopped bench keeps its rows
         print(json.dumps(row), flush=True)
 
     for budget in args.budgets:  # a budget's rows complete before the next budget starts
@@ -195,7 +196,7 @@ def main() -> None:
     if not args.analyse_only:  # one rows file per seed: seeds may run in parallel processes
         data = cifar_data(5000)
         for seed in (int(s) for s in args.seeds.split(",")):
-            atomic_write_json(RESULTS / f"poly_cifar10.seed{seed}.json", run_seed(args, seed, data))
+            run_seed(args, seed, data)
     rows = [r for f in sorted(RESULTS.glob("poly_cifar10.seed*.json")) for r in json.loads(f.read_text())]
     result = analyse(rows, args)
     atomic_write_json(RESULTS / "poly_cifar10.json", result)
