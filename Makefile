@@ -29,8 +29,9 @@ demo: $(STAMP)
 	$(BIN)/relucut demo
 
 # everything (7 minutes on 2 cores); tiny models: one torch thread per process is fastest, so
-# two pytest workers, one per core, each taking whole files (module fixtures are built once)
-PARALLEL := -n 2 --dist loadfile
+# two pytest workers, one per core, each taking whole files (module fixtures are built once), the
+# longest files first (tests/conftest.py)
+PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP) $(SPU_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PARALLEL) --durations=15
 

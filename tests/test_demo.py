@@ -13,10 +13,11 @@ from relucut.methods import get_method, methods
 @pytest.mark.slow
 def test_demo_prints_the_picks_and_writes_the_frontier_files(tmp_path):
     out = tmp_path / "demo"
-    proc = run_cli("demo", "--epochs", "2", "--out", out, check=True)  # 1 epoch: a teacher at chance
+    # 1 epoch: a teacher at chance; one of the two default budgets (each budget trains every mask method)
+    proc = run_cli("demo", "--epochs", "2", "--budget", "1k", "--out", out, check=True)
     assert "Chosen per budget" in proc.stdout and "combined frontier" in proc.stdout
     doc = json.loads((out / "frontier.json").read_text())
-    assert doc["model"]["name"] == "resnet18" and doc["dataset"] == "digits"
+    assert doc["model"]["name"] == "resnet18" and doc["dataset"] == "digits" and doc["budgets"] == [1000]
     assert {p["method"] for p in doc["points"]} == {"teacher", *DEMO_METHODS.split(",")}
     shown = {get_method(p["method"]).name for p in doc["points"] if p["method"] != "teacher"}
     assert shown == {m.name for m in methods()} - {"deepreshape"}  # a new method joins the demo

@@ -74,7 +74,8 @@ print(json.dumps({"result": result, "steps": steps}))
 """
 
 STEPS_PER_EPOCH = 3  # 192 images, batch 64
-STAGES = {"snl": ("SNL search", "SNL fine-tune"), "snl-poly2": ("SNL search", "SNL fine-tune"),
+# poly2 in fine-tuning: the stage that rebuilds its network from plan.json, coefficients included
+STAGES = {"snl": ("SNL search", "SNL fine-tune"), "snl-poly2": ("SNL fine-tune",),
           "senet": ("SENet masks", "SENet fine-tune")}
 RUN_DIRS = {"SNL search": "search", "SNL fine-tune": "finetune", "SENet masks": "masks", "SENet fine-tune": "finetune"}
 

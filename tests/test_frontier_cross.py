@@ -5,23 +5,19 @@ import dataclasses
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from conftest import assert_one_line_error, child_pythonpath, run_cli
-from fixtures.teachers import learned_teacher
+from fixtures.frontier import BUDGETS, ENTRIES, SPEC, frontier_base, frontier_config, frontier_teacher
 
 from relucut import ModelSpec, count
-from relucut.methods.senet import SENetConfig
-from relucut.methods.snl import SNLConfig
 from relucut.frontier_search import FrontierConfig, FrontierPoint, frontier, undominated
 from relucut.frontier_search.pricing import price, relu_budget_for_latency
 from relucut.methods import frontier_entries
-from relucut.methods.deepreduce import DeepReDuceConfig
+from relucut.methods.snl import SNLConfig
 from relucut.pareto import best_within, mark
 
 # -- the undominated set -------------------------------------------------------------------------
@@ -90,38 +86,15 @@ def test_a_latency_budget_becomes_the_most_relus_that_fit(one_thread):
 
 # -- one search on digits, every method ---------------------------------------------------------
 
-SPEC = ModelSpec("resnet18", num_classes=10, in_chans=1, image_size=8, kwargs={"base_width": 4})
-BUDGETS = [800]
-
-
-def _config(init="scratch", **changes):
-    settings = {"snl": SNLConfig(search_epochs=1, finetune_epochs=1),
-                "senet": SENetConfig(mask_epochs=1, finetune_epochs=1, milestones=[]),
-                "deepreduce": DeepReDuceConfig(criticality_without_kd=False, one_block=False, init=init)}
-    return FrontierConfig(**{"budgets": BUDGETS, "settings": settings, **changes})
-
-
-def _teacher():
-    return learned_teacher(SPEC, limit_train=96)
-
-
-def _base():
-    from relucut.train import TrainConfig
-
-    # the teacher must learn (~40 % validation; KD refuses one at chance): all of digits, Adam
-    return TrainConfig(model=SPEC.to_dict(), dataset="digits", epochs=1, batch_size=32, optimizer="adam",
-                       device="cpu", schedule="constant", lr=0.01).resolved()
-
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     from relucut.train import load_data
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("frontier") / "run"
-    base = _base()
+    base = frontier_base()
     data = load_data(base)
-    result = frontier(SPEC, _config(), data=data, out=out, train=base, teacher=_teacher(), progress=False)
+    result = frontier(SPEC, frontier_config(), data=data, out=out, train=base, teacher=frontier_teacher(), progress=False)
     return result, out, base, data
 
 
@@ -129,7 +102,7 @@ def searched(tmp_path_factory):
 def test_every_method_gives_points_and_each_budget_a_pick(searched):
     result, out, _, _ = searched
     methods = {p.method for p in result.points}
-    assert methods == {"teacher", *frontier_entries()}
+    assert methods == {"teacher", *ENTRIES} and set(ENTRIES) <= set(frontier_entries())
     for budget in BUDGETS:
         pick = result.picks[budget]
         assert pick is not None and pick.relus <= budget
@@ -162,7 +135,7 @@ def test_each_point_is_its_export_counted_and_priced(searched):
         model = load_export(out / p.export_dir)
         report = count(model, SPEC.input_size if p.method != "deepreshape" else model.relucut_recipe.model.input_size)
         assert report.relus == p.relus and report.macs == p.macs, p.name
-        assert price(report, _config()).online_s == pytest.approx(p.online_s), p.name
+        assert price(report, frontier_config()).online_s == pytest.approx(p.online_s), p.name
         if p.on_frontier or p.chosen_for:  # the networks a user ships have their ONNX file
             assert (out / p.export_dir / "model.onnx").is_file(), p.name
 
@@ -177,7 +150,7 @@ def test_exports_equal_the_trained_networks(searched):
     engine_runs = [p for p in result.points if p.method in ("teacher", "deepreduce", "deepreshape")]
     assert len(engine_runs) >= 3
     for p in engine_runs:
-        trained = load_checkpoint_model(_teacher() if p.method == "teacher" else out / p.run_dir)  # given, or trained
+        trained = load_checkpoint_model(frontier_teacher() if p.method == "teacher" else out / p.run_dir)  # given, or trained
         exported = load_export(out / p.export_dir)
         with torch.no_grad():
             assert torch.allclose(trained(x), exported(x), atol=1e-4), p.name
@@ -222,14 +195,14 @@ def test_a_rerun_with_more_budgets_and_another_engine_reuses_every_run(searched)
     _, out, base, data = searched
     finals = sorted(out.rglob("final.json"))
     before = {f: f.stat().st_mtime_ns for f in finals}
-    again = frontier(SPEC, _config(engine="cheetah", methods=["deepreduce", "snl"]), data=data, out=out,
-                     train=base, teacher=_teacher(), progress=False)
+    again = frontier(SPEC, frontier_config(engine="cheetah", methods=["deepreduce", "snl"]), data=data, out=out,
+                     train=base, teacher=frontier_teacher(), progress=False)
     assert {p.method for p in again.points} == {"teacher", "deepreduce", "snl"}
     doc = json.loads((out / "frontier.json").read_text())
     assert doc["engine"] == "cheetah" and doc["methods"] == ["deepreduce", "snl"]
     # a smaller budget: DeepReDuce's networks under it were trained for the larger one
-    smaller = frontier(SPEC, _config(budgets=[800, 400], methods=["deepreduce"]), data=data, out=out, train=base,
-                       teacher=_teacher(), progress=False)
+    smaller = frontier(SPEC, frontier_config(budgets=[800, 400], methods=["deepreduce"]), data=data, out=out, train=base,
+                       teacher=frontier_teacher(), progress=False)
     assert {f: f.stat().st_mtime_ns for f in finals} == before  # nothing trained again
     assert sorted(out.rglob("final.json")) == finals
     assert smaller.picks[400] is not None and smaller.picks[400].relus <= 400
@@ -241,23 +214,8 @@ def test_other_training_settings_are_refused_in_the_same_folder(searched):
 
     _, out, base, data = searched
     with pytest.raises(RelucutError, match="different"):
-        frontier(SPEC, _config(), data=data, out=out, train=dataclasses.replace(base, lr=0.2), teacher=_teacher(),
+        frontier(SPEC, frontier_config(), data=data, out=out, train=dataclasses.replace(base, lr=0.2), teacher=frontier_teacher(),
                  progress=False)
-
-
-@pytest.mark.slow
-def test_senet_shallow_with_nothing_below_dth_reuses_senets_network(tmp_path):
-    from relucut.train import load_data
-
-    base = _base()
-    senet = SENetConfig(mask_epochs=1, finetune_epochs=1, milestones=[], dth=1e-9)  # no layer keeps fewer
-    config = _config(methods=["senet", "senet-shallow"], settings={"senet": senet})
-    result = frontier(SPEC, config, data=load_data(base), out=tmp_path, train=base, teacher=_teacher(),
-                      progress=False)
-    plain, shallow = (next(p for p in result.points if p.method == m) for m in ("senet", "senet-shallow"))
-    assert shallow.run_dir == plain.run_dir == "senet/800" and shallow.export_dir == plain.export_dir
-    assert (shallow.relus, shallow.val_acc, shallow.macs) == (plain.relus, plain.val_acc, plain.macs)
-    assert not (tmp_path / "senet-shallow").exists()  # nothing trained twice
 
 
 # -- the command line: refusals before anything is written ---------------------------------------
@@ -290,32 +248,6 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, needle
     assert not out.exists()
 
 
-@pytest.mark.kill
-def test_a_killed_frontier_resumes_to_the_same_frontier(tmp_path):
-    args = [*CLI, "--budget", "600", "--methods", "snl", "--limit-train", "96", "--batch-size", "32",
-            "--search-epochs", "1", "--finetune-epochs", "2", "--device", "cpu", "--teacher", _teacher()]
-    whole = tmp_path / "whole"
-    assert _cli(*args, "--out", whole).returncode == 0
-    cut = tmp_path / "cut"
-    full_env = {**os.environ, "PYTHONPATH": child_pythonpath(), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "relucut", *args, "--out", str(cut)], env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (cut / "snl" / "600" / "finetune" / "last.pt").exists():  # in SNL's fine-tuning
-        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (cut / "frontier.json").exists()
-    assert _cli(*args, "--out", cut).returncode == 0
-
-    def rows(folder):
-        doc = json.loads((folder / "frontier.json").read_text())
-        return [(r["name"], r["relus"], r["val_acc"], r["test_acc"], r["on_frontier"]) for r in doc["points"]]
-
-    assert rows(cut) == rows(whole)
-
-
 @pytest.mark.ray
 def test_ray_trains_the_same_deepreduce_networks_as_the_sequential_executor(searched):
     import shutil
@@ -323,16 +255,18 @@ def test_ray_trains_the_same_deepreduce_networks_as_the_sequential_executor(sear
     import ray
 
     result, out, base, data = searched  # the last test of the module: it retrains two of its runs
-    retrain = sorted((out / "deepreduce" / "candidates").iterdir())[:2]
+    candidates = sorted((out / "deepreduce" / "candidates").iterdir())
+    retrain, kept = candidates[:2], {run: (run / "final.json").stat().st_mtime_ns for run in candidates[2:]}
     for run in retrain:
         shutil.rmtree(run)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        spread = frontier(SPEC, _config(methods=["deepreduce"], executor="ray"), data=data, out=out, train=base,
-                          teacher=_teacher(), progress=False)
+        spread = frontier(SPEC, frontier_config(methods=["deepreduce"], executor="ray"), data=data, out=out, train=base,
+                          teacher=frontier_teacher(), progress=False)
     finally:
         ray.shutdown()
     assert all((run / "final.json").is_file() for run in retrain)
+    assert kept and all((run / "final.json").stat().st_mtime_ns == t for run, t in kept.items())  # finished: skipped
 
     def rows(points):
         return sorted((p.name, p.relus, p.val_acc) for p in points if p.method == "deepreduce")
@@ -343,8 +277,8 @@ def test_ray_trains_the_same_deepreduce_networks_as_the_sequential_executor(sear
 @pytest.mark.spu
 def test_measure_runs_the_frontier_under_spu_next_to_the_estimate(searched):
     _, out, base, data = searched
-    measured = frontier(SPEC, _config(methods=["deepreduce"], engine="spu-cheetah", measure=True), data=data,
-                        out=out, train=base, teacher=_teacher(), progress=False)
+    measured = frontier(SPEC, frontier_config(methods=["deepreduce"], engine="spu-cheetah", measure=True), data=data,
+                        out=out, train=base, teacher=frontier_teacher(), progress=False)
     assert measured.frontier and all(p.measured for p in measured.frontier)
     for p in measured.frontier:
         assert p.measured["matches"] and p.measured["bytes"] > 0 and p.measured["online_s"] > 0
@@ -358,7 +292,7 @@ def test_measure_runs_the_frontier_under_spu_next_to_the_estimate(searched):
 def test_the_config_round_trips_through_json_and_refuses_unknown_fields():
     from relucut.errors import RelucutError
 
-    config = _config(latency_budgets=[0.5, 1.0], engine="spu-cheetah", init="teacher", gpus_per_job=0.25)
+    config = frontier_config(latency_budgets=[0.5, 1.0], engine="spu-cheetah", init="teacher", gpus_per_job=0.25)
     again = FrontierConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and isinstance(again.settings["snl"], SNLConfig)
     assert again.settings["snl"].search_epochs == 1 and again.settings["deepreduce"].init == "teacher"
@@ -369,4 +303,4 @@ def test_the_config_round_trips_through_json_and_refuses_unknown_fields():
     for bad, needle in [({"init": "magic"}, "unknown init"), ({"gpus_per_job": 2.0}, "gpus_per_job"),
                         ({"methods": ["snl", "snl"]}, "listed twice"), ({"latency_budgets": []}, "is empty")]:
         with pytest.raises(RelucutError, match=needle):
-            _config(**bad).check()
+            frontier_config(**bad).check()

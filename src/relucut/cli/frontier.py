@@ -223,6 +223,7 @@ DEMO_METHODS = "deepreduce,snl,senet,senet-shallow,relupruner"
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Where the demo goes (rerun resumes).")] = "runs/demo",
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs per network.")] = 5,
+    budget: Annotated[str, typer.Option("--budget", "-b", help="ReLU budgets, comma-separated.")] = DEMO_BUDGETS,
     quiet: Annotated[bool, typer.Option("--quiet/--progress", help="Per-epoch progress bars off (default).")] = True,
 ) -> None:
     """The cross-method frontier on the embedded digits data with a small ResNet18 (a few minutes on
@@ -234,10 +235,10 @@ def demo(
 
     torch.set_num_threads(1)  # tiny tensors: one thread beats several on a shared CPU
     spec = model_spec(DEMO_MODEL, "digits", base_width=DEMO_BASE_WIDTH)
-    config = frontier_config(DEMO_BUDGETS, methods=DEMO_METHODS, one_block=False)
+    config = frontier_config(budget, methods=DEMO_METHODS, one_block=False)
     base = TrainConfig(model=spec, dataset="digits", val_fraction=0.1, seed=0, epochs=epochs,
                        batch_size=64, lr=0.05, schedule="cosine", device="cpu").resolved()
     console.print(f"[bold]relucut demo[/]: {DEMO_METHODS.replace(',', ', ')} on {DEMO_MODEL} (base width "
-                  f"{DEMO_BASE_WIDTH}) / digits at {DEMO_BUDGETS} ReLUs, {epochs} epochs per network, into {out} "
+                  f"{DEMO_BASE_WIDTH}) / digits at {budget} ReLUs, {epochs} epochs per network, into {out} "
                   "(DeepReShape's 32x32 designs: relucut frontier --methods)", highlight=False)
     run_frontier(spec, config, base, Path(out), quiet)
