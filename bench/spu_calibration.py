@@ -21,24 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
 import relucut
 from relucut import ReLUPlan, find_sites
 from relucut.pi import Workload, estimate, get_profile
-from relucut.pi.measure import measure_many
 from relucut.plan import apply_plan
 from relucut.rundir import atomic_write_json, atomic_write_text
 
-RESULTS = Path(__file__).parent / "results"
-TARGET = 0.25  # out of sample, estimated / measured - 1 for time and bytes each
-console = Console()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is no package
+import spu_bench
+from spu_bench import RESULTS, TARGET, add_estimates, console, fit_row, worst_by_set
 
 # name, set, model, width, input side, plan: cull / thin stages, masks (kind, keep fraction, stages), blocks
 NETWORKS = [
@@ -96,36 +94,23 @@ def build(model_name: str, width: int, side: int, plan_spec: dict, seed: int = 0
     return apply_plan(base, plan, input_size).eval(), input_size
 
 
+def warm_summary(warm: list[dict]) -> dict:
+    """The fastest warm run (the least disturbed: these 2 cores are shared, so slower runs carry others' load),
+    the median warm run's rounds (now and then a run also refills the silent-OT pool, a thousand more
+    messages) and the least CPU time of the busier party."""
+    fastest = min(warm, key=lambda r: r["wall_s"])
+    return {"warm_min_s": fastest["wall_s"], "warm_min_ops": fastest["ops"],
+            "warm_rounds": float(np.median([max(r["messages_by_party"]) for r in warm])),
+            "warm_min_cpu_s": min(max(r["cpu_s_by_party"]) for r in warm)}
+
+
 def measure_missing(done: dict, runs: int, chunk: int, partial: Path) -> None:
-    """Measures the networks not in ``done`` a few at a time, one SPU process pair per input size and chunk."""
-    todo = [n for n in NETWORKS if n[0] not in done["rows"]]
-    by_side: dict[int, list] = {}
-    for net in todo:
-        by_side.setdefault(net[4], []).append(net)
-    for side, nets in by_side.items():
-        for i in range(0, len(nets), chunk):
-            part = nets[i: i + chunk]
-            models = [build(model, width, side, plan)[0] for _, _, model, width, _, plan in part]
-            t0 = time.perf_counter()
-            results = measure_many(models, (3, side, side), mode="public-weights", runs=runs)
-            console.print(f"[dim]{len(part)} networks at {side}x{side} in {time.perf_counter() - t0:.0f} s[/]")
-            for net, m in zip(part, results):
-                row = m.to_dict()
-                warm = row["meta"].pop("runs")[1:]
-                fastest = min(warm, key=lambda r: r["wall_s"])
-                # the least-disturbed warm run: these 2 cores are shared, so slower runs carry others' load
-                row["warm_min_s"] = fastest["wall_s"]
-                row["warm_min_ops"] = fastest["ops"]
-                # rounds: the median warm run (now and then a run also refills the silent-OT pool,
-                # a thousand more messages); bytes: the mean of the warm runs, refills amortised
-                row["warm_rounds"] = float(np.median([max(r["messages_by_party"]) for r in warm]))
-                row["warm_runs"] = [{"wall_s": r["wall_s"], "bytes": r["bytes"], "cpu_s_by_party": r["cpu_s_by_party"],
-                                     "messages_by_party": r["messages_by_party"]} for r in warm]
-                row["warm_min_cpu_s"] = min(max(r["cpu_s_by_party"]) for r in warm)
-                done["rows"][net[0]] = row
-                atomic_write_json(partial, done)
-                console.print(f"{net[0]}: {m.relus:,} ReLUs, warm min {row['warm_min_s']:.2f} s, "
-                              f"{m.warm.bytes / 1e6:.3f} MB, {row['warm_rounds']} rounds, matches={m.matches}")
+    spu_bench.measure_missing(
+        done, partial, NETWORKS, runs, chunk=chunk, warm_summary=warm_summary,
+        build=lambda net: build(*net[2:])[0], input_size=lambda net: (3, net[4], net[4]),
+        describe=lambda net, m, row, warm: (
+            f"{net[0]}: {m.relus:,} ReLUs, warm min {row['warm_min_s']:.2f} s, "
+            f"{m.warm.bytes / 1e6:.3f} MB, {row['warm_rounds']} rounds, matches={m.matches}"))
 
 
 def workload_of(net) -> Workload:
@@ -136,19 +121,9 @@ def workload_of(net) -> Workload:
 
 def pooled_passes() -> dict:
     """Every pass file's rows, each network's warm runs pooled across passes."""
-    passes = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("spu_calibration.pass*.json"))]
-    if not passes:
-        raise SystemExit("no measurements yet: run bench/spu_calibration.py without --analyse-only")
-    pooled: dict = {"config": {**passes[0]["config"], "passes": len(passes),
-                               "runs_per_pass": [p["config"]["runs"] for p in passes]}, "rows": {}}
-    for one in passes:
-        for name, row in one["rows"].items():
-            if name in pooled["rows"]:
-                pooled["rows"][name]["warm_runs"] += row["warm_runs"]
-                pooled["rows"][name]["matches"] &= row["matches"]
-                pooled["rows"][name]["max_abs_error"] = max(pooled["rows"][name]["max_abs_error"], row["max_abs_error"])
-            else:
-                pooled["rows"][name] = {**row, "warm_runs": list(row["warm_runs"])}
+    passes = spu_bench.read_passes("spu_calibration")
+    pooled = spu_bench.pool(passes)
+    pooled["config"]["runs_per_pass"] = [p["config"]["runs"] for p in passes]
     return pooled
 
 
@@ -190,8 +165,7 @@ def analyse(done: dict) -> dict:
         work = workload_of(net)
         assert work.relus == m["relus"], (name, work.relus, m["relus"])
         typical = typical_run(m)
-        row = {**measurement_row(work), "online_s": typical["cpu_s"], "online_bytes": typical["online_bytes"],
-               "rounds": typical["rounds"]}
+        row = fit_row(work, typical)
         rows.append((net, work, m, row, typical))
         if group == "fit":
             cpu_rows.append(row)
@@ -212,12 +186,7 @@ def analyse(done: dict) -> dict:
                "refills": typical["refills"], "refill_extra": typical["refill_extra"],
                "matches_pytorch": m["matches"], "max_abs_error": m["max_abs_error"]}
         # loopback: the fitted per-layer times already hold its round trips, so no RTT on top
-        for label, prof in (("fit", fitted), ("shipped", shipped)):
-            est = estimate(work, prof, rtt_s=0.0, threads=1)
-            out[f"{label}_s"], out[f"{label}_bytes"], out[f"{label}_rounds"] = est.online_s, est.online_bytes, est.online_rounds
-            out[f"{label}_time_ratio"] = est.online_s / row["online_s"]
-            out[f"{label}_bytes_ratio"] = est.online_bytes / row["online_bytes"]
-            out[f"{label}_rounds_ratio"] = est.online_rounds / row["rounds"]
+        add_estimates(out, work, row, (("fit", fitted), ("shipped", shipped)))
         wall_est = estimate(work, wall_fitted, rtt_s=0.0, threads=1).online_s
         out["wall_fit_s"], out["wall_time_ratio"] = wall_est, wall_est / typical["online_s"]
         out["wall_over_cpu"] = typical["online_s"] / row["online_s"]
@@ -226,20 +195,13 @@ def analyse(done: dict) -> dict:
         out["cheetah_time_ratio"] = old.online_s / typical["online_s"]
         out["cheetah_bytes_ratio"] = old.online_bytes / row["online_bytes"]
         table.append(out)
-    check = [r for r in table if r["set"] == "out-of-sample"]
-    inside = [r for r in table if r["set"] == "in-sample"]
-
-    def worst(key: str, rows: list[dict]) -> float:
-        return max((abs(r[key] - 1) for r in rows), default=float("nan"))
-
     keys = ("fit_time", "fit_bytes", "fit_rounds", "shipped_time", "shipped_bytes", "shipped_rounds", "wall_time",
             "cheetah_time", "cheetah_bytes")
     return {
         "config": done["config"], "rows": table, "fit": fit, "fitted_profile": fitted.to_dict(),
         "wall_fit": wall_fit, "refills": refill_summary(done, table), "target": TARGET,
         "wall_over_cpu_range": [min(r["wall_over_cpu"] for r in table), max(r["wall_over_cpu"] for r in table)],
-        "worst_out_of_sample": {k: worst(f"{k}_ratio", check) for k in keys},
-        "worst_in_sample": {k: worst(f"{k}_ratio", inside) for k in keys},
+        **worst_by_set(table, keys),
     }
 
 

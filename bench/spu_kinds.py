@@ -24,27 +24,22 @@ time and the analysis pools the warm runs of all passes.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from rich.console import Console
 from torch import nn
 
 import relucut
-from relucut.pi import Workload, estimate, get_profile
-from relucut.pi.calibrate import calibrate_kinds, measurement_row
-from relucut.pi.measure import measure_many
-from relucut.rundir import atomic_write_json, atomic_write_text
+from relucut.pi import Workload, get_profile
+from relucut.pi.calibrate import calibrate_kinds
 
-RESULTS = Path(__file__).parent / "results"
-TARGET = 0.25  # out of sample, estimated / measured - 1 for time and bytes each
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is no package
+import spu_bench
+from spu_bench import TARGET, amortised_rows, amortised_table, worst_by_set
+
 KINDS = ("gelu", "silu", "sigmoid", "hardswish", "hardsigmoid", "softmax", "layernorm", "mul", "matmul")
-console = Console()
 
 
 class KindMLP(nn.Module):
@@ -176,100 +171,29 @@ def workload_of(net) -> Workload:
     return Workload.of(relucut.count(build(net), net[3]))
 
 
-def amortised(m: dict) -> dict:
-    """Mean over every warm run (pool refills included): CPU seconds of the busier party, bytes, rounds;
-    and the fastest wall time, for comparison."""
-    runs = m["warm_runs"]
-    return {"cpu_s": float(np.mean([max(r["cpu_s_by_party"]) for r in runs])),
-            "online_bytes": float(np.mean([r["bytes"] for r in runs])),
-            "rounds": float(np.mean([max(r["messages_by_party"]) for r in runs])),
-            "wall_s": min(r["wall_s"] for r in runs), "runs": len(runs)}
-
-
-def measure_missing(done: dict, runs: int, partial: Path, chunk: int = 4) -> None:
-    """Measures the networks not in ``done``, a few at a time in one SPU process pair per input size."""
-    by_size: dict[tuple, list] = {}
-    for net in NETWORKS:
-        if net[0] not in done["rows"]:
-            by_size.setdefault(net[3], []).append(net)
-    for size, all_nets in by_size.items():
-        for nets in (all_nets[i: i + chunk] for i in range(0, len(all_nets), chunk)):
-            _measure_chunk(done, nets, size, runs, partial)
-
-
-def _measure_chunk(done: dict, nets: list, size: tuple, runs: int, partial: Path) -> None:
-    t0 = time.perf_counter()
-    results = measure_many([build(n) for n in nets], size, mode="public-weights", runs=runs, timeout=3000)
-    console.print(f"[dim]{len(nets)} networks at {size} in {time.perf_counter() - t0:.0f} s[/]")
-    for net, m in zip(nets, results):
-        row = m.to_dict()
-        warm = row["meta"].pop("runs")[1:]
-        row["warm_runs"] = [{"wall_s": r["wall_s"], "bytes": r["bytes"], "cpu_s_by_party": r["cpu_s_by_party"],
-                             "messages_by_party": r["messages_by_party"]} for r in warm]
-        done["rows"][net[0]] = row
-        atomic_write_json(partial, done)
-        console.print(f"{net[0]}: {m.kinds}, warm min CPU {min(max(r['cpu_s_by_party']) for r in warm):.3f} s, "
-                      f"{m.warm.bytes / 1e6:.3f} MB, matches={m.matches} (max err {m.max_abs_error:.1e})")
-
-
-def pooled_passes() -> dict:
-    passes = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("spu_kinds.pass*.json"))]
-    if not passes:
-        raise SystemExit("no measurements yet: run bench/spu_kinds.py without --analyse-only")
-    pooled: dict = {"config": {**passes[0]["config"], "passes": len(passes)}, "rows": {}}
-    for one in passes:
-        for name, row in one["rows"].items():
-            if name in pooled["rows"]:
-                pooled["rows"][name]["warm_runs"] += row["warm_runs"]
-                pooled["rows"][name]["matches"] &= row["matches"]
-                pooled["rows"][name]["max_abs_error"] = max(pooled["rows"][name]["max_abs_error"], row["max_abs_error"])
-            else:
-                pooled["rows"][name] = {**row, "warm_runs": list(row["warm_runs"])}
-    return pooled
+def measure_missing(done: dict, runs: int, partial: Path) -> None:
+    spu_bench.measure_missing(
+        done, partial, NETWORKS, runs, build=build, input_size=lambda net: net[3], timeout=3000,
+        describe=lambda net, m, row, warm: (
+            f"{net[0]}: {m.kinds}, warm min CPU {min(max(r['cpu_s_by_party']) for r in warm):.3f} s, "
+            f"{m.warm.bytes / 1e6:.3f} MB, matches={m.matches} (max err {m.max_abs_error:.1e})"))
 
 
 def analyse(done: dict) -> dict:
     shipped = get_profile("spu-cheetah")
     base = replace(shipped, kind_costs={})  # the ReLU-era terms only
-    rows = []
-    for net in NETWORKS:
-        if net[0] not in done["rows"]:
-            continue
-        m = done["rows"][net[0]]
-        work = workload_of(net)
-        assert work.smooth == m["kinds"], (net[0], work.smooth, m["kinds"])
-        typical = amortised(m)
-        rows.append((net, work, m, {**measurement_row(work), "online_s": typical["cpu_s"],
-                                    "online_bytes": typical["online_bytes"], "rounds": typical["rounds"]}, typical))
+    rows = amortised_rows(NETWORKS, done, workload_of)
     fitted, fit = calibrate_kinds([r for net, _, _, r, _ in rows if net[1] == "fit"], base, "spu-cheetah-kinds")
-    table = []
-    for net, work, m, row, typical in rows:
-        out = {"network": net[0], "set": "in-sample" if net[1] == "fit" else "out-of-sample",
-               "input": list(net[3]), **measurement_row(work), "measured_s": row["online_s"],
-               "measured_wall_s": typical["wall_s"], "measured_bytes": row["online_bytes"],
-               "measured_rounds": row["rounds"], "warm_runs": typical["runs"],
-               "matches_pytorch": m["matches"], "max_abs_error": m["max_abs_error"]}
-        for label, prof in (("fit", fitted), ("shipped", shipped), ("without_kinds", base)):
-            est = estimate(work, prof, rtt_s=0.0, threads=1)
-            out[f"{label}_s"], out[f"{label}_bytes"], out[f"{label}_rounds"] = est.online_s, est.online_bytes, \
-                est.online_rounds
-            out[f"{label}_time_ratio"] = est.online_s / row["online_s"]
-            out[f"{label}_bytes_ratio"] = est.online_bytes / row["online_bytes"]
-            out[f"{label}_rounds_ratio"] = est.online_rounds / row["rounds"]
-        table.append(out)
-
-    def worst(key: str, subset: str) -> float:
-        return max((abs(r[key] - 1) for r in table if r["set"] == subset), default=float("nan"))
-
+    table = amortised_table(rows, (("fit", fitted), ("shipped", shipped), ("without_kinds", base)),
+                            subset=lambda net: "in-sample" if net[1] == "fit" else "out-of-sample",
+                            input_size=lambda net: net[3])
     keys = ("fit_time", "fit_bytes", "fit_rounds", "without_kinds_time", "without_kinds_bytes")
     relu = {"online_s": shipped.relu_online_s, "online_bytes": shipped.relu_online_bytes,
             "rounds_per_layer": shipped.rounds_per_layer, "layer_online_s": shipped.layer_online_s}
     ratios = {k: {term: (v / relu[term] if relu.get(term) else None) for term, v in c.items()}
               for k, c in fit["kind_costs"].items()}
     return {"config": done["config"], "rows": table, "fit": fit, "kind_costs": fit["kind_costs"],
-            "relu_equivalents": ratios, "target": TARGET,
-            "worst_out_of_sample": {k: worst(f"{k}_ratio", "out-of-sample") for k in keys},
-            "worst_in_sample": {k: worst(f"{k}_ratio", "in-sample") for k in keys}}
+            "relu_equivalents": ratios, "target": TARGET, **worst_by_set(table, keys)}
 
 
 def _kinds_text(row: dict) -> str:
@@ -281,25 +205,18 @@ def markdown(result: dict) -> str:
     lines = [
         "# Per-element kinds under SPU Cheetah (bench/spu_kinds.py)",
         "",
-        (f"SPU 0.9.5, Cheetah, FM64, public weights, two processes on loopback; {result['config']['passes']} pass(es) "
-         f"of {result['config']['runs']} runs (the first of each pass holds the OT set-up and is left out)."),
+        spu_bench.spu_setup_sentence(result["config"]),
         "Time: the busier party's CPU seconds, bytes and rounds: means over every warm run (refills amortised).",
         "The kind terms are fitted by",
         "`relucut.pi.calibrate.calibrate_kinds` on what the shipped spu-cheetah terms leave of the in-sample rows.",
         "",
-        "| kind | us / element | bytes / element | ms / layer | KB / layer | rounds / layer | x ReLU (time, bytes) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *spu_bench.KIND_COSTS_HEADER,
     ]
     for kind, c in result["kind_costs"].items():
-        ratio = result["relu_equivalents"][kind]
-        lines.append(f"| {kind} | {c['online_s'] * 1e6:.2f} | {c['online_bytes']:.1f} | {c['layer_online_s'] * 1e3:.2f} | "
-                     f"{c['layer_online_bytes'] / 1e3:.1f} | {c.get('rounds_per_layer', 0):.1f} | "
-                     f"{ratio['online_s']:.2f}, {ratio['online_bytes']:.2f} |")
+        lines.append(spu_bench.kind_costs_line(kind, c, result["relu_equivalents"][kind]))
     lines += [
         "",
-        (f"Fit: time r² {fit['time_r2']:.4f} (worst {100 * fit['time_max_rel_error']:.1f} %), bytes r² "
-         f"{fit['bytes_r2']:.6f} (worst {100 * fit['bytes_max_rel_error']:.1f} %)"
-         + (f", rounds r² {fit['rounds_r2']:.4f}" if "rounds_r2" in fit else "") + ". matmul counts MACs."),
+        spu_bench.fit_quality(fit) + ". matmul counts MACs.",
         "",
         ("| network | set | kinds (elements) | measured s | fit s | ratio | measured MB | fit MB | ratio | "
          "without kinds: s ratio, bytes ratio |"),
@@ -310,36 +227,9 @@ def markdown(result: dict) -> str:
                      f"{r['fit_time_ratio']:.2f} | {r['measured_bytes'] / 1e6:.3f} | {r['fit_bytes'] / 1e6:.3f} | "
                      f"{r['fit_bytes_ratio']:.3f} | {r['without_kinds_time_ratio']:.2f}, "
                      f"{r['without_kinds_bytes_ratio']:.2f} |")
-    w_out, w_in = result["worst_out_of_sample"], result["worst_in_sample"]
-    lines += [
-        "",
-        (f"Worst error out of sample: time {100 * w_out['fit_time']:.1f} %, bytes {100 * w_out['fit_bytes']:.1f} %, "
-         f"rounds {100 * w_out['fit_rounds']:.1f} % (target {100 * result['target']:.0f} % for time and bytes); "
-         f"in sample: time {100 * w_in['fit_time']:.1f} %, bytes {100 * w_in['fit_bytes']:.1f} %."),
-        (f"Without the kind terms (the profile before): out of sample the estimate was off by up to "
-         f"{100 * w_out['without_kinds_time']:.0f} % in time and {100 * w_out['without_kinds_bytes']:.0f} % in bytes."),
-        (f"Every secure output equals PyTorch: {all(r['matches_pytorch'] for r in result['rows'])} "
-         f"(worst max |error| {max(r['max_abs_error'] for r in result['rows']):.1e})."),
-    ]
+    lines += ["", *spu_bench.worst_error_lines(result, "without_kinds", "the kind terms (the profile before)")]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=4)
-    parser.add_argument("--pass", dest="pass_no", type=int, default=1)
-    parser.add_argument("--analyse-only", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    if not args.analyse_only:
-        partial = RESULTS / f"spu_kinds.pass{args.pass_no}.json"
-        done = json.loads(partial.read_text()) if partial.exists() else {"config": {"runs": args.runs}, "rows": {}}
-        measure_missing(done, args.runs, partial)
-    result = analyse(pooled_passes())
-    atomic_write_json(RESULTS / "spu_kinds.json", result)
-    atomic_write_text(RESULTS / "spu_kinds.md", markdown(result))
-    console.print(markdown(result))
-
-
 if __name__ == "__main__":
-    main()
+    spu_bench.main("spu_kinds", __doc__.splitlines()[0], measure_missing, analyse, markdown)
