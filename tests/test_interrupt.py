@@ -15,6 +15,8 @@ import os, signal, sys
 from relucut.train import loop
 
 interrupt_after = int(sys.argv[1])
+# as in a terminal, even where this test runs as a background job (whose SIGINT starts ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 run_epoch = loop.run_epoch
 
 def run_epoch_then_interrupt(*args, **kwargs):
