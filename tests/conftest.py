@@ -14,7 +14,7 @@ sys.path.insert(0, str(TESTS))  # makes tests/fixtures importable as 'fixtures'
 # The files that take longest (seconds on one core, `make test`'s --durations): the two pytest workers
 # take whole files, so these go first and the short files fill in behind them (`make test` runs
 # with --no-loadscope-reorder, which keeps this order instead of ordering files by test count)
-LONGEST_FIRST = ("test_frontier_cross.py", "test_demo.py", "test_finegrained_resume.py", "test_moved_folders.py",
+LONGEST_FIRST = ("test_frontier_cross.py", "test_demo.py", "test_finegrained_resume.py",
                  "test_distributed_finegrained.py", "test_export.py", "test_deepreduce_search.py",
                  "test_frontier_resume.py", "test_methods_registry.py", "test_pi_measure.py")
 
