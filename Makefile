@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean spu-env
+.PHONY: install demo test test-fast slow-list bench clean spu-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test: $(STAMP) $(SPU_STAMP)
 FAST := not spu and not ray and not kill and not slow
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PARALLEL) --durations=10 -m "$(FAST)"
+
+# re-measure which everyday tests take 2 s or more (tests/slow_tests.txt marks them slow)
+slow-list: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PARALLEL) --durations=0 -m "$(FAST)" \
+		| awk '$$2 ~ /^(call|setup)$$/ && $$1+0 >= 2.0 {sub(/^ *[0-9.]+s +(call|setup) +/, ""); print}' \
+		| sort -u > tests/slow_tests.new
+	cat tests/slow_tests.txt tests/slow_tests.new | sort -u > tests/slow_tests.txt.tmp && \
+		mv tests/slow_tests.txt.tmp tests/slow_tests.txt && rm tests/slow_tests.new
 
 clean:
 	rm -rf $(VENV) $(SPU_VENV) .pytest_cache

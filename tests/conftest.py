@@ -19,9 +19,18 @@ LONGEST_FIRST = ("test_frontier_cross.py", "test_demo.py", "test_finegrained_res
                  "test_frontier_resume.py", "test_methods_registry.py", "test_pi_measure.py")
 
 
+# Tests measured at 2 s or more (`make slow-list` rewrites the file from the everyday subset's
+# --durations): marked slow, so `make test-fast` stays the quick subset as tests are added
+SLOW_LIST = TESTS / "slow_tests.txt"
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    measured_slow = set(SLOW_LIST.read_text().splitlines()) if SLOW_LIST.is_file() else set()
+    for item in items:
+        if item.nodeid in measured_slow:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
