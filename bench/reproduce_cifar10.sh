@@ -12,16 +12,10 @@
 # `reproduce_cifar10.py run` (e.g. --time-budget 300). Results: bench/results/reproduce_cifar10.{json,md},
 # rewritten after every run and also written into $OUT when that is set (the device tool's folder).
 set -uo pipefail
-cd "$(dirname "$0")/.." || exit 2
-export PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/gpu_env.sh"
 
 mode="${1:-run}"
 [ $# -gt 0 ] && shift
-
-if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
-elif [ -x .venv/bin/python ]; then PY=.venv/bin/python   # this machine's venv (not carried)
-else PY=python3; fi
 
 case "$mode" in
   prepare) exec "$PY" bench/reproduce_cifar10.py prepare "$@" ;;
@@ -30,14 +24,7 @@ case "$mode" in
   *) echo "usage: bench/reproduce_cifar10.sh [prepare|smoke|run] [args]" >&2; exit 2 ;;
 esac
 
-echo "== what this machine has"
-echo "python: $(command -v "$PY") ($("$PY" --version 2>&1))"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if ! "$PY" -c "import torch, numpy, relucut" 2>/tmp/relucut-import.err; then
-  echo "torch, numpy or relucut (from src/) does not import with $PY:" >&2; cat /tmp/relucut-import.err >&2
-  exit 3
-fi
-"$PY" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'available:', torch.cuda.is_available())"
+gpu_env_report
 ls -d .gpu_data/cifar10-part* 2>/dev/null || { echo "no .gpu_data/cifar10-part*: run 'prepare' here and carry the parts" >&2; exit 3; }
 
 copy=()
