@@ -23,7 +23,7 @@ from relucut.finegrained import pipeline
 from relucut.methods.senet import SENetConfig
 from relucut.methods.snl import SNLConfig
 
-method, out, kill_label, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+method, out, kill_label, kill_at, teacher = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 steps = {}
 
 
@@ -58,17 +58,16 @@ def train(cfg, run_dir, *, label="", callbacks=(), extra_loss=None, **kw):
 
 
 module.train = train
-# a base that learns (~45 % validation; KD refuses a teacher at chance); the stages keep batch 64
-BASE = base_config(seed=3, epochs=10, optimizer="adam", lr=0.01, schedule="cosine")
+BASE = base_config(seed=3, epochs=10, optimizer="adam", lr=0.01, schedule="cosine")  # the teacher's recipe
 if method.startswith("snl"):
     cfg = SNLConfig(budget=1200, search_epochs=4, finetune_epochs=2, milestones=[1], mask_lr=0.2,
                     l1_init=1.0, l1_growth=2.0, check_every=2,
                     linearize="poly2" if method == "snl-poly2" else "identity")
-    result = pipeline.run_snl(SPEC, tiny_data(), Path(out), cfg, base=BASE, progress=False)
+    result = pipeline.run_snl(SPEC, tiny_data(), Path(out), cfg, base=BASE, teacher=teacher, progress=False)
 else:
     cfg = SENetConfig(budget=900, mask_epochs=3, mask_lr=0.2, finetune_epochs=3, milestones=[2],
                       shallow=True, dth=0.3)
-    result = pipeline.run_senet(SPEC, tiny_data(), Path(out), cfg, base=BASE, progress=False)
+    result = pipeline.run_senet(SPEC, tiny_data(), Path(out), cfg, base=BASE, teacher=teacher, progress=False)
 result.pop("seconds")
 print(json.dumps({"result": result, "steps": steps}))
 """
@@ -80,9 +79,9 @@ STAGES = {"snl": ("SNL search", "SNL fine-tune"), "snl-poly2": ("SNL fine-tune",
 RUN_DIRS = {"SNL search": "search", "SNL fine-tune": "finetune", "SENet masks": "masks", "SENet fine-tune": "finetune"}
 
 
-def run(method, out, kill_label="", kill_at=-1):
+def run(method, out, teacher, kill_label="", kill_at=-1):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath()}
-    return subprocess.run([sys.executable, "-c", SCRIPT, method, str(out), kill_label, str(kill_at)],
+    return subprocess.run([sys.executable, "-c", SCRIPT, method, str(out), kill_label, str(kill_at), str(teacher)],
                           check=False, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -96,28 +95,44 @@ def assert_same_tensors(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def teacher(tmp_path_factory):
+    """One all-ReLU teacher for every run: the stages are what these tests kill (a base run's own
+    kill and resume: test_resume.py). It learns (~45 % validation; KD refuses a teacher at chance)."""
+    from fixtures.finegrained import SPEC, base_config, tiny_data
+
+    from relucut.train import train
+    from relucut.train.base import base_config as on_data
+
+    run_dir, data = tmp_path_factory.mktemp("teacher") / "base", tiny_data()
+    torch.set_num_threads(1)
+    recipe = base_config(seed=3, epochs=10, optimizer="adam", lr=0.01, schedule="cosine")
+    train(on_data(SPEC, data, recipe), run_dir, data=data, progress=False)  # as the methods would train it
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, teacher):
     out = {}
     for method in STAGES:
         path = tmp_path_factory.mktemp(method)
-        proc = run(method, path)
+        proc = run(method, path, teacher)
         assert proc.returncode == 0, proc.stderr
         out[method] = path, json.loads(proc.stdout.splitlines()[-1])
     return out
 
 
 @pytest.mark.parametrize("method, stage", [(m, s) for m, stages in STAGES.items() for s in stages])
-def test_killed_mid_stage_resumes_bit_identical(uninterrupted, tmp_path, method, stage):
+def test_killed_mid_stage_resumes_bit_identical(uninterrupted, teacher, tmp_path, method, stage):
     whole, straight = uninterrupted[method]
     kill_at = STEPS_PER_EPOCH + 2  # second step of the stage's second epoch
     assert straight["steps"][stage] > kill_at, "the stage must still be running when it is killed"
 
-    proc = run(method, tmp_path, stage, kill_at)
+    proc = run(method, tmp_path, teacher, stage, kill_at)
     assert proc.returncode == -9  # really killed, no clean-up ran
     assert not (tmp_path / "result.json").exists() and not (tmp_path / "export").exists()
     assert load(tmp_path / RUN_DIRS[stage] / "last.pt")["state"]["epoch"] == 1
 
-    proc = run(method, tmp_path)
+    proc = run(method, tmp_path, teacher)
     assert proc.returncode == 0, proc.stderr
     resumed = json.loads(proc.stdout.splitlines()[-1])
     # it went on after the saved epoch instead of training the stage from its start again
