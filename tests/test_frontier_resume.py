@@ -60,6 +60,6 @@ def test_senet_shallow_with_nothing_below_dth_reuses_senets_network(tmp_path):
     result = frontier(SPEC, config, data=load_data(base), out=tmp_path, train=base, teacher=frontier_teacher(),
                       progress=False)
     plain, shallow = (next(p for p in result.points if p.method == m) for m in ("senet", "senet-shallow"))
-    assert shallow.run_dir == plain.run_dir == "senet/800" and shallow.export_dir == plain.export_dir
+    assert shallow.run_dir == plain.run_dir == "senet/400" and shallow.export_dir == plain.export_dir
     assert (shallow.relus, shallow.val_acc, shallow.macs) == (plain.relus, plain.val_acc, plain.macs)
     assert not (tmp_path / "senet-shallow").exists()  # nothing trained twice
