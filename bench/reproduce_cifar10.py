@@ -13,9 +13,10 @@ Steps (``bench/reproduce_cifar10.sh`` wraps them):
 
 * ``prepare`` (beside the CIFAR-10 files): writes the 50,000 images as uint8 ``.npy`` parts into
   ``.gpu_data/cifar10-part{1,2,3}`` (git-ignored), ~49 MiB each, so that one part fits one 64 MiB
-  transfer to the GPU machine. Part 1 holds the 5,000 held-out test images and training images
-  0..11,666; part 2 11,667..28,333; part 3 28,334..44,999. A run uses the parts present: part 1
-  alone trains on 11,667 images (26 %), parts 1+2 on 28,334 (63 %), all three on 45,000.
+  transfer to the GPU machine (carry part 1 last: it holds the test images). Part 1 holds the 5,000
+  held-out test images and training images 0..11,666; part 2 11,667..28,333; part 3 28,334..44,999.
+  A run uses the parts present: part 1 alone trains on 11,667 images (26 %), parts 1+2 on 28,334
+  (63 %), all three on 45,000.
 * ``run``: a speed probe (one teacher epoch on up to 10,000 images) sets the epochs of every stage
   so the required runs fit ``--time-budget`` seconds; optional runs go only where the measured
   seconds per epoch say they fit. After each run the table (json + markdown) is rewritten, into

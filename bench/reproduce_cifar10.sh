@@ -6,9 +6,11 @@
 #   bench/reproduce_cifar10.sh [run]     # on the GPU machine, with the parts carried: about 7 minutes
 #
 # One part fits one 64 MiB transfer. The device tool keeps what earlier calls carried while the machine
-# stays warm, so: call 1 carries .gpu_data/cifar10-part1, call 2 .gpu_data/cifar10-part2, call 3
-# .gpu_data/cifar10-part3 and runs this script; the run trains on the parts present (part 1 alone:
-# 11,667 training images, 26 %; it always holds the 5,000 test images). Extra arguments go to
+# stays warm (it goes back after a short idle time: make the calls back to back), so: call 1 carries
+# .gpu_data/cifar10-part2 (command: ls .gpu_data), call 2 .gpu_data/cifar10-part3, call 3
+# .gpu_data/cifar10-part1 (it holds the 5,000 test images, so it comes last) and runs this script. The
+# run trains on the parts present: part 1 alone 11,667 images (26 %), with part 2 28,334 (63 %), all
+# three 45,000. Extra arguments go to
 # `reproduce_cifar10.py run` (e.g. --time-budget 300). Results: bench/results/reproduce_cifar10.{json,md},
 # rewritten after every run and also written into $OUT when that is set (the device tool's folder).
 set -uo pipefail
