@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import os
@@ -53,7 +52,8 @@ from relucut.methods.senet import SENetConfig  # noqa: E402
 from relucut.finegrained.snl import snl  # noqa: E402
 from relucut.methods.snl import SNLConfig  # noqa: E402
 from relucut.models.registry import ModelSpec  # noqa: E402
-from relucut.plan import atomic_write_text, build_plan  # noqa: E402
+from relucut.plan import build_plan  # noqa: E402
+from relucut.rundir import atomic_write_text, file_digest  # noqa: E402
 from relucut.train import TrainConfig, load_checkpoint_model, train  # noqa: E402
 from relucut.train.evaluate import evaluate  # noqa: E402
 
@@ -93,14 +93,6 @@ def part_layout(parts: int = PARTS, train: int = TRAIN_IMAGES, held_out: int = H
     return layout
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_part(dest: Path, entry: dict, images: np.ndarray, labels: np.ndarray) -> dict:
     """One part folder, written whole (a temporary folder renamed into place)."""
     folder = dest / f"cifar10-part{entry['part']}"
@@ -110,7 +102,7 @@ def write_part(dest: Path, entry: dict, images: np.ndarray, labels: np.ndarray) 
     np.save(tmp / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
     np.save(tmp / "labels.npy", np.ascontiguousarray(labels, dtype=np.int64))
     info = {**entry, "images": int(images.shape[0]),
-            "sha256": {name: _sha256(tmp / name) for name in ("images.npy", "labels.npy")},
+            "sha256": {name: file_digest(tmp / name) for name in ("images.npy", "labels.npy")},
             "bytes": sum(f.stat().st_size for f in tmp.iterdir())}
     (tmp / "part.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
@@ -159,7 +151,7 @@ def load_parts(dest: Path) -> tuple[DataSplits, dict]:
             continue
         info = json.loads((folder / "part.json").read_text())
         for name, want in info["sha256"].items():
-            if _sha256(folder / name) != want:
+            if file_digest(folder / name) != want:
                 raise SystemExit(f"{folder / name} is corrupt (checksum differs); carry that part again")
         infos.append((folder, info))
     first = [f for f, i in infos if i["test"]]
