@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 torch.set_num_threads(1)
-from fixtures.finegrained import SPEC, base_config, tiny_data
+from fixtures.finegrained import RESUME_BASE as BASE, SPEC, tiny_data
 from relucut.finegrained import pipeline
 from relucut.methods.senet import SENetConfig
 from relucut.methods.snl import SNLConfig
@@ -58,7 +58,6 @@ def train(cfg, run_dir, *, label="", callbacks=(), extra_loss=None, **kw):
 
 
 module.train = train
-BASE = base_config(seed=3, epochs=10, optimizer="adam", lr=0.01, schedule="cosine")  # the teacher's recipe
 if method.startswith("snl"):
     cfg = SNLConfig(budget=1200, search_epochs=4, finetune_epochs=2, milestones=[1], mask_lr=0.2,
                     l1_init=1.0, l1_growth=2.0, check_every=2,
@@ -98,15 +97,14 @@ def assert_same_tensors(a, b):
 def teacher(tmp_path_factory):
     """One all-ReLU teacher for every run: the stages are what these tests kill (a base run's own
     kill and resume: test_resume.py). It learns (~45 % validation; KD refuses a teacher at chance)."""
-    from fixtures.finegrained import SPEC, base_config, tiny_data
+    from fixtures.finegrained import RESUME_BASE, SPEC, tiny_data
 
     from relucut.train import train
     from relucut.train.base import base_config as on_data
 
     run_dir, data = tmp_path_factory.mktemp("teacher") / "base", tiny_data()
     torch.set_num_threads(1)
-    recipe = base_config(seed=3, epochs=10, optimizer="adam", lr=0.01, schedule="cosine")
-    train(on_data(SPEC, data, recipe), run_dir, data=data, progress=False)  # as the methods would train it
+    train(on_data(SPEC, data, RESUME_BASE), run_dir, data=data, progress=False)  # as the methods would train it
     return run_dir
 
 

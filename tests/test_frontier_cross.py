@@ -3,14 +3,11 @@ that hold, exports that are the priced networks, reuse on a rerun, and refusals 
 
 import dataclasses
 import json
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import assert_one_line_error, child_pythonpath, run_cli
+from conftest import assert_one_line_error, run_cli
 from fixtures.frontier import BUDGETS, ENTRIES, SPEC, frontier_base, frontier_config, frontier_teacher
 
 from relucut import ModelSpec, count
@@ -221,12 +218,6 @@ def test_other_training_settings_are_refused_in_the_same_folder(searched):
 # -- the command line: refusals before anything is written ---------------------------------------
 
 CLI = ["frontier", "resnet18", "--dataset", "digits", "--base-width", "4", "--epochs", "1", "--quiet"]
-
-
-def _cli(*args, env=None):
-    full_env = {**os.environ, "PYTHONPATH": child_pythonpath(), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "relucut", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=600)
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import child_pythonpath
+from conftest import child_pythonpath, run_cli
 from fixtures.frontier import SPEC, frontier_base, frontier_config, frontier_teacher
 
 from relucut.frontier_search import frontier
@@ -17,10 +17,11 @@ from relucut.methods.senet import SENetConfig
 CLI = ["frontier", "resnet18", "--dataset", "digits", "--base-width", "4", "--epochs", "1", "--quiet"]
 
 
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
 def _cli(*args):
-    full_env = {**os.environ, "PYTHONPATH": child_pythonpath(), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "relucut", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=600)
+    return run_cli(*args, env=ENV, subprocess=True)  # the run killed is one too: all start alike
 
 
 @pytest.mark.kill
