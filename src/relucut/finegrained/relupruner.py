@@ -39,7 +39,7 @@ from torch import nn
 from relucut.data.splits import DataSplits
 from relucut.errors import RelucutError
 from relucut.finegrained.budget import check_budget
-from relucut.finegrained.common import freeze_all, frozen_copy, stage_config, stage_paths
+from relucut.finegrained.common import drop_stem_relus, freeze_all, frozen_copy, stage_config, stage_paths
 from relucut.finegrained.losses import ActivationTap, attention_transfer
 from relucut.finegrained.mask_site import install_mask_sites
 from relucut.finegrained.relupruner_importance import TaylorPruning, check_schedule, target_epoch
@@ -103,10 +103,8 @@ def relupruner(model: nn.Module, teacher: nn.Module, data: DataSplits, base: Tra
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     sites, masks = install_mask_sites(model, base.spec().input_size, "pixel", init=1.0, linearize=cfg.linearize)
-    for name in [s.name for s in sites if s.stage == "stem"] if cfg.linear_stem else []:
-        site = masks.pop(name)  # an identity (as their ResNet's stem), out of the pool the budget is chosen from
-        site.linearize_("identity")
-        site.freeze(torch.zeros_like(site.scores, dtype=torch.bool))
+    # linear_stem: identities (as their ResNet's stem), out of the pool the budget is chosen from
+    masks = drop_stem_relus(sites, masks, "drop" if cfg.linear_stem else "keep")
     check_budget(cfg.budget, sum(math.prod(m.shape) for m in masks.values()))  # the model given may differ
     for site in masks.values():
         site.scores.requires_grad_(False)  # chosen by importance, not trained
