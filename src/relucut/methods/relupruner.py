@@ -16,7 +16,7 @@ from typing import Any
 from relucut.methods._config import MethodConfig, need, setting
 from relucut.methods._context import method_result
 from relucut.methods._registry import register_method
-from relucut.methods.snl import LINEARIZE, linearized, linearized_frontier
+from relucut.methods._linearize import linearize_setting, linearized, linearized_frontier
 
 # their fine-tuning decays at 150/180/210 of 240 epochs (env l. 28, 49), scaled to other lengths
 AUTHORS_FINETUNE = (240, (150, 180, 210))
@@ -58,9 +58,7 @@ class ReLUPrunerConfig(MethodConfig):
                                              "INIT_FROM_TEACHER=0).")
     linear_stem: bool = setting(False, help="Stem ReLUs become identities (their ResNet has none: models/resnet.py "
                                             "l. 114).")
-    linearize: str = setting("identity", help="What a position without a ReLU computes: identity, or poly2 (a "
-                                              "learned per-channel c2*x^2 + c1*x + c0, AutoReP; one secret square "
-                                              "each, priced per engine).", choices=LINEARIZE)
+    linearize: str = linearize_setting()
 
     @classmethod
     def authors(cls, budget: int | None = None, **changes: Any) -> ReLUPrunerConfig:

@@ -14,7 +14,8 @@ from relucut.errors import RelucutError
 from relucut.methods._config import MethodConfig, need, setting
 from relucut.methods._context import method_result, per_budget_steps
 from relucut.methods._registry import register_method
-from relucut.methods.snl import LINEARIZE, linearized, linearized_frontier, scaled_milestones
+from relucut.methods._linearize import linearize_setting, linearized, linearized_frontier
+from relucut.methods.snl import scaled_milestones
 
 SENET_DECAYS = (90 / 180, 140 / 180, 160 / 180)  # SENet's 90/140/160 of 180 fine-tuning epochs
 
@@ -70,9 +71,7 @@ class SENetConfig(MethodConfig):
     gate_schedule: str = setting("linear", help="Gate ramp: linear (i/ramp) or cosine.", choices=("linear", "cosine"))
     aux_after: str | None = setting(None, help="Add an auxiliary classifier (AKD) after this stage and export its "
                                                "exit, e.g. s3.")
-    linearize: str = setting("identity", help="What a position without a ReLU computes: identity, or poly2 (a "
-                                              "learned per-channel c2*x^2 + c1*x + c0, AutoReP; one secret square "
-                                              "each, priced per engine).", choices=LINEARIZE)
+    linearize: str = linearize_setting()
 
     @classmethod
     def for_frontier(cls, search_epochs: int, finetune_epochs: int) -> SENetConfig:

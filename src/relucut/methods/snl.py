@@ -13,11 +13,10 @@ from typing import Any
 
 from relucut.methods._config import MethodConfig, need, setting
 from relucut.methods._context import method_result
+from relucut.methods._linearize import LINEARIZE, linearize_setting, linearized, linearized_frontier
 from relucut.methods._registry import register_method
 
 GRANULARITIES = ("pixel", "channel")
-# relucut.site_module.LINEARIZE, spelled here too: the configs (and `relucut --help`) import no torch
-LINEARIZE = ("identity", "poly2")
 
 
 @dataclass
@@ -36,9 +35,7 @@ class SNLConfig(MethodConfig):
     granularity: str = setting("pixel", help="pixel (C,H,W masks) or channel (C masks).", choices=GRANULARITIES)
     stem_relu: str = setting("drop", help="No stem ReLU (drop: an identity, as the authors' ResNet18 and the papers' "
                                           "491,520 ReLUs) or masked like every layer (keep).", choices=("drop", "keep"))
-    linearize: str = setting("identity", help="What a position without a ReLU computes: identity, or poly2 (a "
-                                              "learned per-channel c2*x^2 + c1*x + c0, AutoReP; one secret square "
-                                              "each, priced per engine).", choices=LINEARIZE)
+    linearize: str = linearize_setting()
     search_epochs: int = setting(10, help="Most epochs of mask search (it ends once the budget is reached).")
     lr: float = setting(0.01, help="Learning rate of the weights in the search (and fine-tuning unless "
                                    "--finetune-lr).")
@@ -123,23 +120,6 @@ def label(config: SNLConfig, entry: str) -> str:
     return f"{entry} masks to {config.budget:,}"
 
 
-def linearized(entry: str, config) -> str:
-    """``entry`` with ``-poly2`` where the config's linearized positions compute a polynomial."""
-    return entry if config.linearize == "identity" else f"{entry}-{config.linearize}"
-
-
-def linearized_frontier(name: str):
-    """A method's frontier steps (one run per budget), whose ReLU budgets under a latency budget pay
-    for the polynomial positions its linearization leaves (``relucut.frontier_search.pricing``)."""
-    def steps(entry: str, template, fr) -> list:
-        from relucut.frontier_search.pricing import mask_budgets
-        from relucut.methods._context import per_budget_steps
-        from relucut.methods._registry import get_method
-
-        return per_budget_steps(get_method(name), entry, template, fr, budgets=mask_budgets(fr, template.linearize))
-    return steps
-
-
 @register_method(SNLConfig, variants={"snl-channel": {"granularity": "channel"}, "snl-poly2": {"linearize": "poly2"}},
                  order=30, frontier=linearized_frontier("snl"),
                  summary="SNL: learn pixel or channel ReLU masks under an adaptive L1 penalty down to the budget.")
@@ -152,4 +132,4 @@ def run(config: SNLConfig, ctx):
     return method_result(entry, config, ctx, summary, label(config, entry))
 
 
-__all__ = ["LINEARIZE", "SNLConfig", "linearized", "linearized_frontier", "run", "scaled_milestones"]
+__all__ = ["LINEARIZE", "SNLConfig", "run", "scaled_milestones"]
